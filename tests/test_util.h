@@ -1,0 +1,43 @@
+/* test_util — the tiny assertion layer of our C tests.
+ *
+ * CHECK(cond, fmt...) records a failure with file:line and the message and
+ * keeps going; TEST_DONE() prints "N passed, N failed" and returns the exit
+ * code. Tests that need the conformance pack call test_conformance_dir(),
+ * which exits 77 (CTest "skipped") when it is absent.
+ */
+#ifndef MOE_TESTS_TEST_UTIL_H
+#define MOE_TESTS_TEST_UTIL_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static int test_passed, test_failed;
+
+#define CHECK(cond, ...)                                           \
+    do {                                                           \
+        if (cond) {                                                \
+            test_passed++;                                         \
+        } else {                                                   \
+            test_failed++;                                         \
+            fprintf(stderr, "%s:%d: FAILED: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                          \
+            fputc('\n', stderr);                                   \
+        }                                                          \
+    } while (0)
+
+#define TEST_DONE()                                                        \
+    do {                                                                   \
+        printf("%d passed, %d failed\n", test_passed, test_failed);        \
+        return test_failed ? 1 : (test_passed ? 0 : 1);                    \
+    } while (0)
+
+static inline const char *test_conformance_dir(void) {
+    const char *d = getenv("MOE_CONFORMANCE_DIR");
+    if (!d || !*d) {
+        fprintf(stderr, "MOE_CONFORMANCE_DIR not set: skipping\n");
+        exit(77);
+    }
+    return d;
+}
+
+#endif
