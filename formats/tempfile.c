@@ -1,0 +1,58 @@
+#include "formats/tempfile.h"
+
+#include <limits.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Fixed storage: the handler may only touch memory that exists at any moment,
+ * and may only call async-signal-safe functions (unlink, signal, raise). */
+static char slot_path[MOE_TEMPFILE_SLOTS][PATH_MAX];
+static volatile sig_atomic_t slot_used[MOE_TEMPFILE_SLOTS];
+static volatile sig_atomic_t handlers_installed;
+
+static void on_signal(int sig) {
+    for (int i = 0; i < MOE_TEMPFILE_SLOTS; i++)
+        if (slot_used[i])
+            unlink(slot_path[i]);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void moe_tempfile_install_handlers(void) {
+    if (handlers_installed)
+        return;
+    handlers_installed = 1;
+    const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(sigs[i], &sa, NULL);
+    }
+}
+
+moe_status moe_tempfile_register(const char *path, moe_err *err) {
+    moe_tempfile_install_handlers();
+    size_t len = strlen(path);
+    MOE_FAIL_IF(len >= PATH_MAX, err, MOE_ERR_USAGE, "path too long: %s", path);
+    for (int i = 0; i < MOE_TEMPFILE_SLOTS; i++) {
+        if (!slot_used[i]) {
+            memcpy(slot_path[i], path, len + 1);
+            slot_used[i] = 1;
+            return MOE_OK;
+        }
+    }
+    return moe_fail(err, MOE_ERR_INTERNAL, "more than %d temp files open at once",
+                    MOE_TEMPFILE_SLOTS);
+}
+
+void moe_tempfile_unregister(const char *path) {
+    for (int i = 0; i < MOE_TEMPFILE_SLOTS; i++) {
+        if (slot_used[i] && strcmp(slot_path[i], path) == 0) {
+            slot_used[i] = 0;
+            return;
+        }
+    }
+}
