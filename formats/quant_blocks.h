@@ -82,4 +82,12 @@ static_assert(sizeof(block_q5_K_r4) == 4 * sizeof(block_q5_K), "block_q5_K_r4 si
 static_assert(sizeof(block_q6_K_r4) == 4 * sizeof(block_q6_K), "block_q6_K_r4 size");
 static_assert(sizeof(block_iq4_xs_r8) == 8 * sizeof(block_iq4_xs), "block_iq4_xs_r8 size");
 
+/* IQ4_NL / IQ4_XS code book (../shared/spec/quant.md §1.4): a 4-bit index picks
+ * one of these non-uniform levels, scaled by the block's d. Asymmetric on
+ * purpose: the quantizers map a block's extreme value to -127. Shared by the
+ * plain and the row-interleaved decoders. */
+static const int8_t moe_iq4nl_values[16] = {
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+};
+
 #endif
