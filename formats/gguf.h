@@ -169,6 +169,11 @@ typedef struct moe_gguf_writer moe_gguf_writer;
 typedef struct moe_gguf_writer_opts {
     bool overwrite;       /* replace an existing file at path (else refuse) */
     bool no_checksums;    /* do not record MOE_GGUF_XXH3_KEY */
+    bool defer_commit;    /* finish() leaves the synced temp file in place (still
+                             registered for signal cleanup); the caller publishes
+                             it with moe_temp_commit() or drops it with
+                             moe_temp_discard() — for outputs made of several
+                             files (shards) or post-processed (compressed) */
 } moe_gguf_writer_opts;
 
 /* Starts writing `path`: creates a unique temp file beside it (registered for
@@ -219,6 +224,10 @@ moe_status moe_gguf_writer_write(moe_gguf_writer *w, const void *p, size_t n, mo
  * header, fsyncs, renames the temp file to path and fsyncs the directory.
  * Frees w in every case; on failure the temp file is removed. */
 moe_status moe_gguf_writer_finish(moe_gguf_writer *w, moe_err *err);
+
+/* Path of the temp file being written. Borrowed: valid until finish/abort;
+ * copy it before finish when using defer_commit. */
+const char *moe_gguf_writer_temp_path(const moe_gguf_writer *w);
 
 /* Removes the temp file and frees w. NULL is a no-op. */
 void moe_gguf_writer_abort(moe_gguf_writer *w);

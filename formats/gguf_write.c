@@ -3,7 +3,6 @@
  * over the destination only after everything was written and fsynced. */
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,6 +173,8 @@ void moe_gguf_writer_abort(moe_gguf_writer *w) {
 }
 
 const uint64_t *moe_gguf_writer_checksums(const moe_gguf_writer *w) { return w->hashes; }
+
+const char *moe_gguf_writer_temp_path(const moe_gguf_writer *w) { return w->tmp_path; }
 
 /* ---- metadata ------------------------------------------------------------------ */
 
@@ -504,20 +505,6 @@ static moe_status patch_checksums(moe_gguf_writer *w, moe_err *err) {
     return MOE_OK;
 }
 
-static moe_status sync_dir_of(const char *path, moe_err *err) {
-    char *copy = strdup(path);
-    MOE_FAIL_IF(!copy, err, MOE_ERR_NOMEM, "out of memory");
-    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    free(copy);
-    if (dfd < 0)
-        return MOE_OK; /* nothing to sync through; the rename itself succeeded */
-    int rc = fsync(dfd);
-    close(dfd);
-    MOE_FAIL_IF(rc != 0 && errno != EINVAL, err, MOE_ERR_IO, "%s: fsync of directory failed: %s",
-                path, strerror(errno));
-    return MOE_OK;
-}
-
 static moe_status finish_steps(moe_gguf_writer *w, moe_err *err) {
     MOE_FAIL_IF(!w->data_started, err, MOE_ERR_INTERNAL, "finish before begin_data");
     MOE_TRY(advance_full_tensors(w, err));
@@ -533,11 +520,13 @@ static moe_status finish_steps(moe_gguf_writer *w, moe_err *err) {
     MOE_FAIL_IF(close(w->fd) != 0, err, MOE_ERR_IO, "%s: close failed: %s", w->path,
                 strerror(errno));
     w->fd = -1;
-    MOE_FAIL_IF(rename(w->tmp_path, w->path) != 0, err, MOE_ERR_IO, "%s: rename failed: %s",
-                w->path, strerror(errno));
-    moe_tempfile_unregister(w->tmp_path);
+    if (w->opts.defer_commit) {
+        w->tmp_path[0] = '\0'; /* the caller commits or discards it */
+        return MOE_OK;
+    }
+    MOE_TRY(moe_temp_commit(w->tmp_path, w->path, w->opts.overwrite, err));
     w->tmp_path[0] = '\0';
-    return sync_dir_of(w->path, err);
+    return MOE_OK;
 }
 
 moe_status moe_gguf_writer_finish(moe_gguf_writer *w, moe_err *err) {

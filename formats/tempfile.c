@@ -1,6 +1,11 @@
 #include "formats/tempfile.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -55,4 +60,39 @@ void moe_tempfile_unregister(const char *path) {
             return;
         }
     }
+}
+
+static moe_status sync_parent_dir(const char *path, moe_err *err) {
+    char *copy = strdup(path);
+    MOE_FAIL_IF(!copy, err, MOE_ERR_NOMEM, "out of memory");
+    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(copy);
+    if (dfd < 0)
+        return MOE_OK; /* the rename happened; nothing to sync it through */
+    int rc = fsync(dfd);
+    int e = errno;
+    close(dfd);
+    MOE_FAIL_IF(rc != 0 && e != EINVAL, err, MOE_ERR_IO, "%s: fsync of its directory failed: %s",
+                path, strerror(e));
+    return MOE_OK;
+}
+
+moe_status moe_temp_commit(const char *tmp, const char *final, bool overwrite, moe_err *err) {
+    if (!overwrite) {
+        /* link() fails if final exists: no window where another file is replaced */
+        if (link(tmp, final) != 0)
+            return moe_fail(err, errno == EEXIST ? MOE_ERR_USAGE : MOE_ERR_IO,
+                            "%s: cannot publish: %s", final,
+                            errno == EEXIST ? "it already exists" : strerror(errno));
+        unlink(tmp);
+    } else if (rename(tmp, final) != 0) {
+        return moe_fail(err, MOE_ERR_IO, "%s: rename failed: %s", final, strerror(errno));
+    }
+    moe_tempfile_unregister(tmp);
+    return sync_parent_dir(final, err);
+}
+
+void moe_temp_discard(const char *tmp) {
+    unlink(tmp);
+    moe_tempfile_unregister(tmp);
 }

@@ -9,6 +9,8 @@
 #ifndef MOE_FORMATS_TEMPFILE_H
 #define MOE_FORMATS_TEMPFILE_H
 
+#include <stdbool.h>
+
 #include "formats/status.h"
 
 #define MOE_TEMPFILE_SLOTS 32
@@ -22,5 +24,14 @@ moe_status moe_tempfile_register(const char *path, moe_err *err);
 
 /* Forgets path (no-op if it was not registered). */
 void moe_tempfile_unregister(const char *path);
+
+/* Publishes a finished, fsynced temp file: renames tmp to final (replacing it
+ * only when overwrite; otherwise an existing final is a usage error), fsyncs
+ * the directory and unregisters tmp. On failure tmp is left registered for the
+ * caller to discard. */
+moe_status moe_temp_commit(const char *tmp, const char *final, bool overwrite, moe_err *err);
+
+/* Unlinks tmp and unregisters it. */
+void moe_temp_discard(const char *tmp);
 
 #endif
