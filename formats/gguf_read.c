@@ -301,7 +301,7 @@ static moe_status parse_header(parse_state *ps) {
     if (g->version != 2 && g->version != 3)
         return moe_fail(ps->err, MOE_ERR_UNSUPPORTED,
                         "GGUF version %u is not supported (expected 2 or 3)%s", g->version,
-                        g->version > 0xffff ? "; big-endian files are not supported" : "");
+                        (g->version & 0xffff) == 0 ? "; big-endian files are not supported" : "");
     int64_t n_tensors, n_kv;
     MOE_TRY(moe_cursor_i64(&ps->c, &n_tensors, "n_tensors", ps->err));
     MOE_TRY(moe_cursor_i64(&ps->c, &n_kv, "n_kv", ps->err));

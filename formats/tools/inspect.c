@@ -51,7 +51,7 @@ static void print_scalar(FILE *f, moe_gguf_vtype t, const uint8_t *raw, bool jso
 static void print_value(FILE *f, const moe_gguf_kv *kv, bool json, bool full) {
     if (kv->type == MOE_GGUF_STRING) {
         fputc('"', f);
-        print_escaped(f, kv->str, strlen(kv->str), json);
+        print_escaped(f, kv->str, kv->raw_len - 8, json); /* may hold NUL bytes */
         fputc('"', f);
         return;
     }
