@@ -1,0 +1,393 @@
+/* Executing a repack plan: stream byte ranges from the inputs into one or more
+ * GGUF outputs, checking stored input checksums on the way and (optionally)
+ * re-reading the outputs, then publish all outputs together. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "formats/cursor.h"
+#include "formats/tempfile.h"
+#include "repack/repack.h"
+
+enum { COPY_CHUNK = 16 << 20 };
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct job {
+    const moe_gguf_set *in;
+    const moe_repack_plan *plan;
+    const moe_repack_write_opts *opts;
+    moe_repack_result *res;
+    moe_err *err;
+    uint8_t *buf;
+    XXH3_state_t *in_state; /* hash of the input tensor being copied whole */
+    uint64_t done_bytes;
+    double start, last_progress;
+    uint32_t *shard_of;     /* output tensor -> shard */
+    uint32_t n_shards;
+    char **tmp;             /* temp path per shard */
+} job;
+
+/* ---- inputs ------------------------------------------------------------------------- */
+
+/* The stored XXH3 of input tensor i, if its file records checksums. */
+static bool stored_hash(const moe_gguf_set *in, uint64_t i, uint64_t *h) {
+    const moe_gguf_file *f;
+    moe_gguf_set_tensor(in, i, &f);
+    int64_t k = moe_gguf_find_key(f->g, MOE_GGUF_XXH3_KEY);
+    if (k < 0)
+        return false;
+    const moe_gguf_kv *kv = &f->g->kv[k];
+    if (kv->type != MOE_GGUF_ARRAY || kv->elem_type != MOE_GGUF_U64 ||
+        kv->count != f->g->n_tensors)
+        return false;
+    *h = moe_load_le64(kv->raw + 12 + 8 * in->tensors[i].index);
+    return true;
+}
+
+static moe_status check_input_hash(job *j, uint64_t src, uint64_t got) {
+    uint64_t want;
+    if (!stored_hash(j->in, src, &want))
+        return MOE_OK;
+    const moe_gguf_file *f;
+    const moe_gguf_tensor *t = moe_gguf_set_tensor(j->in, src, &f);
+    MOE_FAIL_IF(want != got, j->err, MOE_ERR_INTEGRITY,
+                "%s: tensor '%s' does not match its stored XXH3 checksum (stored %016llx, read "
+                "%016llx): the input is corrupt",
+                f->path, t->name, (unsigned long long)want, (unsigned long long)got);
+    j->res->n_inputs_verified++;
+    return MOE_OK;
+}
+
+/* Input tensors that reach the output only in parts (gate/up halves) cannot be
+ * hashed while copying; hash those first. */
+static moe_status verify_partial_inputs(job *j) {
+    uint8_t *whole = calloc(j->in->n_tensors ? j->in->n_tensors : 1, 1);
+    MOE_FAIL_IF(!whole, j->err, MOE_ERR_NOMEM, "out of memory");
+    for (uint64_t t = 0; t < j->plan->n_tensors; t++) {
+        const moe_repack_tensor *rt = &j->plan->tensors[t];
+        for (uint64_t k = 0; k < rt->n_pieces; k++) {
+            const moe_repack_piece *pc = &rt->pieces[k];
+            bool full = pc->src_offset == 0 &&
+                        pc->len == moe_gguf_set_tensor(j->in, pc->src, NULL)->nbytes;
+            whole[pc->src] |= full ? 1 : 2;
+        }
+    }
+    moe_status st = MOE_OK;
+    uint64_t h;
+    for (uint64_t i = 0; i < j->in->n_tensors && st == MOE_OK; i++) {
+        if (whole[i] != 2 || !stored_hash(j->in, i, &h))
+            continue;
+        const moe_gguf_file *f;
+        const moe_gguf_tensor *t = moe_gguf_set_tensor(j->in, i, &f);
+        XXH3_64bits_reset(j->in_state);
+        uint64_t base = f->g->data_offset + t->offset;
+        for (uint64_t off = 0; off < t->nbytes && st == MOE_OK; off += COPY_CHUNK) {
+            size_t n = t->nbytes - off < COPY_CHUNK ? (size_t)(t->nbytes - off) : COPY_CHUNK;
+            st = moe_gguf_file_read(f, base + off, j->buf, n, j->err);
+            if (st == MOE_OK)
+                XXH3_64bits_update(j->in_state, j->buf, n);
+        }
+        if (st == MOE_OK)
+            st = check_input_hash(j, i, XXH3_64bits_digest(j->in_state));
+    }
+    free(whole);
+    return st;
+}
+
+/* ---- progress ---------------------------------------------------------------------- */
+
+static void progress(job *j, bool final) {
+    if (!j->opts->progress)
+        return;
+    double t = now_seconds();
+    if (!final && t - j->last_progress < 0.25)
+        return;
+    j->last_progress = t;
+    double mb = (double)j->done_bytes / 1e6, total = (double)j->plan->bytes / 1e6;
+    double rate = t > j->start ? mb / (t - j->start) : 0.0;
+    fprintf(stderr, "\rmoe-repack: %5.1f%%  %.0f / %.0f MB  %.0f MB/s ",
+            total > 0 ? 100.0 * mb / total : 100.0, mb, total, rate);
+    if (final)
+        fputc('\n', stderr);
+    fflush(stderr);
+}
+
+/* ---- copying ------------------------------------------------------------------------- */
+
+static moe_status copy_piece(job *j, moe_gguf_writer *w, const moe_repack_piece *pc) {
+    const moe_gguf_file *f;
+    const moe_gguf_tensor *t = moe_gguf_set_tensor(j->in, pc->src, &f);
+    bool whole = pc->src_offset == 0 && pc->len == t->nbytes;
+    if (whole)
+        XXH3_64bits_reset(j->in_state);
+    uint64_t base = f->g->data_offset + t->offset + pc->src_offset;
+    for (uint64_t off = 0; off < pc->len; off += COPY_CHUNK) {
+        size_t n = pc->len - off < COPY_CHUNK ? (size_t)(pc->len - off) : COPY_CHUNK;
+        MOE_TRY(moe_gguf_file_read(f, base + off, j->buf, n, j->err));
+        if (whole)
+            XXH3_64bits_update(j->in_state, j->buf, n);
+        MOE_TRY(moe_gguf_writer_write(w, j->buf, n, j->err));
+        /* the input is read once: let the kernel drop it from the page cache so a
+         * model larger than RAM does not push everything else out */
+        posix_fadvise(f->fd, (off_t)(base + off), (off_t)n, POSIX_FADV_DONTNEED);
+        j->done_bytes += n;
+        progress(j, false);
+    }
+    return whole ? check_input_hash(j, pc->src, XXH3_64bits_digest(j->in_state)) : MOE_OK;
+}
+
+/* ---- shards ---------------------------------------------------------------------- */
+
+static moe_status assign_shards(job *j) {
+    const moe_repack_write_opts *o = j->opts;
+    j->shard_of = calloc(j->plan->n_tensors ? j->plan->n_tensors : 1, sizeof *j->shard_of);
+    MOE_FAIL_IF(!j->shard_of, j->err, MOE_ERR_NOMEM, "out of memory");
+    uint32_t shard = 0;
+    uint64_t bytes = 0, count = 0;
+    for (uint64_t i = 0; i < j->plan->n_tensors; i++) {
+        uint64_t nb = j->plan->tensors[i].nbytes;
+        bool over = (o->split_max_bytes && bytes + nb > o->split_max_bytes) ||
+                    (o->split_max_tensors && count + 1 > o->split_max_tensors);
+        if (over && count > 0) {
+            shard++;
+            bytes = count = 0;
+        }
+        j->shard_of[i] = shard;
+        bytes += nb;
+        count++;
+    }
+    j->n_shards = shard + 1;
+    MOE_FAIL_IF(j->n_shards > MOE_SPLIT_MAX, j->err, MOE_ERR_USAGE,
+                "the split limits give %u shards (at most %d)", j->n_shards, MOE_SPLIT_MAX);
+    return MOE_OK;
+}
+
+static moe_status output_paths(job *j, const char *out_path) {
+    moe_repack_result *r = j->res;
+    r->n_outputs = j->n_shards;
+    r->final_paths = calloc(j->n_shards, sizeof *r->final_paths);
+    r->outputs = calloc(j->n_shards, sizeof *r->outputs);
+    j->tmp = calloc(j->n_shards, sizeof *j->tmp);
+    MOE_FAIL_IF(!r->final_paths || !r->outputs || !j->tmp, j->err, MOE_ERR_NOMEM, "out of memory");
+    bool sharded = j->opts->split_max_bytes || j->opts->split_max_tensors;
+    size_t len = strlen(out_path);
+    for (uint32_t s = 0; s < j->n_shards; s++) {
+        size_t cap = len + 32;
+        r->final_paths[s] = malloc(cap);
+        MOE_FAIL_IF(!r->final_paths[s], j->err, MOE_ERR_NOMEM, "out of memory");
+        if (!sharded) {
+            memcpy(r->final_paths[s], out_path, len + 1);
+            continue;
+        }
+        char prefix[4096];
+        size_t plen = len > 5 && !strcmp(out_path + len - 5, ".gguf") ? len - 5 : len;
+        MOE_FAIL_IF(plen >= sizeof prefix, j->err, MOE_ERR_USAGE, "output path too long");
+        memcpy(prefix, out_path, plen);
+        prefix[plen] = '\0';
+        MOE_TRY(moe_split_path(r->final_paths[s], cap, prefix, (int)s + 1, (int)j->n_shards,
+                               j->err));
+    }
+    return MOE_OK;
+}
+
+/* An output may not be one of the inputs, and may only replace a file with
+ * --force. */
+static moe_status check_outputs(job *j) {
+    for (uint32_t s = 0; s < j->n_shards; s++) {
+        const char *path = j->res->final_paths[s];
+        struct stat so;
+        if (stat(path, &so) != 0)
+            continue;
+        for (uint32_t k = 0; k < j->in->n_files; k++) {
+            struct stat si;
+            if (fstat(j->in->files[k]->fd, &si) == 0 && si.st_dev == so.st_dev &&
+                si.st_ino == so.st_ino)
+                return moe_fail(j->err, MOE_ERR_USAGE, "%s is the input %s: refusing to write "
+                                "over it", path, j->in->files[k]->path);
+        }
+        MOE_FAIL_IF(!j->opts->overwrite, j->err, MOE_ERR_USAGE,
+                    "%s already exists (use --force to replace it)", path);
+    }
+    return MOE_OK;
+}
+
+static moe_status write_metadata(job *j, moe_gguf_writer *w, uint32_t shard) {
+    const moe_gguf *g = j->in->files[0]->g;
+    if (shard == 0) {
+        for (uint64_t k = 0; k < g->n_kv; k++)
+            if (strncmp(g->kv[k].key, "split.", 6) != 0)
+                MOE_TRY(moe_gguf_writer_copy_kv(w, &g->kv[k], j->err));
+    } else {
+        int64_t a = moe_gguf_find_key(g, "general.alignment");
+        if (a >= 0) /* every shard keeps the model's data alignment */
+            MOE_TRY(moe_gguf_writer_copy_kv(w, &g->kv[a], j->err));
+    }
+    if (j->opts->split_max_bytes || j->opts->split_max_tensors) {
+        MOE_TRY(moe_gguf_writer_set_u16(w, "split.no", (uint16_t)shard, j->err));
+        MOE_TRY(moe_gguf_writer_set_u16(w, "split.count", (uint16_t)j->n_shards, j->err));
+        MOE_TRY(moe_gguf_writer_set_i32(w, "split.tensors.count", (int32_t)j->plan->n_tensors,
+                                        j->err));
+    }
+    return MOE_OK;
+}
+
+static moe_status write_shard(job *j, uint32_t shard) {
+    moe_gguf_writer_opts wo = {.overwrite = true, .defer_commit = true};
+    moe_gguf_writer *w;
+    /* the temp file lives beside the final path; check_outputs() already
+     * enforced --force, so the writer itself may replace */
+    MOE_TRY(moe_gguf_writer_create(j->res->final_paths[shard], &wo, &w, j->err));
+    j->tmp[shard] = strdup(moe_gguf_writer_temp_path(w));
+    moe_status st = j->tmp[shard] ? write_metadata(j, w, shard)
+                                  : moe_fail(j->err, MOE_ERR_NOMEM, "out of memory");
+    uint64_t first = UINT64_MAX;
+    for (uint64_t i = 0; i < j->plan->n_tensors && st == MOE_OK; i++) {
+        if (j->shard_of[i] != shard)
+            continue;
+        if (first == UINT64_MAX)
+            first = i;
+        const moe_repack_tensor *t = &j->plan->tensors[i];
+        st = moe_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, j->err);
+    }
+    if (st == MOE_OK)
+        st = moe_gguf_writer_begin_data(w, j->err);
+    for (uint64_t i = first; i < j->plan->n_tensors && st == MOE_OK; i++) {
+        if (j->shard_of[i] != shard)
+            continue;
+        const moe_repack_tensor *t = &j->plan->tensors[i];
+        for (uint64_t k = 0; k < t->n_pieces && st == MOE_OK; k++)
+            st = copy_piece(j, w, &t->pieces[k]);
+    }
+    if (st == MOE_OK) { /* keep the hashes of what we wrote, in plan order */
+        const uint64_t *h = moe_gguf_writer_checksums(w);
+        for (uint64_t i = 0, n = 0; i < j->plan->n_tensors; i++)
+            if (j->shard_of[i] == shard)
+                j->res->tensor_xxh3[i] = h[n++];
+    }
+    if (st != MOE_OK) {
+        moe_gguf_writer_abort(w);
+        return st;
+    }
+    return moe_gguf_writer_finish(w, j->err);
+}
+
+/* ---- verification and publishing -------------------------------------------------- */
+
+/* Re-reads every output tensor from disk and compares it with the hash of the
+ * input bytes it was made of. */
+static moe_status verify_outputs(job *j) {
+    for (uint32_t s = 0; s < j->n_shards; s++) {
+        moe_gguf_file *f;
+        MOE_TRY(moe_gguf_file_open(j->tmp[s], false, &f, j->err));
+        moe_gguf_verify_result vr;
+        moe_status st = moe_gguf_file_verify(f, true, &vr, j->err);
+        uint64_t n = 0;
+        for (uint64_t i = 0; i < j->plan->n_tensors && st == MOE_OK; i++) {
+            if (j->shard_of[i] != s)
+                continue;
+            if (n >= f->g->n_tensors || strcmp(f->g->tensors[n].name, j->plan->tensors[i].name) ||
+                vr.computed[n] != j->res->tensor_xxh3[i])
+                st = moe_fail(j->err, MOE_ERR_INTEGRITY,
+                              "%s: tensor '%s' read back differs from the input bytes",
+                              j->res->final_paths[s], j->plan->tensors[i].name);
+            n++;
+            j->res->n_outputs_verified++;
+        }
+        free(vr.computed);
+        moe_gguf_file_close(f);
+        MOE_TRY(st);
+    }
+    return MOE_OK;
+}
+
+static moe_status publish(job *j) {
+    for (uint32_t s = 0; s < j->n_shards; s++) {
+        moe_repack_result *r = j->res;
+        if (j->opts->keep_temp) {
+            r->outputs[s] = j->tmp[s];
+            j->tmp[s] = NULL; /* now the caller's */
+            continue;
+        }
+        MOE_TRY(moe_temp_commit(j->tmp[s], r->final_paths[s], true, j->err));
+        r->outputs[s] = strdup(r->final_paths[s]);
+        MOE_FAIL_IF(!r->outputs[s], j->err, MOE_ERR_NOMEM, "out of memory");
+        free(j->tmp[s]);
+        j->tmp[s] = NULL;
+    }
+    return MOE_OK;
+}
+
+static uint64_t file_bytes(const char *path) {
+    struct stat sb;
+    return path && stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+}
+
+moe_status moe_repack_write(const moe_gguf_set *in, const moe_repack_plan *plan,
+                            const char *out_path, const moe_repack_write_opts *opts,
+                            moe_repack_result *res, moe_err *err) {
+    static const moe_repack_write_opts defaults = {0};
+    memset(res, 0, sizeof *res);
+    job j = {.in = in, .plan = plan, .opts = opts ? opts : &defaults, .res = res, .err = err};
+    j.start = j.last_progress = now_seconds();
+    j.buf = malloc(COPY_CHUNK);
+    j.in_state = XXH3_createState();
+    res->tensor_xxh3 = calloc(plan->n_tensors ? plan->n_tensors : 1, sizeof *res->tensor_xxh3);
+    moe_status st = j.buf && j.in_state && res->tensor_xxh3
+                        ? MOE_OK
+                        : moe_fail(err, MOE_ERR_NOMEM, "out of memory");
+    if (st == MOE_OK)
+        st = assign_shards(&j);
+    if (st == MOE_OK)
+        st = output_paths(&j, out_path);
+    if (st == MOE_OK)
+        st = check_outputs(&j);
+    if (st == MOE_OK)
+        st = verify_partial_inputs(&j);
+    for (uint32_t s = 0; s < j.n_shards && st == MOE_OK; s++)
+        st = write_shard(&j, s);
+    progress(&j, true);
+    if (st == MOE_OK && j.opts->verify)
+        st = verify_outputs(&j);
+    if (st == MOE_OK)
+        st = publish(&j);
+    for (uint32_t s = 0; j.tmp && s < j.n_shards; s++) {
+        if (j.tmp[s]) /* not published: nothing may stay behind */
+            moe_temp_discard(j.tmp[s]);
+        free(j.tmp[s]);
+    }
+    for (uint32_t s = 0; st == MOE_OK && s < res->n_outputs; s++)
+        res->bytes_written += file_bytes(res->outputs[s]);
+    free(j.tmp);
+    free(j.shard_of);
+    free(j.buf);
+    XXH3_freeState(j.in_state);
+    res->seconds = now_seconds() - j.start;
+    if (st != MOE_OK)
+        moe_repack_result_free(res);
+    return st;
+}
+
+void moe_repack_result_free(moe_repack_result *res) {
+    if (!res)
+        return;
+    for (uint32_t s = 0; s < res->n_outputs; s++) {
+        if (res->outputs)
+            free(res->outputs[s]);
+        if (res->final_paths)
+            free(res->final_paths[s]);
+    }
+    free(res->outputs);
+    free(res->final_paths);
+    free(res->tensor_xxh3);
+    memset(res, 0, sizeof *res);
+}

@@ -1,0 +1,7 @@
+if(TARGET moe_repack)
+  moe_add_c_test(test_repack SOURCES ${MOE_TEST_DIR}/test_repack.c LABELS unit LIBS moe_repack)
+  moe_add_c_test(test_repack_conformance TARGET test_repack LABELS golden ARGS conformance)
+  add_executable(run_limited ${MOE_TEST_DIR}/tools/run_limited.c)
+  set_target_properties(run_limited PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
+  moe_add_sh_test(test_repack_cli SCRIPT test_repack_cli.sh LABELS cli)
+endif()
