@@ -1,0 +1,12 @@
+# Architecture schema (formats/arch.h) and the moe-synth tool.
+moe_add_c_test(test_arch SOURCES test_arch.c LABELS unit)
+if(MOE_HAVE_CONFORMANCE)
+  # the same program, checking the schema against every conformance model
+  add_test(NAME test_arch_golden COMMAND test_arch golden)
+  set_tests_properties(test_arch_golden PROPERTIES LABELS golden SKIP_RETURN_CODE 77
+    ENVIRONMENT "MOE_CONFORMANCE_DIR=${MOE_CONFORMANCE_DIR}")
+endif()
+if(TARGET moe-synth)
+  # test_synth.sh reads moe-synth's output back through `test_arch check`
+  moe_add_sh_test(test_synth SCRIPT test_synth.sh LABELS cli ARGS $<TARGET_FILE:test_arch>)
+endif()
