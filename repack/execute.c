@@ -318,7 +318,12 @@ static moe_status publish(job *j) {
             j->tmp[s] = NULL; /* now the caller's */
             continue;
         }
-        MOE_TRY(moe_temp_commit(j->tmp[s], r->final_paths[s], true, j->err));
+        moe_status st = moe_temp_commit(j->tmp[s], r->final_paths[s], true, j->err);
+        if (st != MOE_OK) { /* all shards or none: take back the ones published */
+            for (uint32_t k = 0; k < s; k++)
+                unlink(r->final_paths[k]);
+            return st;
+        }
         r->outputs[s] = strdup(r->final_paths[s]);
         MOE_FAIL_IF(!r->outputs[s], j->err, MOE_ERR_NOMEM, "out of memory");
         free(j->tmp[s]);

@@ -5,3 +5,8 @@ if(TARGET moe_repack)
   set_target_properties(run_limited PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
   moe_add_sh_test(test_repack_cli SCRIPT test_repack_cli.sh LABELS cli)
 endif()
+# Peak memory is only meaningful without the sanitizers' shadow memory.
+if(TARGET moe_repack AND TARGET moe-synth AND NOT MOE_SANITIZE)
+  moe_add_sh_test(test_repack_big SCRIPT test_repack_big.sh LABELS cli)
+  set_tests_properties(test_repack_big PROPERTIES TIMEOUT 600 RUN_SERIAL ON)
+endif()
