@@ -17,7 +17,9 @@
 #include "formats/strmap.h"
 #include "formats/tempfile.h"
 
-enum { WRITE_BUFFER = 8 << 20 };
+/* Small writes (headers, padding, small tensors) gather in the buffer; writes
+ * of at least DIRECT_WRITE bytes go straight to write() without a copy. */
+enum { WRITE_BUFFER = 8 << 20, DIRECT_WRITE = 256 << 10 };
 
 typedef struct wkv {
     char *key;
@@ -80,6 +82,10 @@ static moe_status flush(moe_gguf_writer *w, moe_err *err) {
 
 static moe_status put(moe_gguf_writer *w, const void *p, size_t n, moe_err *err) {
     const uint8_t *b = p;
+    if (n >= DIRECT_WRITE) {
+        MOE_TRY(flush(w, err));
+        return write_all(w, b, n, err);
+    }
     while (n > 0) {
         size_t take = WRITE_BUFFER - w->buf_len < n ? WRITE_BUFFER - w->buf_len : n;
         memcpy(w->buf + w->buf_len, b, take);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -124,22 +125,37 @@ static void progress(job *j, bool final) {
 
 /* ---- copying ------------------------------------------------------------------------- */
 
+/* Drops a processed range of an input from this process and from the page
+ * cache: the input is read once, so a model larger than RAM must not push
+ * everything else out, and mapped pages must not pile up in our RSS. */
+static void release_input_range(const moe_gguf_file *f, uint64_t off, uint64_t len) {
+    if (f->map) {
+        uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+        uint64_t a = (off + page - 1) / page * page, b = (off + len) / page * page;
+        if (b > a)
+            madvise((void *)(f->map + a), (size_t)(b - a), MADV_DONTNEED);
+    }
+    posix_fadvise(f->fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
+}
+
 static moe_status copy_piece(job *j, moe_gguf_writer *w, const moe_repack_piece *pc) {
     const moe_gguf_file *f;
     const moe_gguf_tensor *t = moe_gguf_set_tensor(j->in, pc->src, &f);
-    bool whole = pc->src_offset == 0 && pc->len == t->nbytes;
+    uint64_t stored;
+    bool whole = pc->src_offset == 0 && pc->len == t->nbytes && stored_hash(j->in, pc->src, &stored);
     if (whole)
         XXH3_64bits_reset(j->in_state);
     uint64_t base = f->g->data_offset + t->offset + pc->src_offset;
     for (uint64_t off = 0; off < pc->len; off += COPY_CHUNK) {
         size_t n = pc->len - off < COPY_CHUNK ? (size_t)(pc->len - off) : COPY_CHUNK;
-        MOE_TRY(moe_gguf_file_read(f, base + off, j->buf, n, j->err));
+        /* from a mapping the bytes go straight to write(): one copy, not three */
+        const uint8_t *src = f->map ? f->map + base + off : j->buf;
+        if (!f->map)
+            MOE_TRY(moe_gguf_file_read(f, base + off, j->buf, n, j->err));
         if (whole)
-            XXH3_64bits_update(j->in_state, j->buf, n);
-        MOE_TRY(moe_gguf_writer_write(w, j->buf, n, j->err));
-        /* the input is read once: let the kernel drop it from the page cache so a
-         * model larger than RAM does not push everything else out */
-        posix_fadvise(f->fd, (off_t)(base + off), (off_t)n, POSIX_FADV_DONTNEED);
+            XXH3_64bits_update(j->in_state, src, n);
+        MOE_TRY(moe_gguf_writer_write(w, src, n, j->err));
+        release_input_range(f, base + off, n);
         j->done_bytes += n;
         progress(j, false);
     }

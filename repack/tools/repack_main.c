@@ -153,7 +153,8 @@ static moe_status run(const repack_cli *o, const char *in_path, const char *out_
     char *plain_tmp = NULL;
     MOE_TRY(unpack_zstd_input(in_path, out_path, (int)o->threads, &plain_tmp, err));
     moe_gguf_set *in = NULL;
-    moe_status st = moe_gguf_set_open(plain_tmp ? plain_tmp : in_path, false, &in, err);
+    /* mapped: tensor bytes go from the page cache to write() without copies */
+    moe_status st = moe_gguf_set_open(plain_tmp ? plain_tmp : in_path, true, &in, err);
     moe_repack_opts ro = {
         .gate_up = o->merge ? MOE_GATE_UP_MERGE : o->split ? MOE_GATE_UP_SPLIT : MOE_GATE_UP_KEEP,
         .input_up_first = o->gate_up_order && !strcmp(o->gate_up_order, "up-first"),
