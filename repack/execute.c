@@ -12,6 +12,7 @@
 #include <xxhash.h>
 
 #include "formats/cursor.h"
+#include "formats/interleave.h"
 #include "formats/tempfile.h"
 #include "repack/repack.h"
 
@@ -30,6 +31,8 @@ typedef struct job {
     moe_repack_result *res;
     moe_err *err;
     uint8_t *buf;
+    uint8_t *relayout_buf;  /* second buffer for (de)interleaving, allocated on demand */
+    size_t relayout_cap;
     XXH3_state_t *in_state; /* hash of the input tensor being copied whole */
     uint64_t done_bytes;
     double start, last_progress;
@@ -78,7 +81,8 @@ static moe_status verify_partial_inputs(job *j) {
         const moe_repack_tensor *rt = &j->plan->tensors[t];
         for (uint64_t k = 0; k < rt->n_pieces; k++) {
             const moe_repack_piece *pc = &rt->pieces[k];
-            bool full = pc->src_offset == 0 &&
+            /* re-laid-out tensors are read in row groups, not piece by piece */
+            bool full = pc->src_offset == 0 && rt->type == rt->src_type &&
                         pc->len == moe_gguf_set_tensor(j->in, pc->src, NULL)->nbytes;
             whole[pc->src] |= full ? 1 : 2;
         }
@@ -160,6 +164,60 @@ static moe_status copy_piece(job *j, moe_gguf_writer *w, const moe_repack_piece 
         progress(j, false);
     }
     return whole ? check_input_hash(j, pc->src, XXH3_64bits_digest(j->in_state)) : MOE_OK;
+}
+
+/* Copies bytes [off, off+len) of the concatenation of t's pieces into buf. */
+static moe_status gather(job *j, const moe_repack_tensor *t, uint64_t off, uint64_t len,
+                         uint8_t *buf) {
+    for (uint64_t k = 0, pos = 0; k < t->n_pieces && len > 0; pos += t->pieces[k].len, k++) {
+        const moe_repack_piece *pc = &t->pieces[k];
+        if (off >= pos + pc->len)
+            continue;
+        uint64_t skip = off - pos, take = pc->len - skip < len ? pc->len - skip : len;
+        const moe_gguf_file *f;
+        const moe_gguf_tensor *src = moe_gguf_set_tensor(j->in, pc->src, &f);
+        uint64_t at = f->g->data_offset + src->offset + pc->src_offset + skip;
+        MOE_TRY(moe_gguf_file_read(f, at, buf, (size_t)take, j->err));
+        release_input_range(f, at, take);
+        buf += take;
+        off += take;
+        len -= take;
+    }
+    return MOE_OK;
+}
+
+/* Writes t in its new row layout: groups of R rows are (de)interleaved, which
+ * changes byte order inside each group and nothing else. */
+static moe_status relayout_tensor(job *j, moe_gguf_writer *w, const moe_repack_tensor *t) {
+    bool to_ilv = moe_type_get(t->type)->interleave_rows != 0;
+    moe_type ilv = to_ilv ? t->type : t->src_type;
+    int64_t R = moe_type_get(ilv)->interleave_rows;
+    uint64_t row;
+    MOE_TRY(moe_type_row_size(t->src_type, t->ne[0], &row, j->err));
+    int64_t rows = (int64_t)(t->nbytes / row);
+    int64_t step = (int64_t)(COPY_CHUNK / (row * (uint64_t)R)) * R;
+    step = step < R ? R : step;
+    size_t need = (size_t)((uint64_t)step * row);
+    if (j->relayout_cap < need) {
+        uint8_t *nb = realloc(j->relayout_buf, 2 * need);
+        MOE_FAIL_IF(!nb, j->err, MOE_ERR_NOMEM, "out of memory");
+        j->relayout_buf = nb;
+        j->relayout_cap = need;
+    }
+    uint8_t *in = j->relayout_buf, *out = j->relayout_buf + need;
+    for (int64_t r = 0; r < rows; r += step) {
+        int64_t nr = rows - r < step ? rows - r : step;
+        size_t n = (size_t)((uint64_t)nr * row);
+        MOE_TRY(gather(j, t, (uint64_t)r * row, n, in));
+        if (to_ilv)
+            MOE_TRY(moe_interleave_rows(ilv, in, out, t->ne[0], nr, j->err));
+        else
+            MOE_TRY(moe_deinterleave_rows(ilv, in, out, t->ne[0], nr, j->err));
+        MOE_TRY(moe_gguf_writer_write(w, out, n, j->err));
+        j->done_bytes += n;
+        progress(j, false);
+    }
+    return MOE_OK;
 }
 
 /* ---- shards ---------------------------------------------------------------------- */
@@ -281,7 +339,9 @@ static moe_status write_shard(job *j, uint32_t shard) {
         if (j->shard_of[i] != shard)
             continue;
         const moe_repack_tensor *t = &j->plan->tensors[i];
-        for (uint64_t k = 0; k < t->n_pieces && st == MOE_OK; k++)
+        if (t->type != t->src_type)
+            st = relayout_tensor(j, w, t);
+        for (uint64_t k = 0; k < t->n_pieces && st == MOE_OK && t->type == t->src_type; k++)
             st = copy_piece(j, w, &t->pieces[k]);
     }
     if (st == MOE_OK) { /* keep the hashes of what we wrote, in plan order */
@@ -391,6 +451,7 @@ moe_status moe_repack_write(const moe_gguf_set *in, const moe_repack_plan *plan,
     free(j.tmp);
     free(j.shard_of);
     free(j.buf);
+    free(j.relayout_buf);
     XXH3_freeState(j.in_state);
     res->seconds = now_seconds() - j.start;
     if (st != MOE_OK)

@@ -5,12 +5,15 @@
  * Pass 2 applies the gate/up choice (merge, split, reorder halves) by slicing
  * piece lists. Pass 3 orders the result the way llama.cpp writes models when
  * anything changed, and keeps the input order otherwise. */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "formats/arch.h"
 #include "formats/checked.h"
+#include "formats/interleave.h"
 #include "repack/repack.h"
 
 typedef struct piece_list {
@@ -492,6 +495,63 @@ static int64_t expert_count(const moe_gguf_set *in) {
     return moe_gguf_get_int(g, key, &n, NULL) == MOE_OK ? n : -1;
 }
 
+/* ---- pass 4: row interleaving (lossless re-layout of each row group) ------------------ */
+
+static bool pattern_matches(pcre2_code *re, const char *name) {
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
+    int rc = md ? pcre2_match(re, (PCRE2_SPTR)name, PCRE2_ZERO_TERMINATED, 0, 0, md, NULL) : -1;
+    pcre2_match_data_free(md);
+    return rc >= 0;
+}
+
+static void relayout_one(moe_repack_tensor *t, const moe_repack_opts *o, pcre2_code *re,
+                         moe_repack_plan *plan) {
+    const moe_type_traits *tr = moe_type_get(t->type);
+    if (o->interleave < 0) {
+        if (tr->interleave_rows && moe_interleave_supported(t->type)) {
+            t->type = tr->base;
+            plan->n_relayout++;
+        } else if (tr->interleave_rows) {
+            t->note = "this interleaved type cannot be converted back yet: kept";
+        }
+        return;
+    }
+    moe_type v = moe_interleaved_variant(t->type);
+    if (v == t->type || !pattern_matches(re, t->name))
+        return;
+    if (!strcmp(t->name, "token_embd.weight")) {
+        t->note = "token embeddings are never interleaved (rows are looked up one by one)";
+        return;
+    }
+    if (t->n_dims < 2 || t->ne[1] % moe_type_get(v)->interleave_rows != 0) {
+        t->note = "rows are not a multiple of the interleave factor: kept plain";
+        return;
+    }
+    t->type = v;
+    plan->n_relayout++;
+}
+
+static moe_status apply_relayout(moe_repack_plan *plan, const moe_repack_opts *o, moe_err *err) {
+    for (uint64_t i = 0; i < plan->n_tensors; i++)
+        plan->tensors[i].src_type = plan->tensors[i].type;
+    if (!o->interleave)
+        return MOE_OK;
+    const char *pat = o->interleave_pattern ? o->interleave_pattern : "_exps\\.";
+    int code;
+    PCRE2_SIZE at;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, 0, &code, &at, NULL);
+    if (!re) {
+        PCRE2_UCHAR msg[128];
+        pcre2_get_error_message(code, msg, sizeof msg);
+        return moe_fail(err, MOE_ERR_USAGE, "--interleave-pattern '%s': bad regex at %zu: %s", pat,
+                        (size_t)at, (const char *)msg);
+    }
+    for (uint64_t i = 0; i < plan->n_tensors; i++)
+        relayout_one(&plan->tensors[i], o, re, plan);
+    pcre2_code_free(re);
+    return MOE_OK;
+}
+
 moe_status moe_repack_plan_build(const moe_gguf_set *in, const moe_repack_opts *opts,
                                  moe_repack_plan *plan, moe_err *err) {
     static const moe_repack_opts defaults = {0};
@@ -503,6 +563,8 @@ moe_status moe_repack_plan_build(const moe_gguf_set *in, const moe_repack_opts *
         st = apply_gate_up(&p);
     if (st == MOE_OK)
         st = emit(&p);
+    if (st == MOE_OK)
+        st = apply_relayout(plan, p.opts, err);
     for (uint64_t i = 0; i < p.n; i++)
         free(p.l[i].list.p);
     free(p.l);

@@ -32,6 +32,11 @@ typedef struct moe_repack_opts {
     bool input_up_first;      /* merged inputs store up rows before gate rows
                                  (early ik_llama.cpp files); outputs are always
                                  gate-first, as mainline llama.cpp expects */
+    int interleave;           /* +1: write eligible tensors in their row-interleaved
+                                 type (ik_llama.cpp _Rn); -1: write interleaved
+                                 tensors plain; 0: keep types */
+    const char *interleave_pattern; /* PCRE2 regex of tensors to interleave; NULL:
+                                 routed experts ("_exps\\.") */
 } moe_repack_opts;
 
 /* One contiguous byte range of an input tensor. */
@@ -51,7 +56,9 @@ typedef enum moe_repack_kind {
 
 typedef struct moe_repack_tensor {
     char name[MOE_GGUF_MAX_NAME];
-    moe_type type;
+    moe_type type;            /* as written */
+    moe_type src_type;        /* of the input bytes; differs only when (de)interleaving */
+    const char *note;         /* why an eligible tensor was left alone, or NULL */
     uint32_t n_dims;
     int64_t ne[MOE_GGUF_MAX_DIMS];
     uint64_t nbytes;
@@ -68,6 +75,7 @@ typedef struct moe_repack_plan {
     uint64_t n_expert_inputs;   /* input tensors consumed by stacking */
     uint64_t n_gate_up;         /* tensors split, merged or reordered */
     int64_t n_expert;           /* ARCH.expert_count, or -1 when absent */
+    uint64_t n_relayout;        /* tensors interleaved or de-interleaved */
 } moe_repack_plan;
 
 /* Builds the plan for the input set. Checks, before anything is written, that

@@ -14,8 +14,8 @@
 #include "repack/repack.h"
 
 typedef struct repack_cli {
-    bool force, dry_run, json, verify, merge, split, quiet;
-    const char *gate_up_order;
+    bool force, dry_run, json, verify, merge, split, quiet, interleave, deinterleave;
+    const char *gate_up_order, *interleave_pattern;
     uint64_t split_max_size;
     int64_t split_max_tensors, zstd_level, threads;
 } repack_cli;
@@ -58,8 +58,9 @@ static void print_json(const char *in_path, const moe_repack_plan *plan,
         printf(", \"type\": \"%s\", \"shape\": [", moe_type_name(t->type));
         for (uint32_t d = 0; d < t->n_dims; d++)
             printf("%s%" PRId64, d ? ", " : "", t->ne[d]);
-        printf("], \"bytes\": %" PRIu64 ", \"kind\": \"%s\", \"pieces\": %" PRIu64, t->nbytes,
-               kind_name(t->kind), t->n_pieces);
+        printf("], \"bytes\": %" PRIu64 ", \"kind\": \"%s\", \"pieces\": %" PRIu64
+               ", \"source_type\": \"%s\"",
+               t->nbytes, kind_name(t->kind), t->n_pieces, moe_type_name(t->src_type));
         if (res)
             printf(", \"xxh3\": \"%016" PRIx64 "\"", res->tensor_xxh3[i]);
         putchar('}');
@@ -83,13 +84,20 @@ static void print_plan(const moe_repack_plan *plan) {
             k += snprintf(shape + k, sizeof shape - (size_t)k, "%s%" PRId64, d ? ", " : "",
                           t->ne[d]);
         snprintf(shape + k, sizeof shape - (size_t)k, "]");
-        printf("%-8s %-40s %-9s %-20s %12" PRIu64 " bytes  from %" PRIu64 " range%s\n",
-               kind_name(t->kind), t->name, moe_type_name(t->type), shape, t->nbytes,
-               t->n_pieces, t->n_pieces == 1 ? "" : "s");
+        char type[40];
+        if (t->type != t->src_type)
+            snprintf(type, sizeof type, "%s->%s", moe_type_name(t->src_type), moe_type_name(t->type));
+        else
+            snprintf(type, sizeof type, "%s", moe_type_name(t->type));
+        printf("%-8s %-40s %-18s %-20s %12" PRIu64 " bytes  from %" PRIu64 " range%s%s%s\n",
+               kind_name(t->kind), t->name, type, shape, t->nbytes, t->n_pieces,
+               t->n_pieces == 1 ? "" : "s", t->note ? "  # " : "", t->note ? t->note : "");
     }
     printf("%" PRIu64 " tensors, %" PRIu64 " bytes of tensor data; %" PRIu64
-           " stacked from %" PRIu64 " per-expert tensors; %" PRIu64 " gate/up changes\n",
-           plan->n_tensors, plan->bytes, plan->n_stacked, plan->n_expert_inputs, plan->n_gate_up);
+           " stacked from %" PRIu64 " per-expert tensors; %" PRIu64 " gate/up changes; %" PRIu64
+           " re-laid out\n",
+           plan->n_tensors, plan->bytes, plan->n_stacked, plan->n_expert_inputs, plan->n_gate_up,
+           plan->n_relayout);
 }
 
 /* A .gguf.zst input is decompressed to a temp file beside the output first. */
@@ -158,6 +166,8 @@ static moe_status run(const repack_cli *o, const char *in_path, const char *out_
     moe_repack_opts ro = {
         .gate_up = o->merge ? MOE_GATE_UP_MERGE : o->split ? MOE_GATE_UP_SPLIT : MOE_GATE_UP_KEEP,
         .input_up_first = o->gate_up_order && !strcmp(o->gate_up_order, "up-first"),
+        .interleave = o->interleave ? 1 : o->deinterleave ? -1 : 0,
+        .interleave_pattern = o->interleave_pattern,
     };
     moe_repack_plan plan = {0};
     if (st == MOE_OK)
@@ -226,6 +236,14 @@ int main(int argc, char **argv) {
          .arg_name = "ORDER",
          .help = "row order of merged inputs: gate-first (llama.cpp) or up-first (early "
                  "ik_llama.cpp); outputs are always gate-first"},
+        {.names = "interleave", .kind = MOE_OPT_FLAG, .dest = &o.interleave,
+         .help = "re-lay quantized rows in ik_llama.cpp's interleaved types (q4_0 -> q4_0_r8, "
+                 "q4_K -> q4_k_r4, ...) for the fast CPU kernels; lossless"},
+        {.names = "interleave-pattern", .kind = MOE_OPT_STRING, .dest = &o.interleave_pattern,
+         .arg_name = "REGEX",
+         .help = "tensors to interleave (default: routed experts, '_exps\\.'; '.' = all)"},
+        {.names = "deinterleave", .kind = MOE_OPT_FLAG, .dest = &o.deinterleave,
+         .help = "write interleaved tensors in their plain type again; lossless"},
         {.names = "split-max-size", .kind = MOE_OPT_SIZE, .dest = &o.split_max_size,
          .arg_name = "SIZE", .help = "write shards of at most SIZE tensor bytes (e.g. 4G)"},
         {.names = "split-max-tensors", .kind = MOE_OPT_INT, .dest = &o.split_max_tensors,
@@ -249,6 +267,8 @@ int main(int argc, char **argv) {
     moe_status st = moe_cli_parse(&cli, argc, argv, &first, &n_pos, &help, &err);
     if (st == MOE_OK && !help && o.merge && o.split)
         st = moe_fail(&err, MOE_ERR_USAGE, "--merge-gate-up and --split-gate-up exclude each other");
+    if (st == MOE_OK && !help && o.interleave && o.deinterleave)
+        st = moe_fail(&err, MOE_ERR_USAGE, "--interleave and --deinterleave exclude each other");
     if (st == MOE_OK && !help && o.gate_up_order && strcmp(o.gate_up_order, "gate-first") &&
         strcmp(o.gate_up_order, "up-first"))
         st = moe_fail(&err, MOE_ERR_USAGE, "--gate-up-order must be gate-first or up-first, not '%s'",
