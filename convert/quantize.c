@@ -77,6 +77,11 @@ static moe_status plan(qjob *j) {
         rep->bytes_out += qt->bytes_out;
         rep->n_fallback += qt->choice.fallback;
         rep->n_interleaved += qt->choice.interleaved;
+        if (qt->choice.fallback)
+            MOE_WARN("%s: %lld columns do not fit the chosen type's blocks: falling back to %s",
+                     t->name, (long long)t->ne[0], moe_type_name(qt->choice.type));
+        if (qt->choice.note)
+            MOE_WARN("%s: %s", t->name, qt->choice.note);
         if (!qt->converted)
             continue;
         rep->n_converted++;
