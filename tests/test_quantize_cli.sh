@@ -49,6 +49,18 @@ for pair in q4_0:q4_0_r8 q8_0:q8_0_r8 iq4_nl:iq4_nl_r4 q5_0:q5_0_r4 q2_K:q2_k_r4
     check "$ilv: deinterleave restores $plain byte for byte" test $? -eq 0
 done
 
+# round trips on synthetic models written directly in each interleaved type
+for ilv in q4_0_r8 q8_0_r8 iq4_nl_r4 q5_0_r4 q2_k_r4 q3_k_r4 q4_k_r4 q5_k_r4 q6_k_r4 iq4_xs_r8; do
+    "$MOE_BIN_DIR/moe-synth" --preset tiny --arch qwen3moe --type "$ilv" --seed 11 \
+        "$T/synth-$ilv.gguf" 2> /dev/null
+    "$REPACK" -q --deinterleave "$T/synth-$ilv.gguf" "$T/synth-$ilv-plain.gguf"
+    "$REPACK" -q --interleave --interleave-pattern . "$T/synth-$ilv-plain.gguf" "$T/synth-$ilv-again.gguf"
+    "$CMP" "$T/synth-$ilv.gguf" "$T/synth-$ilv-again.gguf" > /dev/null
+    check "synthetic $ilv: interleave(deinterleave(x)) == x" test $? -eq 0
+    check "synthetic $ilv: the plain file has no interleaved tensor" \
+        test -z "$("$MOE_BIN_DIR/moe-inspect" "$T/synth-$ilv-plain.gguf" | grep " $ilv ")"
+done
+
 # --interleave alone touches only the routed experts; token_embd never
 "$Q" -q --pure --interleave --type q4_0 "$M/tiny-llama.gguf" "$T/exps-only.gguf"
 "$MOE_BIN_DIR/moe-inspect" "$T/exps-only.gguf" > "$T/exps-only.txt"

@@ -65,6 +65,21 @@ check "full disk: message" grep -q "write failed" "$T/err.txt"
 check "full disk: no output" test ! -e "$T/full.gguf"
 check "full disk: input unchanged" test "$(cksum < "$T/in.gguf")" = "$sum_before"
 
+# shards by size: llama.cpp's names and keys, and the set reads back whole
+"$REPACK" -q --split-max-size 4M "$SPLIT" "$T/sh.gguf"
+n=$(ls "$T"/sh-0000?-of-0000?.gguf | wc -l)
+check "split by size: $n shards for 15 MB at 4 MiB" test "$n" -ge 4 -a -s "$T/sh-00001-of-0000$n.gguf"
+big=0
+for f in "$T"/sh-0000?-of-0000?.gguf; do
+    b=$("$INSPECT" --json "$f" | grep '"name"' | grep -o '"bytes": [0-9]*' | awk '{s += $2} END {print s}')
+    [ "$b" -le 4194304 ] || big=1
+done
+check "every shard holds at most 4 MiB of tensor data" test $big -eq 0
+"$INSPECT" "$T/sh-00002-of-0000$n.gguf" > "$T/sh2.txt"
+check "shard keys" grep -q "split.no *u16 *= 1" "$T/sh2.txt"
+"$REPACK" -q "$T/sh-00001-of-0000$n.gguf" "$T/unsharded.gguf"
+check "a shard set repacks back to the single file" cmp -s "$T/unsharded.gguf" "$T/a.gguf"
+
 # zstd: stock zstd restores the plain file; we read it back too
 "$REPACK" -q --zstd "$SPLIT" "$T/z.gguf"
 check "zstd output written" test -s "$T/z.gguf.zst" -a ! -e "$T/z.gguf"
