@@ -1,13 +1,12 @@
 #include "convert/policy.h"
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "formats/interleave.h"
+#include "formats/regex.h"
 
 /* ---- --type names ------------------------------------------------------------------ */
 
@@ -65,29 +64,6 @@ moe_status moe_qtype_parse(const char *name, moe_qtype_choice *out, moe_err *err
                     name);
 }
 
-/* ---- regexes ------------------------------------------------------------------------ */
-
-static moe_status compile(const char *pattern, void **out, const char *what, moe_err *err) {
-    int code;
-    PCRE2_SIZE at;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, 0, &code, &at, NULL);
-    if (!re) {
-        PCRE2_UCHAR msg[128];
-        pcre2_get_error_message(code, msg, sizeof msg);
-        return moe_fail(err, MOE_ERR_USAGE, "%s '%s': bad regex at %zu: %s", what, pattern,
-                        (size_t)at, (const char *)msg);
-    }
-    *out = re;
-    return MOE_OK;
-}
-
-static bool search(void *re, const char *s) {
-    pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
-    int rc = md ? pcre2_match(re, (PCRE2_SPTR)s, PCRE2_ZERO_TERMINATED, 0, 0, md, NULL) : -1;
-    pcre2_match_data_free(md);
-    return rc >= 0;
-}
-
 /* ---- setup --------------------------------------------------------------------------- */
 
 static int64_t arch_int(const moe_gguf *g, const char *arch, const char *suffix, int64_t def) {
@@ -111,7 +87,7 @@ static moe_status parse_rules(moe_policy *p, const char *const *spec, int n, moe
                         moe_type_get(r->type)->interleave_rows,
                     err, MOE_ERR_USAGE, "--tensor-type '%s': '%s' is not a plain tensor type",
                     spec[i], eq + 1);
-        MOE_TRY(compile(r->pattern, &r->compiled, "--tensor-type", err));
+        MOE_TRY(moe_regex_compile(r->pattern, "--tensor-type", &r->compiled, err));
     }
     return MOE_OK;
 }
@@ -148,7 +124,7 @@ moe_status moe_policy_init(moe_policy *p, const moe_gguf *g, const moe_qtype_cho
                                                : "_exps\\.";
         p->interleave_pattern = strdup(pat);
         MOE_FAIL_IF(!p->interleave_pattern, err, MOE_ERR_NOMEM, "out of memory");
-        MOE_TRY(compile(pat, &p->interleave_re, "--interleave-pattern", err));
+        MOE_TRY(moe_regex_compile(pat, "--interleave-pattern", &p->interleave_re, err));
     }
     return MOE_OK;
 }
@@ -158,10 +134,10 @@ void moe_policy_free(moe_policy *p) {
         return;
     for (int i = 0; i < p->n_rules; i++) {
         free(p->rules[i].pattern);
-        pcre2_code_free(p->rules[i].compiled);
+        moe_regex_free(p->rules[i].compiled);
     }
     free(p->rules);
-    pcre2_code_free(p->interleave_re);
+    moe_regex_free(p->interleave_re);
     free(p->interleave_pattern);
     memset(p, 0, sizeof *p);
 }
@@ -318,7 +294,7 @@ static moe_type fallback(moe_type t, int64_t ne0) {
 
 static void choose_interleave(const moe_policy *p, const moe_gguf_tensor *t,
                               moe_tensor_choice *c) {
-    if (!p->interleave || !search(p->interleave_re, t->name))
+    if (!p->interleave || !moe_regex_search(p->interleave_re, t->name))
         return;
     moe_type v = moe_interleaved_variant(c->plain);
     if (v == c->plain)
@@ -347,7 +323,7 @@ moe_status moe_policy_choose(moe_policy *p, const moe_gguf_tensor *t, moe_tensor
     bool quantized_base = ty != MOE_TYPE_F32 && ty != MOE_TYPE_F16 && ty != MOE_TYPE_BF16;
     bool manual = false;
     for (int i = 0; i < p->n_rules && !manual; i++) {
-        if (search(p->rules[i].compiled, t->name)) {
+        if (moe_regex_search(p->rules[i].compiled, t->name)) {
             ty = p->rules[i].type;
             why = MOE_REASON_USER;
             manual = true;

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "formats/gguf.h"
+#include "formats/regex.h"
 #include "formats/status.h"
 #include "formats/types.h"
 
@@ -46,7 +47,7 @@ moe_status moe_qtype_parse(const char *name, moe_qtype_choice *out, moe_err *err
 /* One --tensor-type override. */
 typedef struct moe_type_rule {
     char *pattern;          /* PCRE2 pattern searched in the tensor name */
-    void *compiled;         /* pcre2_code * */
+    moe_regex *compiled;
     moe_type type;
 } moe_type_rule;
 
@@ -59,7 +60,7 @@ typedef struct moe_policy {
     moe_type_rule *rules;
     int n_rules;
     bool interleave;          /* --interleave or an interleaved --type */
-    void *interleave_re;      /* pcre2_code *: tensors eligible for interleaving */
+    moe_regex *interleave_re; /* tensors eligible for interleaving */
     char *interleave_pattern;
     /* model facts the rules read */
     int64_t n_layer, n_expert, n_head, n_head_kv;

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -278,13 +277,6 @@ static moe_status alloc_buffers(qjob *j) {
     return MOE_OK;
 }
 
-static void release_input(const moe_gguf_file *f, uint64_t off, uint64_t len) {
-    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
-    uint64_t a = (off + page - 1) / page * page, b = (off + len) / page * page;
-    if (b > a) /* each tensor is read once: do not let the mapping grow our RSS */
-        madvise((void *)(f->map + a), (size_t)(b - a), MADV_DONTNEED);
-}
-
 static moe_status write_output(qjob *j, const char *out_path) {
     moe_gguf_writer_opts wo = {.overwrite = j->o->overwrite};
     moe_gguf_writer *w;
@@ -301,7 +293,7 @@ static moe_status write_output(qjob *j, const char *out_path) {
             st = moe_gguf_writer_write(w, moe_gguf_file_tensor_data(j->in, i), t->nbytes, j->err);
             j->done += t->nbytes;
         }
-        release_input(j->in, g->data_offset + t->offset, t->nbytes);
+        moe_gguf_file_release(j->in, g->data_offset + t->offset, t->nbytes);
     }
     if (st == MOE_OK) {
         const uint64_t *h = moe_gguf_writer_checksums(w);

@@ -137,6 +137,12 @@ moe_status moe_gguf_file_open(const char *path, bool use_mmap, moe_gguf_file **o
 void moe_gguf_file_close(moe_gguf_file *f);
 /* Pointer to tensor i's bytes inside the mapping, or NULL without mmap. */
 const uint8_t *moe_gguf_file_tensor_data(const moe_gguf_file *f, uint64_t i);
+/* Tells the kernel a range already processed will not be read again: unmaps
+ * its pages from this process (mmap) and drops them from the page cache, so
+ * streaming through a model larger than RAM keeps RSS and cache pressure flat.
+ * Contents stay readable (they are read again from disk if needed). */
+void moe_gguf_file_release(const moe_gguf_file *f, uint64_t off, uint64_t len);
+
 /* Reads len bytes at absolute file offset off into buf (pread loop; short file
  * is an error naming the path). */
 moe_status moe_gguf_file_read(const moe_gguf_file *f, uint64_t off, void *buf, size_t len,

@@ -206,3 +206,13 @@ moe_status moe_gguf_file_verify(const moe_gguf_file *f, bool keep_hashes,
                         (unsigned long long)res->n_mismatch, f->g->tensors[res->first_bad].name);
     return MOE_OK;
 }
+
+void moe_gguf_file_release(const moe_gguf_file *f, uint64_t off, uint64_t len) {
+    if (f->map) {
+        uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+        uint64_t a = (off + page - 1) / page * page, b = (off + len) / page * page;
+        if (b > a)
+            madvise((void *)(f->map + a), (size_t)(b - a), MADV_DONTNEED);
+    }
+    posix_fadvise(f->fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
+}

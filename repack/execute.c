@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -129,19 +128,6 @@ static void progress(job *j, bool final) {
 
 /* ---- copying ------------------------------------------------------------------------- */
 
-/* Drops a processed range of an input from this process and from the page
- * cache: the input is read once, so a model larger than RAM must not push
- * everything else out, and mapped pages must not pile up in our RSS. */
-static void release_input_range(const moe_gguf_file *f, uint64_t off, uint64_t len) {
-    if (f->map) {
-        uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
-        uint64_t a = (off + page - 1) / page * page, b = (off + len) / page * page;
-        if (b > a)
-            madvise((void *)(f->map + a), (size_t)(b - a), MADV_DONTNEED);
-    }
-    posix_fadvise(f->fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
-}
-
 static moe_status copy_piece(job *j, moe_gguf_writer *w, const moe_repack_piece *pc) {
     const moe_gguf_file *f;
     const moe_gguf_tensor *t = moe_gguf_set_tensor(j->in, pc->src, &f);
@@ -159,7 +145,7 @@ static moe_status copy_piece(job *j, moe_gguf_writer *w, const moe_repack_piece 
         if (whole)
             XXH3_64bits_update(j->in_state, src, n);
         MOE_TRY(moe_gguf_writer_write(w, src, n, j->err));
-        release_input_range(f, base + off, n);
+        moe_gguf_file_release(f, base + off, n);
         j->done_bytes += n;
         progress(j, false);
     }
@@ -178,7 +164,7 @@ static moe_status gather(job *j, const moe_repack_tensor *t, uint64_t off, uint6
         const moe_gguf_tensor *src = moe_gguf_set_tensor(j->in, pc->src, &f);
         uint64_t at = f->g->data_offset + src->offset + pc->src_offset + skip;
         MOE_TRY(moe_gguf_file_read(f, at, buf, (size_t)take, j->err));
-        release_input_range(f, at, take);
+        moe_gguf_file_release(f, at, take);
         buf += take;
         off += take;
         len -= take;

@@ -5,8 +5,6 @@
  * Pass 2 applies the gate/up choice (merge, split, reorder halves) by slicing
  * piece lists. Pass 3 orders the result the way llama.cpp writes models when
  * anything changed, and keeps the input order otherwise. */
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +12,7 @@
 #include "formats/arch.h"
 #include "formats/checked.h"
 #include "formats/interleave.h"
+#include "formats/regex.h"
 #include "repack/repack.h"
 
 typedef struct piece_list {
@@ -497,14 +496,7 @@ static int64_t expert_count(const moe_gguf_set *in) {
 
 /* ---- pass 4: row interleaving (lossless re-layout of each row group) ------------------ */
 
-static bool pattern_matches(pcre2_code *re, const char *name) {
-    pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
-    int rc = md ? pcre2_match(re, (PCRE2_SPTR)name, PCRE2_ZERO_TERMINATED, 0, 0, md, NULL) : -1;
-    pcre2_match_data_free(md);
-    return rc >= 0;
-}
-
-static void relayout_one(moe_repack_tensor *t, const moe_repack_opts *o, pcre2_code *re,
+static void relayout_one(moe_repack_tensor *t, const moe_repack_opts *o, const moe_regex *re,
                          moe_repack_plan *plan) {
     const moe_type_traits *tr = moe_type_get(t->type);
     if (o->interleave < 0) {
@@ -517,7 +509,7 @@ static void relayout_one(moe_repack_tensor *t, const moe_repack_opts *o, pcre2_c
         return;
     }
     moe_type v = moe_interleaved_variant(t->type);
-    if (v == t->type || !pattern_matches(re, t->name))
+    if (v == t->type || !moe_regex_search(re, t->name))
         return;
     if (!strcmp(t->name, "token_embd.weight")) {
         t->note = "token embeddings are never interleaved (rows are looked up one by one)";
@@ -537,18 +529,11 @@ static moe_status apply_relayout(moe_repack_plan *plan, const moe_repack_opts *o
     if (!o->interleave)
         return MOE_OK;
     const char *pat = o->interleave_pattern ? o->interleave_pattern : "_exps\\.";
-    int code;
-    PCRE2_SIZE at;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, 0, &code, &at, NULL);
-    if (!re) {
-        PCRE2_UCHAR msg[128];
-        pcre2_get_error_message(code, msg, sizeof msg);
-        return moe_fail(err, MOE_ERR_USAGE, "--interleave-pattern '%s': bad regex at %zu: %s", pat,
-                        (size_t)at, (const char *)msg);
-    }
+    moe_regex *re;
+    MOE_TRY(moe_regex_compile(pat, "--interleave-pattern", &re, err));
     for (uint64_t i = 0; i < plan->n_tensors; i++)
         relayout_one(&plan->tensors[i], o, re, plan);
-    pcre2_code_free(re);
+    moe_regex_free(re);
     return MOE_OK;
 }
 
