@@ -37,31 +37,38 @@
  * [T[mu-1], T[mu]], then the lower entry only if strictly nearer, so an exact
  * midpoint goes up. Both distances are float subtractions, as in llama.cpp;
  * comparing 2x with the sum of the pair instead would round differently. */
+/* The table as floats (exact), so the search does not convert on every step. */
+static const float iq4_values_f[IQ4_NVALUES] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                                1,    13,   25,  38,  53,  69,  89,  113};
+
+/* llama.cpp's binary search finds mu with T[mu-1] <= x < T[mu]; counting the
+ * entries <= x gives the same mu without data-dependent branches. The tie
+ * rule is kept to the letter: the lower neighbour wins only if strictly
+ * nearer, computed as the same two float subtractions. */
 static int nearest_code(float x) {
-    const int8_t *T = moe_iq4nl_values;
+    const float *T = iq4_values_f;
     if (x <= T[0])
         return 0;
     if (x >= T[IQ4_NVALUES - 1])
         return IQ4_NVALUES - 1;
-    int lo = 0, mu = IQ4_NVALUES - 1;
-    while (mu - lo > 1) {
-        const int mid = (lo + mu) / 2;
-        if (x < T[mid])
-            mu = mid;
-        else
-            lo = mid;
-    }
-    return x - (float)T[mu - 1] < (float)T[mu] - x ? mu - 1 : mu;
+    int mu = 0;
+    for (int k = 0; k < IQ4_NVALUES; k++)
+        mu += x >= T[k];
+    return x - T[mu - 1] < T[mu] - x ? mu - 1 : mu;
 }
 
 /* Weighted fit of one candidate: sum w*q*x and sum w*q^2 over the block with
  * q the code value nearest to id*x. */
 static void fit_codes(const float *xb, const float *w, float id, float *sumqx, float *sumq2) {
+    /* codes first (independent per value, so the compiler can vectorise),
+     * then the sums in llama.cpp's order */
+    float q[MOE_QK];
+    for (int j = 0; j < MOE_QK; j++)
+        q[j] = iq4_values_f[nearest_code(id * xb[j])];
     float sqx = 0.0f, sq2 = 0.0f;
     for (int j = 0; j < MOE_QK; j++) {
-        const float q = (float)moe_iq4nl_values[nearest_code(id * xb[j])];
-        sqx += w[j] * q * xb[j];
-        sq2 += w[j] * q * q;
+        sqx += w[j] * q[j] * xb[j];
+        sq2 += w[j] * q[j] * q[j];
     }
     *sumqx = sqx;
     *sumq2 = sq2;
