@@ -210,6 +210,13 @@ static int64_t rows_step(moe_type a, moe_type b) {
     return ra > rb ? ra : rb; /* powers of two: the larger is a multiple of the other */
 }
 
+static bool slice_is_zero(const float *v, int64_t n) {
+    for (int64_t k = 0; k < n; k++)
+        if (v[k] != 0.0f)
+            return false;
+    return true;
+}
+
 static moe_status convert_tensor(qjob *j, moe_gguf_writer *w, uint64_t ti) {
     const moe_gguf_tensor *t = &j->in->g->tensors[ti];
     moe_quantize_tensor *qt = &j->rep->tensors[ti];
@@ -229,8 +236,15 @@ static moe_status convert_tensor(qjob *j, moe_gguf_writer *w, uint64_t ti) {
         chunk = cw.step;
     double err2 = 0, ref2 = 0;
     for (int64_t m = 0; m < n_mat; m++) {
-        /* an expert's rows share its slice of the importance matrix */
+        /* an expert's rows share its slice of the importance matrix; an expert
+         * the calibration never routed to has an all-zero slice, which would
+         * give the searches no weight at all (NaN scales): quantize it plainly */
         cw.imatrix = ie ? ie->values + (m % t->ne[2]) * t->ne[0] : NULL;
+        if (cw.imatrix && slice_is_zero(cw.imatrix, t->ne[0])) {
+            MOE_WARN("%s: expert %lld has no importance data: quantized without it", t->name,
+                     (long long)(m % t->ne[2]));
+            cw.imatrix = NULL;
+        }
         for (int64_t r = 0; r < per_mat; r += chunk) {
             cw.rows = per_mat - r < chunk ? per_mat - r : chunk;
             uint64_t first = (uint64_t)(m * per_mat + r);

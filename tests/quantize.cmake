@@ -7,3 +7,6 @@ if(TARGET moe-quantize)
   moe_add_c_test(test_quantize_stats SOURCES ${MOE_TEST_DIR}/test_quantize_stats.c LABELS golden
                  LIBS PkgConfig::JANSSON)
 endif()
+if(TARGET moe_convert)
+  moe_add_c_test(test_imatrix SOURCES ${MOE_TEST_DIR}/test_imatrix.c LABELS golden LIBS moe_convert)
+endif()
