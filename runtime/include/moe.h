@@ -1,0 +1,165 @@
+/* moe.h — the moe-toolkit inference runtime's C API.
+ *
+ * What it owns: loading a GGUF MoE model (llama/Mixtral, qwen2moe, qwen3moe,
+ * olmoe, deepseek2, and dense llama), contexts with a KV cache, decoding token
+ * batches into logits, tokenization, sampling and chat templates. The moe-run
+ * tool is built on exactly this API. Errors are values (moe_status + moe_err);
+ * nothing here exits or prints unless asked to log.
+ *
+ * Ownership: every *_free / *_close accepts NULL. A context borrows its model:
+ * free contexts before the model. Pointers returned by getters are borrowed
+ * and valid until the next call that changes the object (e.g. moe_decode
+ * invalidates earlier logits pointers).
+ */
+#ifndef MOE_RUNTIME_MOE_H
+#define MOE_RUNTIME_MOE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "formats/status.h"
+#include "formats/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef int32_t moe_token;
+typedef struct moe_model moe_model;
+typedef struct moe_context moe_context;
+
+/* ---- model ------------------------------------------------------------------------- */
+
+typedef struct moe_model_params {
+    bool use_mmap;   /* default true; false reads weights into memory */
+    bool verify;     /* check stored XXH3 checksums before use */
+    int n_threads;   /* for loading (decompression, legacy-layout stacking); 0 = all */
+} moe_model_params;
+
+moe_model_params moe_model_default_params(void);
+
+/* Loads path: a .gguf, the first shard of a split set, or a .gguf.zst. Legacy
+ * split-expert files are stacked into memory at load (logged once). Fails
+ * before any compute, naming the key, tensor or value at fault, for an
+ * unsupported architecture, missing or misshapen tensor, or impossible
+ * hyperparameter. */
+moe_status moe_model_load(const char *path, const moe_model_params *params, moe_model **out,
+                          moe_err *err);
+void moe_model_free(moe_model *model);
+
+int64_t moe_model_n_vocab(const moe_model *model);
+int64_t moe_model_n_ctx_train(const moe_model *model);
+int64_t moe_model_n_embd(const moe_model *model);
+const char *moe_model_arch_name(const moe_model *model);
+/* Bytes of weights one token's forward pass reads (experts: only the K used
+ * per layer), for the GB/s figure. */
+uint64_t moe_model_bytes_per_token(const moe_model *model);
+/* Total bytes of weight data. */
+uint64_t moe_model_weight_bytes(const moe_model *model);
+
+/* ---- context ----------------------------------------------------------------------- */
+
+typedef struct moe_context_params {
+    int32_t n_ctx;       /* KV cache cells; 0 = the model's training context */
+    int32_t n_seq_max;   /* distinct sequences; default 1 */
+    int32_t n_batch;     /* most tokens per moe_decode call; default 512 */
+    moe_type type_k;     /* KV cache types: F16 (default), F32, Q8_0 */
+    moe_type type_v;
+    int n_threads;       /* 0 = all cores */
+} moe_context_params;
+
+moe_context_params moe_context_default_params(void);
+
+moe_status moe_context_create(moe_model *model, const moe_context_params *params,
+                              moe_context **out, moe_err *err);
+void moe_context_free(moe_context *ctx);
+int32_t moe_context_n_ctx(const moe_context *ctx);
+
+/* ---- decoding --------------------------------------------------------------------- */
+
+typedef struct moe_batch {
+    int32_t n_tokens;
+    const moe_token *token;  /* n_tokens ids */
+    const int32_t *pos;      /* positions; NULL = continue each sequence after its last */
+    const int32_t *seq_id;   /* one sequence per token; NULL = all sequence 0 */
+    const int8_t *logits;    /* non-zero: produce logits for this token; NULL = last only */
+} moe_batch;
+
+/* Evaluates a batch (causal attention within each sequence), storing K/V in the
+ * cache. Fails without changing the cache when the batch is malformed (token
+ * out of range, no free cells, n_tokens > n_batch...). */
+moe_status moe_decode(moe_context *ctx, const moe_batch *batch, moe_err *err);
+
+/* Logits row (n_vocab floats) of batch token i of the last decode, or NULL if
+ * that token did not request logits. */
+const float *moe_get_logits_ith(moe_context *ctx, int32_t i);
+
+/* ---- KV cache (llama.cpp semantics: p1 < 0 means "to the end") ------------------------ */
+
+void moe_kv_clear(moe_context *ctx);
+/* Removes positions [p0, p1) of seq (seq < 0: every sequence). */
+void moe_kv_seq_rm(moe_context *ctx, int32_t seq, int32_t p0, int32_t p1);
+/* Adds delta to positions [p0, p1) of seq; keys are re-rotated (K-shift)
+ * before the next decode. */
+void moe_kv_seq_add(moe_context *ctx, int32_t seq, int32_t p0, int32_t p1, int32_t delta);
+/* Largest position stored for seq, or -1. */
+int32_t moe_kv_seq_pos_max(const moe_context *ctx, int32_t seq);
+
+/* ---- text ----------------------------------------------------------------------------- */
+
+/* Tokenizes text (len bytes) into out (capacity cap). add_special: BOS/EOS as
+ * the vocabulary asks; parse_special: recognise control-token text. Returns
+ * the token count, or minus the count needed when cap is too small. */
+int32_t moe_tokenize(const moe_model *model, const char *text, int32_t len, moe_token *out,
+                     int32_t cap, bool add_special, bool parse_special);
+/* Writes the text of token t (no NUL) into buf; returns its length, or minus
+ * the length needed. special: render control tokens too. */
+int32_t moe_token_to_piece(const moe_model *model, moe_token t, char *buf, int32_t cap,
+                           bool special);
+moe_token moe_token_bos(const moe_model *model); /* -1 if none */
+moe_token moe_token_eos(const moe_model *model);
+bool moe_token_is_eog(const moe_model *model, moe_token t);
+bool moe_model_add_bos(const moe_model *model); /* the vocabulary asks for a BOS token */
+
+/* ---- sampling --------------------------------------------------------------------------- */
+
+typedef struct moe_sampler moe_sampler;
+
+typedef struct moe_sampler_params {
+    float temp;           /* <= 0: greedy */
+    int32_t top_k;        /* <= 0: off */
+    float top_p;          /* >= 1: off */
+    float min_p;          /* <= 0: off */
+    float repeat_penalty; /* 1: off */
+    int32_t repeat_last_n;
+    uint64_t seed;
+} moe_sampler_params;
+
+/* llama-cli's defaults: temp 0.8, top_k 40, top_p 0.95, min_p 0.05,
+ * repeat_penalty 1.0 (off), repeat_last_n 64, seed random. */
+moe_sampler_params moe_sampler_default_params(void);
+moe_sampler *moe_sampler_create(const moe_sampler_params *params);
+moe_token moe_sampler_sample(moe_sampler *s, const float *logits, int64_t n_vocab);
+void moe_sampler_accept(moe_sampler *s, moe_token t);
+void moe_sampler_free(moe_sampler *s);
+
+/* ---- chat --------------------------------------------------------------------------------- */
+
+typedef struct moe_chat_message {
+    const char *role;    /* "system", "user", "assistant" */
+    const char *content;
+} moe_chat_message;
+
+/* Formats messages with tmpl (NULL: the model's tokenizer.chat_template),
+ * recognising the common built-in templates (chatml, llama2/mistral, llama3,
+ * deepseek, deepseek3) by their text. add_assistant: end with the assistant
+ * prefix. *out is malloc'd (caller frees). Unsupported template: error. */
+moe_status moe_chat_apply(const moe_model *model, const char *tmpl, const moe_chat_message *msgs,
+                          int n_msgs, bool add_assistant, char **out, moe_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,176 @@
+#include "runtime/kv_cache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "formats/quant.h"
+#include "runtime/cpu_ops.h"
+
+static uint64_t row_bytes(moe_type t, int64_t n) {
+    uint64_t b = 0;
+    moe_type_row_size(t, n, &b, NULL);
+    return b;
+}
+
+moe_status moe_kv_init(moe_kv_cache *kv, const moe_model *m, int32_t n_cells, moe_type tk,
+                       moe_type tv, moe_err *err) {
+    memset(kv, 0, sizeof *kv);
+    const moe_hparams *hp = &m->hp;
+    MOE_FAIL_IF(n_cells < 1, err, MOE_ERR_USAGE, "context size %d must be at least 1", n_cells);
+    const moe_type ok[] = {MOE_TYPE_F32, MOE_TYPE_F16, MOE_TYPE_Q8_0};
+    bool good_k = false, good_v = false;
+    for (int i = 0; i < 3; i++)
+        good_k |= tk == ok[i], good_v |= tv == ok[i];
+    MOE_FAIL_IF(!good_k || !good_v, err, MOE_ERR_USAGE,
+                "KV cache types must be f32, f16 or q8_0 (got %s/%s)", moe_type_name(tk),
+                moe_type_name(tv));
+    kv->row_k = hp->n_head_kv * hp->head_dim_k;
+    kv->row_v = hp->n_head_kv * hp->head_dim_v;
+    MOE_FAIL_IF(kv->row_k % moe_type_get(tk)->block_size || kv->row_v % moe_type_get(tv)->block_size,
+                err, MOE_ERR_USAGE, "KV rows of %lld/%lld values do not fit %s/%s blocks",
+                (long long)kv->row_k, (long long)kv->row_v, moe_type_name(tk), moe_type_name(tv));
+    kv->size = n_cells;
+    kv->type_k = tk;
+    kv->type_v = tv;
+    kv->bytes_k = row_bytes(tk, kv->row_k);
+    kv->bytes_v = row_bytes(tv, kv->row_v);
+    kv->n_layer = hp->n_layer;
+    kv->cells = calloc((size_t)n_cells, sizeof *kv->cells);
+    kv->k = calloc((size_t)hp->n_layer, sizeof *kv->k);
+    kv->v = calloc((size_t)hp->n_layer, sizeof *kv->v);
+    MOE_FAIL_IF(!kv->cells || !kv->k || !kv->v, err, MOE_ERR_NOMEM, "out of memory");
+    for (int64_t l = 0; l < hp->n_layer; l++) {
+        kv->k[l] = calloc((size_t)n_cells, kv->bytes_k);
+        kv->v[l] = calloc((size_t)n_cells, kv->bytes_v);
+        MOE_FAIL_IF(!kv->k[l] || !kv->v[l], err, MOE_ERR_NOMEM,
+                    "out of memory for a %d-cell KV cache", n_cells);
+    }
+    moe_kv_clear_all(kv);
+    return MOE_OK;
+}
+
+void moe_kv_free(moe_kv_cache *kv) {
+    if (!kv)
+        return;
+    for (int64_t l = 0; l < kv->n_layer; l++) {
+        if (kv->k)
+            free(kv->k[l]);
+        if (kv->v)
+            free(kv->v[l]);
+    }
+    free(kv->k);
+    free(kv->v);
+    free(kv->cells);
+    memset(kv, 0, sizeof *kv);
+}
+
+void moe_kv_clear_all(moe_kv_cache *kv) {
+    for (int32_t i = 0; i < kv->size; i++)
+        kv->cells[i] = (moe_kv_cell){.pos = -1};
+    kv->used = 0;
+    kv->has_shift = false;
+}
+
+moe_status moe_kv_claim(moe_kv_cache *kv, int32_t n, const int32_t *pos, const int32_t *seq,
+                        int32_t *cells, moe_err *err) {
+    MOE_FAIL_IF(kv->size - kv->used < n, err, MOE_ERR_USAGE,
+                "the KV cache is full: %d of %d cells used, %d more needed (use a larger -c)",
+                kv->used, kv->size, n);
+    int32_t c = 0;
+    for (int32_t i = 0; i < n; i++) {
+        while (kv->cells[c].pos >= 0)
+            c++;
+        cells[i] = c;
+        kv->cells[c] = (moe_kv_cell){.pos = pos[i], .seqs = 1ull << seq[i]};
+        c++;
+    }
+    kv->used += n;
+    return MOE_OK;
+}
+
+static bool in_range(const moe_kv_cell *cell, int32_t seq, int32_t p0, int32_t p1) {
+    if (cell->pos < 0 || cell->pos < p0 || (p1 >= 0 && cell->pos >= p1))
+        return false;
+    return seq < 0 || (cell->seqs >> seq & 1);
+}
+
+void moe_kv_remove(moe_kv_cache *kv, int32_t seq, int32_t p0, int32_t p1) {
+    if (p0 < 0)
+        p0 = 0;
+    for (int32_t i = 0; i < kv->size; i++) {
+        moe_kv_cell *cell = &kv->cells[i];
+        if (!in_range(cell, seq, p0, p1))
+            continue;
+        cell->seqs = seq < 0 ? 0 : cell->seqs & ~(1ull << seq);
+        if (!cell->seqs) {
+            *cell = (moe_kv_cell){.pos = -1};
+            kv->used--;
+        }
+    }
+}
+
+void moe_kv_shift(moe_kv_cache *kv, int32_t seq, int32_t p0, int32_t p1, int32_t delta) {
+    if (p0 < 0)
+        p0 = 0;
+    if (p0 == p1 || delta == 0)
+        return;
+    for (int32_t i = 0; i < kv->size; i++) {
+        moe_kv_cell *cell = &kv->cells[i];
+        if (!in_range(cell, seq, p0, p1))
+            continue;
+        cell->pos += delta;
+        cell->delta += delta;
+        kv->has_shift = true;
+        if (cell->pos < 0) { /* shifted out of the window: freed, as llama.cpp does */
+            *cell = (moe_kv_cell){.pos = -1};
+            kv->used--;
+        }
+    }
+}
+
+int32_t moe_kv_pos_max(const moe_kv_cache *kv, int32_t seq) {
+    int32_t max = -1;
+    for (int32_t i = 0; i < kv->size; i++)
+        if (kv->cells[i].pos > max && (seq < 0 || (kv->cells[i].seqs >> seq & 1)))
+            max = kv->cells[i].pos;
+    return max;
+}
+
+static void to_cache(moe_type t, const float *src, uint8_t *dst, int64_t n) {
+    moe_quantize_rows(t, src, dst, 1, n, NULL, NULL);
+}
+
+void moe_kv_store(moe_kv_cache *kv, int64_t layer, int32_t cell, const float *k, const float *v) {
+    to_cache(kv->type_k, k, kv->k[layer] + (uint64_t)cell * kv->bytes_k, kv->row_k);
+    to_cache(kv->type_v, v, kv->v[layer] + (uint64_t)cell * kv->bytes_v, kv->row_v);
+}
+
+void moe_kv_load_k(const moe_kv_cache *kv, int64_t layer, int32_t cell, float *out) {
+    moe_type_get(kv->type_k)->to_f32(kv->k[layer] + (uint64_t)cell * kv->bytes_k, out, kv->row_k, 1);
+}
+
+void moe_kv_load_v(const moe_kv_cache *kv, int64_t layer, int32_t cell, float *out) {
+    moe_type_get(kv->type_v)->to_f32(kv->v[layer] + (uint64_t)cell * kv->bytes_v, out, kv->row_v, 1);
+}
+
+void moe_kv_apply_shift(moe_kv_cache *kv, const moe_model *m) {
+    if (!kv->has_shift)
+        return;
+    const moe_hparams *hp = &m->hp;
+    /* deepseek2 keys are [nope | rope] per head: only the rope tail turns */
+    const int64_t offset = m->arch->mla ? hp->head_dim_k - hp->n_rot : 0;
+    float *row = malloc((size_t)kv->row_k * sizeof *row); /* only when a shift is pending */
+    for (int32_t c = 0; row && c < kv->size; c++) {
+        if (kv->cells[c].pos < 0 || kv->cells[c].delta == 0)
+            continue;
+        for (int64_t l = 0; l < hp->n_layer; l++) {
+            moe_kv_load_k(kv, l, c, row);
+            moe_cpu_rope(row + offset, hp->n_head_kv, hp->head_dim_k, kv->cells[c].delta, &m->rope);
+            to_cache(kv->type_k, row, kv->k[l] + (uint64_t)c * kv->bytes_k, kv->row_k);
+        }
+    }
+    for (int32_t c = 0; c < kv->size; c++)
+        kv->cells[c].delta = 0;
+    kv->has_shift = false;
+    free(row);
+}

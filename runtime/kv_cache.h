@@ -1,0 +1,62 @@
+/* kv_cache — keys and values of past tokens, per layer, with llama.cpp's cell
+ * semantics (position, sequence set, pending shift).
+ *
+ * Owns: cell bookkeeping (find free cells, remove/shift ranges of a sequence),
+ * storage in F32, F16 or Q8_0 (rows rounded exactly as llama.cpp's copy into
+ * the cache rounds them), and the K-shift: keys whose position changed are
+ * re-rotated by the position delta before the next decode, for every
+ * architecture (deepseek2 included, whose rope part sits after the non-rope
+ * part of each head). Does not own: attention arithmetic (forward.c).
+ */
+#ifndef MOE_RUNTIME_KV_CACHE_H
+#define MOE_RUNTIME_KV_CACHE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "runtime/model.h"
+
+typedef struct moe_kv_cell {
+    int32_t pos;    /* -1: empty */
+    int32_t delta;  /* pending shift */
+    uint64_t seqs;  /* bit s: holds sequence s */
+} moe_kv_cell;
+
+typedef struct moe_kv_cache {
+    int32_t size;
+    moe_kv_cell *cells;
+    int32_t used;
+    bool has_shift;
+    moe_type type_k, type_v;
+    int64_t row_k, row_v;        /* values per cell per layer (all heads) */
+    uint64_t bytes_k, bytes_v;   /* bytes of one row */
+    int64_t n_layer;
+    uint8_t **k, **v;            /* [layer] -> size rows */
+} moe_kv_cache;
+
+/* Allocates the cache for model (n_cells >= 1). Types: F32, F16, Q8_0 (rows
+ * must then be multiples of 32). */
+moe_status moe_kv_init(moe_kv_cache *kv, const moe_model *model, int32_t n_cells, moe_type tk,
+                       moe_type tv, moe_err *err);
+void moe_kv_free(moe_kv_cache *kv);
+
+/* Chooses free cells for n tokens (cells[i] receives token i) and claims them
+ * with their positions and sequences. Fails (nothing claimed) when full. */
+moe_status moe_kv_claim(moe_kv_cache *kv, int32_t n, const int32_t *pos, const int32_t *seq,
+                        int32_t *cells, moe_err *err);
+
+void moe_kv_clear_all(moe_kv_cache *kv);
+void moe_kv_remove(moe_kv_cache *kv, int32_t seq, int32_t p0, int32_t p1);
+void moe_kv_shift(moe_kv_cache *kv, int32_t seq, int32_t p0, int32_t p1, int32_t delta);
+int32_t moe_kv_pos_max(const moe_kv_cache *kv, int32_t seq);
+
+/* Applies pending shifts: rotates the stored keys of shifted cells by their
+ * deltas (model's RoPE), then clears the deltas. */
+void moe_kv_apply_shift(moe_kv_cache *kv, const moe_model *model);
+
+/* Row access in f32: store rounds to the cache type; load dequantizes. */
+void moe_kv_store(moe_kv_cache *kv, int64_t layer, int32_t cell, const float *k, const float *v);
+void moe_kv_load_k(const moe_kv_cache *kv, int64_t layer, int32_t cell, float *out);
+void moe_kv_load_v(const moe_kv_cache *kv, int64_t layer, int32_t cell, float *out);
+
+#endif

@@ -1,0 +1,77 @@
+/* model — a loaded model: hyper-parameters, the vocabulary, and every weight
+ * bound to bytes (a read-only mapping, or memory we own).
+ *
+ * Owns: binding the schema's tensors (formats/arch.h) to data, validating
+ * names, shapes and types before any compute, the legacy split-expert
+ * compatibility path (experts copied into stacked buffers), .gguf.zst and
+ * shard loading. Inside the runtime experts are always stacked (ne[2] = E).
+ * Does not own: compute (backend.h, forward.c), the KV cache (kv_cache.h).
+ */
+#ifndef MOE_RUNTIME_MODEL_H
+#define MOE_RUNTIME_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "formats/arch.h"
+#include "formats/gguf_set.h"
+#include "formats/types.h"
+#include "runtime/include/moe.h"
+#include "runtime/vocab.h"
+
+/* Where a weight lives. Only the CPU exists today; the CUDA backend adds more. */
+typedef enum moe_device { MOE_DEVICE_CPU = 0 } moe_device;
+
+/* One weight tensor in ggml order: ne[0] is the row length (inputs of a
+ * matmul), ne[1] the rows (outputs), ne[2] the experts. NULL data = absent. */
+typedef struct moe_weight {
+    const uint8_t *data;
+    moe_type type;
+    int64_t ne[4];
+    uint64_t row_bytes;    /* bytes of one row of ne[0] values */
+    uint64_t expert_bytes; /* bytes of one ne[0] x ne[1] matrix */
+    moe_device device;
+    const char *name;      /* borrowed from the spec list */
+} moe_weight;
+
+typedef struct moe_layer {
+    moe_weight attn_norm, wq, wk, wv, wo, bq, bk, bv, q_norm, k_norm;
+    moe_weight wq_a, q_a_norm, wq_b, wkv_a_mqa, kv_a_norm, wkv_b; /* deepseek2 MLA */
+    moe_weight ffn_norm;
+    moe_weight ffn_gate, ffn_up, ffn_down;                         /* dense FFN */
+    moe_weight gate_inp, exp_probs_b, gate_exps, up_exps, down_exps;
+    moe_weight gate_inp_shexp, gate_shexp, up_shexp, down_shexp;
+    bool is_moe;
+} moe_layer;
+
+/* RoPE constants derived once from the hyper-parameters (model.md §2.0). */
+typedef struct moe_rope_params {
+    int n_dims;
+    bool neox;
+    float freq_base, freq_scale, ext_factor, attn_factor, beta_fast, beta_slow;
+    float corr_lo, corr_hi;
+    int n_ctx_orig;
+} moe_rope_params;
+
+struct moe_model {
+    moe_hparams hp;
+    const moe_arch_info *arch;
+    moe_vocab *vocab;
+    moe_weight tok_embd, output_norm, output;
+    moe_layer *layers;
+    moe_rope_params rope;
+    float kq_scale;
+    /* storage */
+    moe_gguf_set *set;        /* open files (mapped when use_mmap) */
+    uint8_t **owned;          /* weights we hold: --no-mmap, legacy stacking, .zst */
+    size_t n_owned;
+    uint64_t owned_bytes;
+    moe_tensor_spec *specs;   /* the schema; names borrowed by the weights */
+    size_t n_specs;
+    uint64_t weight_bytes, bytes_per_token;
+};
+
+/* Fills the RoPE constants and kq_scale from model->hp (YaRN included). */
+void moe_model_derive_rope(moe_model *model);
+
+#endif

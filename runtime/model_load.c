@@ -1,0 +1,426 @@
+/* Loading: open the files (or decompress a .gguf.zst), read the
+ * hyper-parameters, check every tensor against the architecture's schema, and
+ * bind each weight to its bytes. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "formats/cursor.h"
+#include "formats/log.h"
+#include "formats/zstd_seekable.h"
+#include "runtime/model.h"
+
+/* Where tensor bytes come from: files (mapped or read) or one decompressed
+ * buffer. */
+typedef struct source {
+    moe_gguf_set *set;      /* files */
+    moe_gguf *mem_g;        /* or: a parsed in-memory GGUF (.gguf.zst) */
+    const uint8_t *mem;
+    bool use_mmap;
+} source;
+
+typedef struct loader {
+    moe_model *m;
+    source src;
+    const moe_model_params *params;
+    moe_err *err;
+    uint8_t **blocks;       /* owned allocations */
+    size_t n_blocks, cap_blocks;
+    bool warned_split;
+} loader;
+
+static const moe_gguf *first_gguf(const source *s) {
+    return s->set ? s->set->files[0]->g : s->mem_g;
+}
+
+static void *own(loader *L, uint64_t bytes) {
+    if (L->n_blocks == L->cap_blocks) {
+        size_t cap = L->cap_blocks ? 2 * L->cap_blocks : 64;
+        uint8_t **nb = realloc(L->blocks, cap * sizeof *nb);
+        if (!nb)
+            return NULL;
+        L->blocks = nb;
+        L->cap_blocks = cap;
+    }
+    void *p = malloc(bytes ? (size_t)bytes : 1);
+    if (p) {
+        L->blocks[L->n_blocks++] = p;
+        L->m->owned_bytes += bytes;
+    }
+    return p;
+}
+
+/* ---- sources -------------------------------------------------------------------------- */
+
+static moe_status open_zst(loader *L, const char *path) {
+    moe_zstd_file *z;
+    MOE_TRY(moe_zstd_open(path, &z, L->err));
+    moe_status st = MOE_OK;
+    uint64_t size = moe_zstd_size(z);
+    uint8_t *buf = NULL;
+    if (!moe_zstd_has_seek_table(z))
+        st = moe_fail(L->err, MOE_ERR_UNSUPPORTED,
+                      "%s has no seek table: decompress it with zstd -d or moe-repack first", path);
+    else if (!(buf = own(L, size)))
+        st = moe_fail(L->err, MOE_ERR_NOMEM, "%s: cannot hold %llu decompressed bytes", path,
+                      (unsigned long long)size);
+    if (st == MOE_OK) {
+        MOE_INFO("%s: decompressing %.1f MB on %d threads", path, (double)size / 1e6,
+                 L->params->n_threads);
+        st = moe_zstd_decompress_all(z, buf, (size_t)size, L->params->n_threads, L->err);
+    }
+    moe_zstd_close(z);
+    if (st == MOE_OK)
+        st = moe_gguf_parse(buf, (size_t)size, size, &L->src.mem_g, L->err);
+    if (st == MOE_OK)
+        L->src.mem = buf;
+    return st;
+}
+
+/* Stored checksums, when asked: every file, or the decompressed buffer. */
+static moe_status verify(loader *L) {
+    if (L->src.set) {
+        for (uint32_t i = 0; i < L->src.set->n_files; i++) {
+            moe_gguf_verify_result vr;
+            MOE_TRY(moe_gguf_file_verify(L->src.set->files[i], false, &vr, L->err));
+            if (!vr.had_checksums)
+                MOE_WARN("%s has no stored checksums: nothing to verify",
+                         L->src.set->files[i]->path);
+        }
+        return MOE_OK;
+    }
+    const moe_gguf *g = L->src.mem_g;
+    int64_t k = moe_gguf_find_key(g, MOE_GGUF_XXH3_KEY);
+    if (k < 0) {
+        MOE_WARN("the model has no stored checksums: nothing to verify");
+        return MOE_OK;
+    }
+    const moe_gguf_kv *kv = &g->kv[k];
+    MOE_FAIL_IF(kv->type != MOE_GGUF_ARRAY || kv->elem_type != MOE_GGUF_U64 ||
+                    kv->count != g->n_tensors,
+                L->err, MOE_ERR_FORMAT, "malformed %s key", MOE_GGUF_XXH3_KEY);
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        const moe_gguf_tensor *t = &g->tensors[i];
+        MOE_FAIL_IF(moe_xxh3(L->src.mem + g->data_offset + t->offset, t->nbytes) !=
+                        moe_load_le64(kv->raw + 12 + 8 * i),
+                    L->err, MOE_ERR_INTEGRITY, "tensor '%s' fails its stored XXH3 checksum",
+                    t->name);
+    }
+    return MOE_OK;
+}
+
+/* Finds a tensor; sets *t and *data (NULL when absent). Without mmap the
+ * bytes are read into memory we own. */
+static moe_status find_tensor(loader *L, const char *name, const moe_gguf_tensor **t,
+                              const uint8_t **data) {
+    *t = NULL;
+    *data = NULL;
+    if (!L->src.set) {
+        int64_t i = moe_gguf_find_tensor(L->src.mem_g, name);
+        if (i >= 0) {
+            *t = &L->src.mem_g->tensors[i];
+            *data = L->src.mem + L->src.mem_g->data_offset + (*t)->offset;
+        }
+        return MOE_OK;
+    }
+    int64_t i = moe_gguf_set_find(L->src.set, name);
+    if (i < 0)
+        return MOE_OK;
+    const moe_gguf_file *f;
+    *t = moe_gguf_set_tensor(L->src.set, (uint64_t)i, &f);
+    if (f->map) {
+        *data = f->map + f->g->data_offset + (*t)->offset;
+        return MOE_OK;
+    }
+    uint8_t *buf = own(L, (*t)->nbytes);
+    MOE_FAIL_IF(!buf, L->err, MOE_ERR_NOMEM, "out of memory reading '%s'", name);
+    MOE_TRY(moe_gguf_file_read(f, f->g->data_offset + (*t)->offset, buf, (size_t)(*t)->nbytes,
+                               L->err));
+    *data = buf;
+    return MOE_OK;
+}
+
+/* ---- binding ------------------------------------------------------------------------------ */
+
+static moe_weight *slot_of(moe_model *m, const moe_tensor_spec *s) {
+    if (s->layer < 0) {
+        switch (s->role) {
+        case MOE_T_TOKEN_EMBD: return &m->tok_embd;
+        case MOE_T_OUTPUT_NORM: return &m->output_norm;
+        case MOE_T_OUTPUT: return &m->output;
+        default: return NULL;
+        }
+    }
+    moe_layer *l = &m->layers[s->layer];
+    switch (s->role) {
+    case MOE_T_ATTN_NORM: return &l->attn_norm;
+    case MOE_T_ATTN_Q: return &l->wq;
+    case MOE_T_ATTN_K: return &l->wk;
+    case MOE_T_ATTN_V: return &l->wv;
+    case MOE_T_ATTN_OUT: return &l->wo;
+    case MOE_T_ATTN_Q_BIAS: return &l->bq;
+    case MOE_T_ATTN_K_BIAS: return &l->bk;
+    case MOE_T_ATTN_V_BIAS: return &l->bv;
+    case MOE_T_ATTN_Q_NORM: return &l->q_norm;
+    case MOE_T_ATTN_K_NORM: return &l->k_norm;
+    case MOE_T_ATTN_Q_A: return &l->wq_a;
+    case MOE_T_ATTN_Q_A_NORM: return &l->q_a_norm;
+    case MOE_T_ATTN_Q_B: return &l->wq_b;
+    case MOE_T_ATTN_KV_A_MQA: return &l->wkv_a_mqa;
+    case MOE_T_ATTN_KV_A_NORM: return &l->kv_a_norm;
+    case MOE_T_ATTN_KV_B: return &l->wkv_b;
+    case MOE_T_FFN_NORM: return &l->ffn_norm;
+    case MOE_T_FFN_GATE: return &l->ffn_gate;
+    case MOE_T_FFN_DOWN: return &l->ffn_down;
+    case MOE_T_FFN_UP: return &l->ffn_up;
+    case MOE_T_FFN_GATE_INP: return &l->gate_inp;
+    case MOE_T_EXP_PROBS_B: return &l->exp_probs_b;
+    case MOE_T_FFN_GATE_EXPS: case MOE_T_FFN_GATE_EXP: return &l->gate_exps;
+    case MOE_T_FFN_DOWN_EXPS: case MOE_T_FFN_DOWN_EXP: return &l->down_exps;
+    case MOE_T_FFN_UP_EXPS: case MOE_T_FFN_UP_EXP: return &l->up_exps;
+    case MOE_T_FFN_GATE_INP_SHEXP: return &l->gate_inp_shexp;
+    case MOE_T_FFN_GATE_SHEXP: return &l->gate_shexp;
+    case MOE_T_FFN_DOWN_SHEXP: return &l->down_shexp;
+    case MOE_T_FFN_UP_SHEXP: return &l->up_shexp;
+    default: return NULL; /* attn_k_b / attn_v_b: not used by this runtime */
+    }
+}
+
+static void set_weight(moe_weight *w, const moe_tensor_spec *s, moe_type type,
+                       const uint8_t *data, const int64_t ne[4]) {
+    w->data = data;
+    w->type = type;
+    memcpy(w->ne, ne, sizeof w->ne);
+    moe_type_row_size(type, ne[0], &w->row_bytes, NULL);
+    w->expert_bytes = w->row_bytes * (uint64_t)ne[1];
+    w->device = MOE_DEVICE_CPU;
+    w->name = s->name;
+}
+
+/* Legacy layout: expert e of a family is copied into slot e of a stacked
+ * buffer; the first expert fixes the type every other must share. */
+static moe_status bind_split_expert(loader *L, moe_weight *w, const moe_tensor_spec *s,
+                                    const moe_gguf_tensor *t, const uint8_t *data) {
+    int64_t E = L->m->hp.n_expert;
+    if (!w->data) {
+        int64_t ne[4] = {t->ne[0], t->ne[1], E, 1};
+        uint8_t *buf = own(L, t->nbytes * (uint64_t)E);
+        MOE_FAIL_IF(!buf, L->err, MOE_ERR_NOMEM, "out of memory stacking '%s'", s->name);
+        set_weight(w, s, t->type, buf, ne);
+        if (!L->warned_split) {
+            MOE_INFO("legacy split-expert layout: stacking experts in memory (no mmap); "
+                     "`moe-repack` converts the file once so it loads directly");
+            L->warned_split = true;
+        }
+    }
+    MOE_FAIL_IF(t->type != w->type, L->err, MOE_ERR_FORMAT,
+                "tensor '%s' has type %s but expert 0 of its family has %s", s->name,
+                moe_type_name(t->type), moe_type_name(w->type));
+    memcpy((uint8_t *)w->data + (uint64_t)s->expert * t->nbytes, data, (size_t)t->nbytes);
+    return MOE_OK;
+}
+
+static moe_status bind_one(loader *L, const moe_tensor_spec *s) {
+    const moe_gguf_tensor *t;
+    const uint8_t *data;
+    MOE_TRY(find_tensor(L, s->name, &t, &data));
+    if (!t) {
+        MOE_FAIL_IF(!s->optional, L->err, MOE_ERR_FORMAT, "missing tensor '%s'", s->name);
+        return MOE_OK;
+    }
+    for (int d = 0; d < 4; d++)
+        MOE_FAIL_IF(t->ne[d] != s->ne[d], L->err, MOE_ERR_FORMAT,
+                    "tensor '%s' has wrong shape; expected [%lld, %lld, %lld], got [%lld, %lld, "
+                    "%lld]",
+                    s->name, (long long)s->ne[0], (long long)s->ne[1], (long long)s->ne[2],
+                    (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2]);
+    const moe_type_traits *tr = moe_type_get(t->type);
+    MOE_FAIL_IF(!tr->to_f32 || tr->activation_only, L->err, MOE_ERR_UNSUPPORTED,
+                "tensor '%s' has type %s, which this runtime cannot compute with", s->name,
+                tr->name);
+    moe_weight *w = slot_of(L->m, s);
+    MOE_FAIL_IF(!w, L->err, MOE_ERR_UNSUPPORTED,
+                "tensor '%s': this deepseek2 attention layout (attn_k_b/attn_v_b without "
+                "attn_kv_b) is not supported yet", s->name);
+    if (s->expert >= 0)
+        return bind_split_expert(L, w, s, t, data);
+    if (t->ne[1] == 1 && t->ne[2] == 1 && (t->type != MOE_TYPE_F32 || ((uintptr_t)data & 3))) {
+        /* norms and biases are read as plain floats in the hot loop: convert
+         * the rare non-F32 or unaligned ones once */
+        float *f = own(L, (uint64_t)t->ne[0] * sizeof(float));
+        MOE_FAIL_IF(!f, L->err, MOE_ERR_NOMEM, "out of memory");
+        tr->to_f32(data, f, t->ne[0], 1);
+        set_weight(w, s, MOE_TYPE_F32, (const uint8_t *)f, t->ne);
+        return MOE_OK;
+    }
+    set_weight(w, s, t->type, data, t->ne);
+    return MOE_OK;
+}
+
+/* Everything the schema lists, plus a check that the files hold nothing else
+ * (llama.cpp refuses unknown tensors too). */
+static moe_status bind_all(loader *L) {
+    moe_model *m = L->m;
+    MOE_TRY(moe_arch_tensors(&m->hp, &m->specs, &m->n_specs, L->err));
+    m->layers = calloc((size_t)m->hp.n_layer, sizeof *m->layers);
+    MOE_FAIL_IF(!m->layers, L->err, MOE_ERR_NOMEM, "out of memory");
+    moe_strmap known = {0};
+    moe_status st = MOE_OK;
+    for (size_t i = 0; i < m->n_specs && st == MOE_OK; i++) {
+        int64_t dup;
+        st = moe_strmap_put(&known, m->specs[i].name, (int64_t)i, &dup, L->err);
+        if (st == MOE_OK)
+            st = bind_one(L, &m->specs[i]);
+    }
+    uint64_t n = L->src.set ? L->src.set->n_tensors : L->src.mem_g->n_tensors;
+    for (uint64_t i = 0; i < n && st == MOE_OK; i++) {
+        const moe_gguf_tensor *t = L->src.set ? moe_gguf_set_tensor(L->src.set, i, NULL)
+                                              : &L->src.mem_g->tensors[i];
+        if (!strcmp(t->name, "rope_freqs.weight"))
+            st = moe_fail(L->err, MOE_ERR_UNSUPPORTED,
+                          "rope frequency factors (rope_freqs.weight) are not supported yet");
+        else if (moe_strmap_get(&known, t->name) < 0)
+            st = moe_fail(L->err, MOE_ERR_FORMAT, "unexpected tensor '%s' for a %s model",
+                          t->name, m->arch->name);
+    }
+    moe_strmap_free(&known);
+    for (int64_t il = 0; il < m->hp.n_layer && st == MOE_OK; il++)
+        m->layers[il].is_moe = moe_hp_layer_is_moe(&m->hp, il);
+    if (st == MOE_OK && !m->output.data) /* tied embeddings */
+        m->output = m->tok_embd;
+    return st;
+}
+
+/* ---- derived values --------------------------------------------------------------------- */
+
+static float yarn_corr_dim(int n_dims, int n_ctx_orig, float beta, float base) {
+    return (float)n_dims * logf((float)n_ctx_orig / (beta * 2.0f * (float)M_PI)) /
+           (2.0f * logf(base));
+}
+
+void moe_model_derive_rope(moe_model *m) {
+    const moe_hparams *hp = &m->hp;
+    moe_rope_params *r = &m->rope;
+    r->n_dims = (int)hp->n_rot;
+    r->neox = m->arch->rope == MOE_ROPE_NEOX;
+    r->freq_base = hp->rope_freq_base;
+    bool scaled = hp->rope_scaling != MOE_ROPE_SCALING_NONE && hp->rope_scaling_factor > 0;
+    r->freq_scale = scaled ? 1.0f / hp->rope_scaling_factor : 1.0f;
+    r->ext_factor = hp->rope_scaling == MOE_ROPE_SCALING_YARN ? 1.0f : 0.0f;
+    r->attn_factor = 1.0f;
+    r->beta_fast = 32.0f;
+    r->beta_slow = 1.0f;
+    r->n_ctx_orig = (int)(hp->n_ctx_orig > 0 ? hp->n_ctx_orig : hp->n_ctx_train);
+    float lo = floorf(yarn_corr_dim(r->n_dims, r->n_ctx_orig, r->beta_fast, r->freq_base));
+    float hi = ceilf(yarn_corr_dim(r->n_dims, r->n_ctx_orig, r->beta_slow, r->freq_base));
+    r->corr_lo = lo > 0 ? lo : 0;
+    r->corr_hi = hi < (float)(r->n_dims - 1) ? hi : (float)(r->n_dims - 1);
+    m->kq_scale = 1.0f / sqrtf((float)hp->head_dim_k);
+    if (m->arch->mla) {
+        /* deepseek2 folds YaRN's magnitude into the score scale and cancels it in
+         * the rotation (model.md §2.7 step 5-6) */
+        float mscale = r->attn_factor * (1.0f + hp->yarn_log_mul * logf(1.0f / r->freq_scale));
+        m->kq_scale = mscale * mscale / sqrtf((float)hp->head_dim_k);
+        r->attn_factor = 1.0f / (1.0f + 0.1f * logf(1.0f / r->freq_scale));
+    }
+}
+
+static uint64_t wbytes(const moe_weight *w) {
+    return w->data ? w->expert_bytes * (uint64_t)(w->ne[2] * w->ne[3]) : 0;
+}
+
+/* Bytes a one-token forward pass reads: everything but the embedding table
+ * (one row) and the experts not chosen (K of E per MoE layer). */
+static void account_bytes(moe_model *m) {
+    uint64_t all = wbytes(&m->tok_embd) + wbytes(&m->output_norm);
+    uint64_t tok = m->tok_embd.row_bytes + wbytes(&m->output_norm) + wbytes(&m->output);
+    if (m->output.data != m->tok_embd.data)
+        all += wbytes(&m->output);
+    for (int64_t il = 0; il < m->hp.n_layer; il++) {
+        const moe_weight *w = (const moe_weight *)&m->layers[il];
+        size_t n = offsetof(moe_layer, is_moe) / sizeof(moe_weight);
+        for (size_t k = 0; k < n; k++) {
+            uint64_t b = wbytes(&w[k]);
+            all += b;
+            bool expert = w[k].ne[2] > 1 && m->hp.n_expert > 0 && w[k].ne[2] == m->hp.n_expert;
+            tok += expert ? b / (uint64_t)m->hp.n_expert * (uint64_t)m->hp.n_expert_used : b;
+        }
+    }
+    m->weight_bytes = all;
+    m->bytes_per_token = tok;
+}
+
+/* ---- load / free ---------------------------------------------------------------------------- */
+
+static moe_status load_vocab(loader *L) {
+    const moe_gguf *g = first_gguf(&L->src);
+    if (moe_gguf_find_key(g, "tokenizer.ggml.model") < 0) {
+        MOE_WARN("the model has no tokenizer: only token ids can be used");
+        return MOE_OK;
+    }
+    return moe_vocab_load(g, &L->m->vocab, L->err);
+}
+
+static moe_status load(loader *L, const char *path) {
+    moe_model *m = L->m;
+    if (moe_zstd_path_is_zstd(path))
+        MOE_TRY(open_zst(L, path));
+    else
+        MOE_TRY(moe_gguf_set_open(path, L->params->use_mmap, &L->src.set, L->err));
+    if (L->params->verify)
+        MOE_TRY(verify(L));
+    MOE_TRY(moe_hparams_from_gguf(first_gguf(&L->src), &m->hp, L->err));
+    m->arch = moe_arch_get(m->hp.arch);
+    MOE_TRY(bind_all(L));
+    MOE_TRY(load_vocab(L));
+    if (m->vocab && moe_vocab_n_tokens(m->vocab) != m->hp.n_vocab)
+        return moe_fail(L->err, MOE_ERR_FORMAT,
+                        "the vocabulary has %lld tokens but token_embd has %lld rows",
+                        (long long)moe_vocab_n_tokens(m->vocab), (long long)m->hp.n_vocab);
+    moe_model_derive_rope(m);
+    account_bytes(m);
+    return MOE_OK;
+}
+
+moe_model_params moe_model_default_params(void) {
+    return (moe_model_params){.use_mmap = true, .verify = false, .n_threads = 0};
+}
+
+moe_status moe_model_load(const char *path, const moe_model_params *params, moe_model **out,
+                          moe_err *err) {
+    *out = NULL;
+    moe_model_params p = params ? *params : moe_model_default_params();
+    if (p.n_threads <= 0)
+        p.n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    moe_model *m = calloc(1, sizeof *m);
+    MOE_FAIL_IF(!m, err, MOE_ERR_NOMEM, "out of memory");
+    loader L = {.m = m, .params = &p, .err = err, .src = {.use_mmap = p.use_mmap}};
+    moe_status st = load(&L, path);
+    m->set = L.src.set;
+    m->owned = L.blocks; /* the decompressed buffer and every other allocation */
+    m->n_owned = L.n_blocks;
+    moe_gguf_free(L.src.mem_g);
+    if (st != MOE_OK) {
+        if (!strstr(err->msg, path))
+            moe_err_prefix(err, "%s", path);
+        moe_model_free(m);
+        return st;
+    }
+    *out = m;
+    return MOE_OK;
+}
+
+void moe_model_free(moe_model *m) {
+    if (!m)
+        return;
+    for (size_t i = 0; i < m->n_owned; i++)
+        free(m->owned[i]);
+    free(m->owned);
+    moe_gguf_set_close(m->set);
+    moe_vocab_free(m->vocab);
+    free(m->specs);
+    free(m->layers);
+    free(m);
+}
