@@ -357,32 +357,50 @@ static moe_status read_rope_scaling(const moe_gguf *g, moe_hparams *hp, moe_err 
     return read_int_key(g, key, false, &hp->n_ctx_orig, &found, err);
 }
 
-static bool has_tensor(const moe_gguf *g, int64_t layer, const char *rest) {
+static bool has_tensor(moe_tensor_lookup find, const void *ctx, int64_t layer, const char *rest,
+                       uint32_t *n_dims) {
     char name[MOE_GGUF_MAX_NAME + 16];
     snprintf(name, sizeof(name), "blk.%d.%s", (int)layer, rest);
-    return moe_gguf_find_tensor(g, name) >= 0;
+    uint32_t nd = 0;
+    bool found = find(ctx, name, &nd);
+    if (n_dims)
+        *n_dims = nd;
+    return found;
 }
 
 /* The optional-tensor fields come from the tensor list: the keys do not say. */
-static void detect_tensor_variants(const moe_gguf *g, moe_hparams *hp) {
-    hp->tied_output = moe_gguf_find_tensor(g, "output.weight") < 0;
+void moe_hparams_detect_variants(moe_hparams *hp, moe_tensor_lookup find, const void *ctx) {
+    uint32_t nd = 0;
+    hp->tied_output = !find(ctx, "output.weight", &nd);
     int64_t il = hp->n_leading_dense; /* first MoE block */
     if (hp->n_expert > 0 && il < hp->n_layer) {
-        if (!has_tensor(g, il, "ffn_up_exps.weight") &&
-            has_tensor(g, il, "ffn_up.0.weight"))
+        if (!has_tensor(find, ctx, il, "ffn_up_exps.weight", NULL) &&
+            has_tensor(find, ctx, il, "ffn_up.0.weight", NULL))
             hp->layout = MOE_LAYOUT_SPLIT;
-        hp->exp_probs_b = has_tensor(g, il, "exp_probs_b.bias");
+        hp->exp_probs_b = has_tensor(find, ctx, il, "exp_probs_b.bias", NULL);
     }
     if (hp->arch != MOE_ARCH_DEEPSEEK2)
         return;
-    bool kv_b = has_tensor(g, 0, "attn_kv_b.weight");
-    int64_t kb = moe_gguf_find_tensor(g, "blk.0.attn_k_b.weight");
-    if (kb < 0)
+    bool kv_b = has_tensor(find, ctx, 0, "attn_kv_b.weight", NULL);
+    uint32_t kb_dims = 0;
+    if (!has_tensor(find, ctx, 0, "attn_k_b.weight", &kb_dims))
         hp->mla = MOE_MLA_KV_B;
-    else if (g->tensors[kb].n_dims == 3)
+    else if (kb_dims == 3)
         hp->mla = MOE_MLA_3D;
     else
         hp->mla = kv_b ? MOE_MLA_KV_B_PLUS_2D : MOE_MLA_2D;
+}
+
+static bool gguf_lookup(const void *ctx, const char *name, uint32_t *n_dims) {
+    const moe_gguf *g = ctx;
+    int64_t i = moe_gguf_find_tensor(g, name);
+    if (i >= 0)
+        *n_dims = g->tensors[i].n_dims;
+    return i >= 0;
+}
+
+static void detect_tensor_variants(const moe_gguf *g, moe_hparams *hp) {
+    moe_hparams_detect_variants(hp, gguf_lookup, g);
 }
 
 /* Mainline's newer MLA files store head_count_kv = 1 and the latent sizes in

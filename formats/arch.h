@@ -189,6 +189,14 @@ moe_status moe_hparams_validate(const moe_hparams *hp, moe_err *err);
  * moe_hparams_validate. */
 moe_status moe_hparams_from_gguf(const moe_gguf *g, moe_hparams *hp, moe_err *err);
 
+/* Looks a tensor up by name: false if absent, else its n_dims in *n_dims. */
+typedef bool (*moe_tensor_lookup)(const void *ctx, const char *name, uint32_t *n_dims);
+
+/* Sets the optional-tensor fields of hp (tied_output, exp_probs_b, layout, mla)
+ * from a tensor list reached through find — for models whose tensors span
+ * several files, where moe_hparams_from_gguf saw only the first. */
+void moe_hparams_detect_variants(moe_hparams *hp, moe_tensor_lookup find, const void *ctx);
+
 /* Writes general.architecture and the `ARCH.*` keys of hp (u32 counts, f32
  * floats, bool flags; arch-specific keys only for their arch; MOE_MLA_3D in
  * its head_count_kv = 1 form). Does not write general.name, general.file_type

@@ -142,6 +142,14 @@ static moe_status find_tensor(loader *L, const char *name, const moe_gguf_tensor
     return MOE_OK;
 }
 
+static bool set_lookup(const void *ctx, const char *name, uint32_t *n_dims) {
+    const moe_gguf_set *set = ctx;
+    int64_t i = moe_gguf_set_find(set, name);
+    if (i >= 0)
+        *n_dims = moe_gguf_set_tensor(set, (uint64_t)i, NULL)->n_dims;
+    return i >= 0;
+}
+
 /* ---- binding ------------------------------------------------------------------------------ */
 
 static moe_weight *slot_of(moe_model *m, const moe_tensor_spec *s) {
@@ -372,6 +380,8 @@ static moe_status load(loader *L, const char *path) {
     if (L->params->verify)
         MOE_TRY(verify(L));
     MOE_TRY(moe_hparams_from_gguf(first_gguf(&L->src), &m->hp, L->err));
+    if (L->src.set && L->src.set->n_files > 1) /* tensors live in every shard */
+        moe_hparams_detect_variants(&m->hp, set_lookup, L->src.set);
     m->arch = moe_arch_get(m->hp.arch);
     MOE_TRY(bind_all(L));
     MOE_TRY(load_vocab(L));
