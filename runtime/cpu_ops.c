@@ -182,7 +182,7 @@ void moe_cpu_matmul(const moe_weight *w, int64_t e, const float *x, int64_t T, f
 void moe_cpu_rms_norm(const float *x, const float *w, int64_t n, float eps, float *out) {
     double sum = 0.0;
     for (int64_t i = 0; i < n; i++)
-        sum += (double)x[i] * (double)x[i];
+        sum += (double)(x[i] * x[i]); /* ggml squares in float, sums in double */
     const float scale = 1.0f / sqrtf((float)(sum / (double)n) + eps);
     for (int64_t i = 0; i < n; i++)
         out[i] = x[i] * scale;
