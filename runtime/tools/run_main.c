@@ -1,0 +1,726 @@
+/* moe-run: generate text with a GGUF MoE model the way llama-cli does (same
+ * flag names, prompt echoed on stdout, timing lines on stderr), plus the
+ * conformance interface: --prompt-tokens / --feed-tokens / --logits-out write
+ * raw logits rows laid out like the conformance pack's expected/NAME.logits, so
+ * our numbers can be compared with other implementations'.
+ *
+ * Everything goes through the public API in runtime/include/moe.h; this file
+ * owns only option handling, the generation loop, timing and the output file. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "formats/cli.h"
+#include "formats/log.h"
+#include "formats/tempfile.h"
+#include "runtime/include/moe.h"
+
+#define PROG "moe-run"
+/* llama-cli's default context; the model's own is used when it is smaller,
+ * since a cache beyond the training context only wastes memory here. */
+#define DEFAULT_N_CTX 4096
+#define DEFAULT_N_BATCH 512
+
+typedef struct run_opts {
+    const char *model, *prompt, *file, *cache_k, *cache_v, *chat_template;
+    const char *prompt_tokens, *feed_tokens, *logits_out;
+    int64_t n_predict, threads, n_ctx, seed, top_k, repeat_last_n;
+    double temp, top_p, min_p, repeat_penalty;
+    bool no_mmap, verify, verbose, chat;
+} run_opts;
+
+typedef struct run_timings {
+    double load_ms, prompt_ms, eval_ms, sample_ms;
+    int64_t n_prompt, n_eval, n_sample;
+} run_timings;
+
+static volatile sig_atomic_t g_interrupted;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    g_interrupted = 1;
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* ---- options ------------------------------------------------------------------------ */
+
+static moe_status parse_cache_type(const char *s, const char *what, moe_type *out,
+                                   moe_err *err) {
+    *out = MOE_TYPE_F16;
+    if (!s)
+        return MOE_OK;
+    moe_type t;
+    MOE_FAIL_IF(!moe_type_from_name(s, &t) ||
+                    (t != MOE_TYPE_F32 && t != MOE_TYPE_F16 && t != MOE_TYPE_Q8_0),
+                err, MOE_ERR_USAGE, "%s: '%s' is not a KV cache type (f32, f16 or q8_0)", what, s);
+    *out = t;
+    return MOE_OK;
+}
+
+/* Relations between options that the table cannot express. */
+static moe_status check_opts(run_opts *o, moe_err *err) {
+    MOE_FAIL_IF(!o->model, err, MOE_ERR_USAGE, "no model given (-m FILE)");
+    MOE_FAIL_IF(o->prompt && o->file, err, MOE_ERR_USAGE,
+                "-p and -f both give the prompt: use one");
+    MOE_FAIL_IF(o->top_p <= 0.0, err, MOE_ERR_USAGE,
+                "option --top-p: must be in (0, 1], got %g", o->top_p);
+    MOE_FAIL_IF(o->repeat_penalty <= 0.0, err, MOE_ERR_USAGE,
+                "option --repeat-penalty: must be > 0 (1 = off), got %g", o->repeat_penalty);
+    if (o->chat_template)
+        o->chat = true;
+    if (o->prompt_tokens || o->feed_tokens || o->logits_out) {
+        MOE_FAIL_IF(!o->prompt_tokens || !o->logits_out, err, MOE_ERR_USAGE,
+                    "--prompt-tokens and --logits-out go together (--feed-tokens optional)");
+        MOE_FAIL_IF(o->prompt || o->file || o->chat, err, MOE_ERR_USAGE,
+                    "--prompt-tokens replaces -p/-f/--chat: give one or the other");
+    }
+    moe_type t;
+    MOE_TRY(parse_cache_type(o->cache_k, "option --cache-type-k", &t, err));
+    MOE_TRY(parse_cache_type(o->cache_v, "option --cache-type-v", &t, err));
+    return MOE_OK;
+}
+
+/* Token ids separated by spaces, commas or newlines ("1 450 306"). An empty
+ * list is fine for --feed-tokens, not for --prompt-tokens (checked by the
+ * caller). *out is malloc'd. */
+static moe_status parse_token_list(const char *s, const char *what, moe_token **out,
+                                   int32_t *n_out, moe_err *err) {
+    size_t cap = strlen(s) / 2 + 1;
+    moe_token *toks = malloc(cap * sizeof *toks);
+    MOE_FAIL_IF(!toks, err, MOE_ERR_NOMEM, "out of memory");
+    int32_t n = 0;
+    while (*s) {
+        if (*s == ' ' || *s == ',' || *s == '\n' || *s == '\t' || *s == '\r') {
+            s++;
+            continue;
+        }
+        const char *end = s;
+        while (*end >= '0' && *end <= '9')
+            end++;
+        char *tok_end;
+        errno = 0;
+        long long v = strtoll(s, &tok_end, 10);
+        if (end == s || tok_end != end || errno || v > INT32_MAX ||
+            (*end && !strchr(" ,\n\t\r", *end))) {
+            free(toks);
+            return moe_fail(err, MOE_ERR_USAGE, "%s: '%.20s' is not a token id", what, s);
+        }
+        toks[n++] = (moe_token)v; /* at most one id per two characters: fits in cap */
+        s = end;
+    }
+    *out = toks;
+    *n_out = n;
+    return MOE_OK;
+}
+
+static moe_status check_token_ids(const moe_model *m, const moe_token *t, int32_t n,
+                                  const char *what, moe_err *err) {
+    int64_t n_vocab = moe_model_n_vocab(m);
+    for (int32_t i = 0; i < n; i++)
+        MOE_FAIL_IF(t[i] < 0 || t[i] >= n_vocab, err, MOE_ERR_USAGE,
+                    "%s: token id %" PRId32 " is outside the vocabulary (0..%" PRId64 ")", what,
+                    t[i], n_vocab - 1);
+    return MOE_OK;
+}
+
+/* ---- loading -------------------------------------------------------------------------- */
+
+static moe_status load(const run_opts *o, int32_t n_batch, moe_model **model, moe_context **ctx,
+                       moe_err *err) {
+    moe_model_params mp = moe_model_default_params();
+    mp.use_mmap = !o->no_mmap;
+    mp.verify = o->verify;
+    mp.n_threads = (int)o->threads;
+    moe_status st = moe_model_load(o->model, &mp, model, err);
+    if (st != MOE_OK) {
+        if (!strstr(err->msg, o->model)) /* the user must see which file failed */
+            moe_err_prefix(err, "%s", o->model);
+        return st;
+    }
+    int64_t n_train = moe_model_n_ctx_train(*model);
+    moe_context_params cp = moe_context_default_params();
+    if (o->n_ctx < 0)
+        cp.n_ctx = n_train > 0 && n_train < DEFAULT_N_CTX ? (int32_t)n_train : DEFAULT_N_CTX;
+    else
+        cp.n_ctx = (int32_t)o->n_ctx; /* 0: the model's, as with llama-cli -c 0 */
+    if (cp.n_ctx > n_train && n_train > 0)
+        MOE_WARN("context %" PRId32 " is larger than the model was trained for (%" PRId64 ")",
+                 cp.n_ctx, n_train);
+    cp.n_batch = n_batch;
+    cp.n_threads = (int)o->threads;
+    MOE_TRY(parse_cache_type(o->cache_k, "option --cache-type-k", &cp.type_k, err));
+    MOE_TRY(parse_cache_type(o->cache_v, "option --cache-type-v", &cp.type_v, err));
+    MOE_TRY(moe_context_create(*model, &cp, ctx, err));
+    MOE_INFO("%s: %s, n_vocab %" PRId64 ", n_embd %" PRId64 ", %.2f MiB of weights, %.2f MiB "
+             "read per token; context %" PRId32 " (trained %" PRId64 "), KV cache %s/%s",
+             o->model, moe_model_arch_name(*model), moe_model_n_vocab(*model),
+             moe_model_n_embd(*model), (double)moe_model_weight_bytes(*model) / 1048576.0,
+             (double)moe_model_bytes_per_token(*model) / 1048576.0, moe_context_n_ctx(*ctx),
+             n_train, moe_type_name(cp.type_k), moe_type_name(cp.type_v));
+    return MOE_OK;
+}
+
+/* ---- logits file ---------------------------------------------------------------------- */
+
+/* Rows of little-endian float32 written to a temp file beside the output and
+ * renamed over it when complete, so a failed run never leaves a short file. */
+typedef struct logits_file {
+    const char *path;
+    char *tmp;
+    FILE *f;
+    uint8_t *buf;
+    int64_t n_vocab, n_rows;
+} logits_file;
+
+static moe_status logits_open(logits_file *lf, const char *path, int64_t n_vocab, moe_err *err) {
+    memset(lf, 0, sizeof *lf);
+    lf->path = path;
+    lf->n_vocab = n_vocab;
+    size_t len = strlen(path) + 16;
+    lf->tmp = malloc(len);
+    lf->buf = malloc((size_t)n_vocab * 4);
+    MOE_FAIL_IF(!lf->tmp || !lf->buf, err, MOE_ERR_NOMEM, "out of memory");
+    snprintf(lf->tmp, len, "%s.tmp.XXXXXX", path);
+    int fd = mkostemp(lf->tmp, O_CLOEXEC);
+    if (fd < 0) {
+        lf->tmp[0] = '\0';
+        return moe_fail(err, MOE_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+    }
+    fchmod(fd, 0644); /* mkostemp makes 0600; this is an ordinary shared output */
+    lf->f = fdopen(fd, "wb");
+    if (!lf->f) {
+        close(fd);
+        return moe_fail(err, MOE_ERR_IO, "%s: %s", path, strerror(errno));
+    }
+    return moe_tempfile_register(lf->tmp, err);
+}
+
+static moe_status logits_row(logits_file *lf, const float *row, moe_err *err) {
+    MOE_FAIL_IF(!row, err, MOE_ERR_INTERNAL, "the runtime returned no logits for a row that "
+                                             "asked for them");
+    for (int64_t i = 0; i < lf->n_vocab; i++) {
+        uint32_t u;
+        memcpy(&u, &row[i], 4);
+        uint8_t *p = lf->buf + 4 * i;
+        p[0] = (uint8_t)u, p[1] = (uint8_t)(u >> 8), p[2] = (uint8_t)(u >> 16),
+        p[3] = (uint8_t)(u >> 24);
+    }
+    MOE_FAIL_IF(fwrite(lf->buf, 4, (size_t)lf->n_vocab, lf->f) != (size_t)lf->n_vocab, err,
+                MOE_ERR_IO, "%s: write failed: %s", lf->path, strerror(errno));
+    lf->n_rows++;
+    return MOE_OK;
+}
+
+static moe_status logits_commit(logits_file *lf, moe_err *err) {
+    int rc = fflush(lf->f);
+    MOE_FAIL_IF(rc != 0 || fsync(fileno(lf->f)) != 0, err, MOE_ERR_IO,
+                "%s: write failed: %s", lf->path, strerror(errno));
+    rc = fclose(lf->f);
+    lf->f = NULL;
+    MOE_FAIL_IF(rc != 0, err, MOE_ERR_IO, "%s: write failed: %s", lf->path, strerror(errno));
+    MOE_TRY(moe_temp_commit(lf->tmp, lf->path, true, err));
+    lf->tmp[0] = '\0';
+    return MOE_OK;
+}
+
+/* Frees everything; removes the temp file unless it was committed. */
+static void logits_close(logits_file *lf) {
+    if (lf->f)
+        fclose(lf->f);
+    if (lf->tmp && lf->tmp[0])
+        moe_temp_discard(lf->tmp);
+    free(lf->tmp);
+    free(lf->buf);
+    memset(lf, 0, sizeof *lf);
+}
+
+static int32_t argmax(const float *row, int64_t n) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (row[i] > row[best])
+            best = i;
+    return (int32_t)best;
+}
+
+/* --prompt-tokens: the prompt as one batch from position 0 with logits for
+ * every token, then each --feed-tokens id alone at the next position. Each
+ * row's arg-max goes to stdout on one line (row order), for quick checks. */
+static moe_status run_conformance(moe_model *m, moe_context *ctx, const moe_token *prompt,
+                                  int32_t n_prompt, const moe_token *feed, int32_t n_feed,
+                                  logits_file *lf, run_timings *tm, moe_err *err) {
+    int64_t n_vocab = moe_model_n_vocab(m);
+    int32_t n_ctx = moe_context_n_ctx(ctx);
+    MOE_FAIL_IF((int64_t)n_prompt + n_feed > n_ctx, err, MOE_ERR_USAGE,
+                "%" PRId32 " prompt + %" PRId32 " fed tokens do not fit in a context of %" PRId32
+                " (-c)", n_prompt, n_feed, n_ctx);
+    int32_t *pos = malloc((size_t)n_prompt * sizeof *pos);
+    int8_t *want = malloc((size_t)n_prompt);
+    if (!pos || !want) {
+        free(pos);
+        free(want);
+        return moe_fail(err, MOE_ERR_NOMEM, "out of memory");
+    }
+    for (int32_t i = 0; i < n_prompt; i++)
+        pos[i] = i, want[i] = 1;
+    moe_batch b = {.n_tokens = n_prompt, .token = prompt, .pos = pos, .logits = want};
+    double t0 = now_ms();
+    moe_status st = moe_decode(ctx, &b, err);
+    tm->prompt_ms = now_ms() - t0;
+    tm->n_prompt = n_prompt;
+    free(pos);
+    free(want);
+    MOE_TRY(st);
+    for (int32_t i = 0; i < n_prompt; i++) {
+        const float *row = moe_get_logits_ith(ctx, i);
+        MOE_TRY(logits_row(lf, row, err));
+        printf("%s%" PRId32, i ? " " : "", argmax(row, n_vocab));
+    }
+    for (int32_t j = 0; j < n_feed; j++) {
+        int32_t p = n_prompt + j;
+        int8_t one = 1;
+        moe_batch fb = {.n_tokens = 1, .token = &feed[j], .pos = &p, .logits = &one};
+        t0 = now_ms();
+        MOE_TRY(moe_decode(ctx, &fb, err));
+        tm->eval_ms += now_ms() - t0;
+        tm->n_eval++;
+        const float *row = moe_get_logits_ith(ctx, 0);
+        MOE_TRY(logits_row(lf, row, err));
+        printf(" %" PRId32, argmax(row, n_vocab));
+    }
+    printf("\n");
+    MOE_TRY(logits_commit(lf, err));
+    MOE_INFO("wrote %" PRId64 " rows of %" PRId64 " logits to %s", lf->n_rows, n_vocab, lf->path);
+    return MOE_OK;
+}
+
+/* ---- generation ----------------------------------------------------------------------- */
+
+static moe_status read_file(const char *path, char **out, size_t *len, moe_err *err) {
+    FILE *f = fopen(path, "rb");
+    MOE_FAIL_IF(!f, err, MOE_ERR_IO, "%s: %s", path, strerror(errno));
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return moe_fail(err, MOE_ERR_NOMEM, "%s: out of memory", path);
+            }
+            buf = nb;
+        }
+        size_t got = fread(buf + n, 1, 4096, f);
+        n += got;
+        if (got < 4096)
+            break;
+    }
+    bool bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return moe_fail(err, MOE_ERR_IO, "%s: read failed", path);
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return MOE_OK;
+}
+
+static moe_status tokenize_all(const moe_model *m, const char *text, size_t len,
+                               moe_token **out, int32_t *n_out, moe_err *err) {
+    MOE_FAIL_IF(len > INT32_MAX / 2, err, MOE_ERR_USAGE, "the prompt is too long (%zu bytes)",
+                len);
+    int32_t cap = (int32_t)len + 8;
+    moe_token *toks = NULL;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        moe_token *nt = realloc(toks, (size_t)cap * sizeof *toks);
+        if (!nt) {
+            free(toks);
+            return moe_fail(err, MOE_ERR_NOMEM, "out of memory");
+        }
+        toks = nt;
+        /* llama-cli parses control-token text in prompts, so "<s>" means BOS */
+        int32_t n = moe_tokenize(m, text, (int32_t)len, toks, cap, true, true);
+        if (n >= 0) {
+            *out = toks;
+            *n_out = n;
+            return MOE_OK;
+        }
+        cap = -n;
+    }
+    free(toks);
+    return moe_fail(err, MOE_ERR_INTERNAL, "tokenizer asked for more room twice");
+}
+
+/* The prompt's tokens: -p or -f text (through the chat template with --chat),
+ * with BOS as the vocabulary asks. *out is malloc'd. */
+static moe_status build_prompt(const run_opts *o, const moe_model *m, moe_token **out,
+                               int32_t *n_out, moe_err *err) {
+    char *text = NULL;
+    size_t len = 0;
+    if (o->file) {
+        MOE_TRY(read_file(o->file, &text, &len, err));
+        /* editors end files with a newline the user does not mean as prompt
+         * text; llama-cli drops it too */
+        if (len && text[len - 1] == '\n')
+            text[--len] = '\0';
+    } else {
+        text = strdup(o->prompt ? o->prompt : "");
+        MOE_FAIL_IF(!text, err, MOE_ERR_NOMEM, "out of memory");
+        len = strlen(text);
+    }
+    if (o->chat) {
+        moe_chat_message msg = {.role = "user", .content = text};
+        char *formatted = NULL;
+        moe_status st = moe_chat_apply(m, o->chat_template, &msg, 1, true, &formatted, err);
+        free(text);
+        if (st != MOE_OK) {
+            moe_err_prefix(err, "--chat");
+            size_t n = strlen(err->msg);
+            if (!o->chat_template && n < sizeof err->msg)
+                snprintf(err->msg + n, sizeof err->msg - n, " (--chat-template NAME)");
+            return st;
+        }
+        text = formatted;
+        len = strlen(text);
+        MOE_DEBUG("chat prompt: %s", text);
+    }
+    moe_status st = tokenize_all(m, text, len, out, n_out, err);
+    free(text);
+    MOE_TRY(st);
+    moe_token bos = moe_token_bos(m);
+    /* a template that writes its own BOS text plus the vocabulary's automatic
+     * BOS would start the prompt with two */
+    if (*n_out >= 2 && bos >= 0 && (*out)[0] == bos && (*out)[1] == bos) {
+        memmove(*out, *out + 1, (size_t)(*n_out - 1) * sizeof **out);
+        (*n_out)--;
+    }
+    MOE_FAIL_IF(*n_out == 0, err, MOE_ERR_USAGE,
+                "the prompt is empty and the vocabulary adds no BOS: give -p TEXT");
+    return MOE_OK;
+}
+
+/* Writes the text of t to stdout (control tokens are not shown). */
+static moe_status print_piece(const moe_model *m, moe_token t, char **buf, int32_t *cap,
+                              moe_err *err) {
+    int32_t n = moe_token_to_piece(m, t, *buf, *cap, false);
+    if (n < 0) {
+        char *nb = realloc(*buf, (size_t)-n);
+        MOE_FAIL_IF(!nb, err, MOE_ERR_NOMEM, "out of memory");
+        *buf = nb;
+        *cap = -n;
+        n = moe_token_to_piece(m, t, *buf, *cap, false);
+        MOE_FAIL_IF(n < 0, err, MOE_ERR_INTERNAL, "token %" PRId32 " has no stable text", t);
+    }
+    fwrite(*buf, 1, (size_t)n, stdout);
+    return MOE_OK;
+}
+
+/* Decodes the prompt in n_batch chunks; logits only for its last token. */
+static moe_status eval_prompt(moe_context *ctx, const moe_token *toks, int32_t n,
+                              int32_t n_batch, moe_err *err) {
+    for (int32_t i = 0; i < n; i += n_batch) {
+        int32_t k = n - i < n_batch ? n - i : n_batch;
+        int32_t pos[DEFAULT_N_BATCH];
+        int8_t want[DEFAULT_N_BATCH];
+        for (int32_t j = 0; j < k; j++)
+            pos[j] = i + j, want[j] = (i + j == n - 1);
+        moe_batch b = {.n_tokens = k, .token = toks + i, .pos = pos, .logits = want};
+        MOE_TRY(moe_decode(ctx, &b, err));
+    }
+    return MOE_OK;
+}
+
+static moe_sampler_params sampler_params(const run_opts *o, int32_t n_ctx) {
+    moe_sampler_params sp = moe_sampler_default_params();
+    sp.temp = (float)o->temp;
+    sp.top_k = (int32_t)o->top_k;
+    sp.top_p = (float)o->top_p;
+    sp.min_p = (float)o->min_p;
+    sp.repeat_penalty = (float)o->repeat_penalty;
+    sp.repeat_last_n = o->repeat_last_n < 0 ? n_ctx : (int32_t)o->repeat_last_n;
+    if (o->seed >= 0) {
+        sp.seed = (uint64_t)o->seed;
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        sp.seed = ((uint64_t)ts.tv_sec * 1000003u) ^ (uint64_t)ts.tv_nsec ^
+                  ((uint64_t)getpid() << 32);
+        sp.seed &= 0xffffffffu; /* printable and reusable as -s */
+    }
+    return sp;
+}
+
+/* Samples, prints and feeds back up to -n tokens after the prompt. Stops at
+ * an end-of-generation token, a full context or Ctrl-C. */
+static moe_status generate(const run_opts *o, moe_model *m, moe_context *ctx,
+                           const moe_token *prompt, int32_t n_prompt, run_timings *tm,
+                           moe_err *err) {
+    int64_t n_vocab = moe_model_n_vocab(m);
+    int32_t n_ctx = moe_context_n_ctx(ctx);
+    MOE_FAIL_IF(n_prompt > n_ctx, err, MOE_ERR_USAGE,
+                "the prompt is %" PRId32 " tokens, more than the context of %" PRId32 " (-c)",
+                n_prompt, n_ctx);
+    int32_t cap = 256;
+    char *piece = malloc((size_t)cap);
+    MOE_FAIL_IF(!piece, err, MOE_ERR_NOMEM, "out of memory");
+    moe_status st = MOE_OK;
+    for (int32_t i = 0; i < n_prompt && st == MOE_OK; i++) /* echo, as llama-cli does */
+        st = print_piece(m, prompt[i], &piece, &cap, err);
+    fflush(stdout);
+    moe_sampler_params sp = sampler_params(o, n_ctx);
+    MOE_INFO("sampling: seed %" PRIu64 ", temp %.2f, top_k %" PRId32 ", top_p %.2f, min_p %.2f, "
+             "repeat_penalty %.2f (last %" PRId32 ")", sp.seed, sp.temp, sp.top_k, sp.top_p,
+             sp.min_p, sp.repeat_penalty, sp.repeat_last_n);
+    moe_sampler *smp = moe_sampler_create(&sp);
+    if (st == MOE_OK && !smp)
+        st = moe_fail(err, MOE_ERR_NOMEM, "cannot create the sampler");
+    if (st == MOE_OK) {
+        double t0 = now_ms();
+        st = eval_prompt(ctx, prompt, n_prompt, DEFAULT_N_BATCH, err);
+        tm->prompt_ms = now_ms() - t0;
+        tm->n_prompt = n_prompt;
+    }
+    for (int32_t i = 0; st == MOE_OK && i < n_prompt; i++)
+        moe_sampler_accept(smp, prompt[i]); /* the repeat penalty sees the prompt */
+    const float *logits = st == MOE_OK ? moe_get_logits_ith(ctx, (n_prompt - 1) % DEFAULT_N_BATCH)
+                                       : NULL;
+    if (st == MOE_OK && !logits)
+        st = moe_fail(err, MOE_ERR_INTERNAL, "no logits for the last prompt token");
+    int32_t n_past = n_prompt;
+    const char *why = "-n reached";
+    for (int64_t n_gen = 0; st == MOE_OK && (o->n_predict < 0 || n_gen < o->n_predict);) {
+        if (g_interrupted) {
+            why = "interrupted";
+            break;
+        }
+        double t0 = now_ms();
+        moe_token t = moe_sampler_sample(smp, logits, n_vocab);
+        moe_sampler_accept(smp, t);
+        tm->sample_ms += now_ms() - t0;
+        tm->n_sample++;
+        if (moe_token_is_eog(m, t)) {
+            why = "end of text";
+            break;
+        }
+        st = print_piece(m, t, &piece, &cap, err);
+        fflush(stdout);
+        n_gen++;
+        if (st != MOE_OK || (o->n_predict >= 0 && n_gen >= o->n_predict))
+            break;
+        if (n_past >= n_ctx) {
+            why = "context full";
+            break;
+        }
+        int8_t one = 1;
+        moe_batch b = {.n_tokens = 1, .token = &t, .pos = &n_past, .logits = &one};
+        t0 = now_ms();
+        st = moe_decode(ctx, &b, err);
+        tm->eval_ms += now_ms() - t0;
+        tm->n_eval++;
+        n_past++;
+        logits = moe_get_logits_ith(ctx, 0);
+        if (st == MOE_OK && !logits)
+            st = moe_fail(err, MOE_ERR_INTERNAL, "no logits for a generated token");
+    }
+    printf("\n");
+    fflush(stdout);
+    if (st == MOE_OK)
+        MOE_INFO("stopped: %s", why);
+    moe_sampler_free(smp);
+    free(piece);
+    return st;
+}
+
+/* ---- report --------------------------------------------------------------------------- */
+
+static void print_rate(const char *what, double ms, int64_t n, const char *unit) {
+    fprintf(stderr,
+            PROG ": %16s = %10.2f ms / %5" PRId64 " %-6s (%8.2f ms per token, %8.2f tokens per "
+                 "second)\n",
+            what, ms, n, unit, n ? ms / (double)n : 0.0, ms > 0 ? 1e3 * (double)n / ms : 0.0);
+}
+
+/* llama.cpp's perf lines (users grep "prompt eval time" and "eval time"),
+ * then the weight bandwidth generation achieved: bytes of weights one token
+ * reads times tokens evaluated, over the eval time. */
+static void print_timings(const run_timings *t, const moe_model *m, double total_ms) {
+    fprintf(stderr, PROG ": %16s = %10.2f ms\n", "load time", t->load_ms);
+    print_rate("sampling time", t->sample_ms, t->n_sample, "runs");
+    print_rate("prompt eval time", t->prompt_ms, t->n_prompt, "tokens");
+    print_rate("eval time", t->eval_ms, t->n_eval, "runs");
+    fprintf(stderr, PROG ": %16s = %10.2f ms / %5" PRId64 " tokens\n", "total time", total_ms,
+            t->n_prompt + t->n_eval);
+    double bytes = (double)moe_model_bytes_per_token(m);
+    if (t->n_eval > 0 && t->eval_ms > 0)
+        fprintf(stderr,
+                PROG ": %16s = %10.2f GB/s (%.2f MB of weights per token x %" PRId64
+                     " tokens / %.3f s)\n",
+                "weight bandwidth", bytes * (double)t->n_eval / (t->eval_ms / 1e3) / 1e9,
+                bytes / 1e6, t->n_eval, t->eval_ms / 1e3);
+    else
+        fprintf(stderr, PROG ": %16s = n/a (no tokens evaluated one at a time)\n",
+                "weight bandwidth");
+}
+
+/* ---- main ----------------------------------------------------------------------------- */
+
+static moe_status run(const run_opts *o, double t_start, moe_err *err) {
+    moe_token *prompt = NULL, *feed = NULL;
+    int32_t n_prompt = 0, n_feed = 0, n_batch = DEFAULT_N_BATCH;
+    moe_model *m = NULL;
+    moe_context *ctx = NULL;
+    logits_file lf = {0};
+    run_timings tm = {0};
+    moe_status st = MOE_OK;
+    if (o->prompt_tokens) {
+        /* syntax errors are the user's: report them before a slow load */
+        st = parse_token_list(o->prompt_tokens, "option --prompt-tokens", &prompt, &n_prompt,
+                              err);
+        if (st == MOE_OK && n_prompt == 0)
+            st = moe_fail(err, MOE_ERR_USAGE, "option --prompt-tokens: no token ids");
+        if (st == MOE_OK && o->feed_tokens)
+            st = parse_token_list(o->feed_tokens, "option --feed-tokens", &feed, &n_feed, err);
+        if (n_prompt > n_batch)
+            n_batch = n_prompt; /* the interface promises ONE batch */
+    }
+    double t0 = now_ms();
+    if (st == MOE_OK)
+        st = load(o, n_batch, &m, &ctx, err);
+    tm.load_ms = now_ms() - t0;
+    if (st == MOE_OK && o->prompt_tokens) {
+        st = check_token_ids(m, prompt, n_prompt, "option --prompt-tokens", err);
+        if (st == MOE_OK)
+            st = check_token_ids(m, feed, n_feed, "option --feed-tokens", err);
+        if (st == MOE_OK)
+            st = logits_open(&lf, o->logits_out, moe_model_n_vocab(m), err);
+        if (st == MOE_OK)
+            st = run_conformance(m, ctx, prompt, n_prompt, feed, n_feed, &lf, &tm, err);
+        logits_close(&lf);
+    } else if (st == MOE_OK) {
+        st = build_prompt(o, m, &prompt, &n_prompt, err);
+        if (st == MOE_OK)
+            st = generate(o, m, ctx, prompt, n_prompt, &tm, err);
+    }
+    if (st == MOE_OK)
+        print_timings(&tm, m, now_ms() - t_start);
+    moe_context_free(ctx);
+    moe_model_free(m);
+    free(prompt);
+    free(feed);
+    return st;
+}
+
+int main(int argc, char **argv) {
+    double t_start = now_ms();
+    moe_sampler_params sd = moe_sampler_default_params();
+    run_opts o = {.n_predict = -1, .threads = 0, .n_ctx = -1, .seed = -1,
+                  .top_k = sd.top_k, .repeat_last_n = sd.repeat_last_n, .temp = sd.temp,
+                  .top_p = sd.top_p, .min_p = sd.min_p, .repeat_penalty = sd.repeat_penalty};
+    static const char summary[] =
+        "Generates text with a GGUF MoE model, like llama-cli: the prompt is echoed and the\n"
+        "continuation written to stdout; timings and the weight bandwidth go to stderr.\n"
+        "Conformance interface: --prompt-tokens IDS evaluates the ids as one batch from\n"
+        "position 0, --feed-tokens IDS then feeds each id alone; --logits-out FILE gets one\n"
+        "row of n_vocab little-endian float32 logits per token (prompt rows, then fed rows)\n"
+        "and stdout one line with each row's arg-max id.";
+    const moe_opt opts[] = {
+        {.names = "m,model", .kind = MOE_OPT_STRING, .dest = &o.model, .arg_name = "FILE",
+         .help = "model (.gguf, first shard of a split set, or .gguf.zst)"},
+        {.names = "p,prompt", .kind = MOE_OPT_STRING, .dest = &o.prompt, .arg_name = "TEXT",
+         .help = "prompt (default: empty, i.e. BOS only)"},
+        {.names = "f,file", .kind = MOE_OPT_STRING, .dest = &o.file, .arg_name = "FILE",
+         .help = "read the prompt from FILE (one trailing newline dropped)"},
+        {.names = "n,predict,n-predict", .kind = MOE_OPT_INT, .dest = &o.n_predict,
+         .arg_name = "N", .help = "tokens to generate; -1 (default) or -2: until end of text or "
+                                  "a full context", .min = -2, .max = INT32_MAX},
+        {.names = "t,threads", .kind = MOE_OPT_INT, .dest = &o.threads, .arg_name = "N",
+         .help = "threads (default: all cores)", .min = 1, .max = 4096},
+        {.names = "c,ctx-size", .kind = MOE_OPT_INT, .dest = &o.n_ctx, .arg_name = "N",
+         .help = "context size; 0 = the model's (default: 4096, or the model's if smaller)",
+         .min = 0, .max = INT32_MAX},
+        {.names = "s,seed", .kind = MOE_OPT_INT, .dest = &o.seed, .arg_name = "SEED",
+         .help = "sampling seed; -1 (default) = random, printed so it can be reused",
+         .min = -1, .max = INT64_MAX},
+        {.names = "temp", .kind = MOE_OPT_FLOAT, .dest = &o.temp, .arg_name = "T",
+         .help = "temperature; 0 = greedy (default 0.8)", .fmin = 0, .fmax = 1e9},
+        {.names = "top-k", .kind = MOE_OPT_INT, .dest = &o.top_k, .arg_name = "N",
+         .help = "top-k sampling; 0 = off (default 40)", .min = 0, .max = INT32_MAX},
+        {.names = "top-p", .kind = MOE_OPT_FLOAT, .dest = &o.top_p, .arg_name = "P",
+         .help = "top-p sampling in (0, 1]; 1 = off (default 0.95)", .fmin = 0, .fmax = 1},
+        {.names = "min-p", .kind = MOE_OPT_FLOAT, .dest = &o.min_p, .arg_name = "P",
+         .help = "min-p sampling in [0, 1]; 0 = off (default 0.05)", .fmin = 0, .fmax = 1},
+        {.names = "repeat-penalty", .kind = MOE_OPT_FLOAT, .dest = &o.repeat_penalty,
+         .arg_name = "F", .help = "repetition penalty; 1 = off (default)", .fmin = 0,
+         .fmax = 1e9},
+        {.names = "repeat-last-n", .kind = MOE_OPT_INT, .dest = &o.repeat_last_n,
+         .arg_name = "N", .help = "tokens the penalty looks back at; -1 = the context "
+                                  "(default 64)", .min = -1, .max = INT32_MAX},
+        {.names = "ctk,cache-type-k", .kind = MOE_OPT_STRING, .dest = &o.cache_k,
+         .arg_name = "TYPE", .help = "KV cache type for K: f32, f16 (default), q8_0"},
+        {.names = "ctv,cache-type-v", .kind = MOE_OPT_STRING, .dest = &o.cache_v,
+         .arg_name = "TYPE", .help = "KV cache type for V: f32, f16 (default), q8_0"},
+        {.names = "no-mmap", .kind = MOE_OPT_FLAG, .dest = &o.no_mmap,
+         .help = "read the weights into memory instead of mapping the file"},
+        {.names = "verify", .kind = MOE_OPT_FLAG, .dest = &o.verify,
+         .help = "check the tensors' stored checksums before use"},
+        {.names = "chat", .kind = MOE_OPT_FLAG, .dest = &o.chat,
+         .help = "wrap the prompt as a user message in the model's chat template"},
+        {.names = "chat-template", .kind = MOE_OPT_STRING, .dest = &o.chat_template,
+         .arg_name = "TMPL", .help = "template for --chat instead of the model's: a name "
+                                     "(chatml, llama3, phi3...) or its text; implies --chat"},
+        {.names = "prompt-tokens", .kind = MOE_OPT_STRING, .dest = &o.prompt_tokens,
+         .arg_name = "IDS",
+         .help = "conformance: token ids evaluated as one batch (\"1 450 306\")"},
+        {.names = "feed-tokens", .kind = MOE_OPT_STRING, .dest = &o.feed_tokens,
+         .arg_name = "IDS", .help = "conformance: ids then fed one at a time"},
+        {.names = "logits-out", .kind = MOE_OPT_STRING, .dest = &o.logits_out,
+         .arg_name = "FILE", .help = "conformance: write the logits rows here"},
+        {.names = "v,verbose", .kind = MOE_OPT_FLAG, .dest = &o.verbose,
+         .help = "debug logging"},
+        {0},
+    };
+    const moe_cli cli = {.prog = PROG, .synopsis = "-m MODEL [-p PROMPT | -f FILE] [options]",
+                         .summary = summary, .opts = opts, .min_positional = 0,
+                         .max_positional = 0};
+    moe_log_set_prog(PROG);
+    moe_err err = {0};
+    bool help = false;
+    moe_status st = moe_cli_parse(&cli, argc, argv, NULL, NULL, &help, &err);
+    if (st == MOE_OK && !help)
+        st = check_opts(&o, &err);
+    if (st != MOE_OK) {
+        fprintf(stderr, PROG ": %s\n(see " PROG " --help)\n", err.msg);
+        return moe_status_exit_code(st);
+    }
+    if (help)
+        return 0;
+    if (o.verbose)
+        moe_log_set_level(MOE_LOG_DEBUG);
+    if (!o.prompt_tokens) {
+        /* Ctrl-C ends generation early but still prints the timings; a
+         * second one kills as usual */
+        struct sigaction sa = {.sa_handler = on_sigint, .sa_flags = (int)SA_RESETHAND};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+    }
+    st = run(&o, t_start, &err);
+    if (st != MOE_OK)
+        fprintf(stderr, PROG ": %s\n", err.msg);
+    return moe_status_exit_code(st);
+}

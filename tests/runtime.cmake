@@ -1,0 +1,36 @@
+# Inference runtime: golden logits through the C API (one CTest per model and
+# check) and the moe-run CLI.
+if(TARGET moe_runtime)
+  # one program, many cases: `test_golden` with no arguments runs them all
+  add_executable(test_golden ${MOE_TEST_DIR}/test_golden.c)
+  target_link_libraries(test_golden PRIVATE moe_runtime moe_formats ${MATH_LIB})
+  target_include_directories(test_golden PRIVATE ${MOE_TEST_DIR})
+  set_target_properties(test_golden PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
+
+  if(MOE_HAVE_CONFORMANCE)
+    set(MOE_GOLDEN_MODELS tiny-llama tiny-llama-split
+        tiny-llama-q8_0 tiny-llama-q4_0 tiny-llama-q4_1 tiny-llama-q5_0 tiny-llama-q5_1
+        tiny-llama-q2_K tiny-llama-q3_K tiny-llama-q4_K tiny-llama-q5_K tiny-llama-q6_K
+        tiny-llama-iq4_nl tiny-llama-iq4_xs
+        tiny-qwen2moe tiny-olmoe tiny-deepseek2 tiny-deepseek2-lite tiny-qwen3moe)
+    foreach(m ${MOE_GOLDEN_MODELS})
+      moe_add_c_test(golden_${m} TARGET test_golden LABELS golden ARGS logits ${m})
+    endforeach()
+    # llama.cpp's K-shift goldens
+    foreach(m tiny-llama tiny-qwen2moe tiny-olmoe)
+      moe_add_c_test(golden_kvshift_${m} TARGET test_golden LABELS golden ARGS kvshift ${m})
+    endforeach()
+    # K-shift against a fresh evaluation: deepseek2 has no golden (llama.cpp
+    # refuses the shift there); the others check the NEOX and plain paths too
+    foreach(m tiny-deepseek2 tiny-deepseek2-lite tiny-qwen3moe tiny-llama tiny-qwen2moe
+              tiny-olmoe)
+      moe_add_c_test(golden_kshift_fresh_${m} TARGET test_golden LABELS golden
+                     ARGS kshift-fresh ${m})
+    endforeach()
+  endif()
+
+  if(TARGET moe-run AND TARGET moe-synth)
+    # test_golden compares the CLI's logits file and writes the API's for cmp
+    moe_add_sh_test(test_run_cli SCRIPT test_run_cli.sh LABELS cli ARGS $<TARGET_FILE:test_golden>)
+  endif()
+endif()
