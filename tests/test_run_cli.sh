@@ -215,4 +215,17 @@ for f in "$MOE_TEST_DIR"/corpus/gguf/bad/*.gguf "$MOE_TEST_DIR"/corpus/gguf/good
 done
 check "all $n_bad malformed or model-less files rejected with exit 1" test "$n_ok" -eq "$n_bad" -a "$n_bad" -gt 0
 
+# a dense llama (no experts) runs; an interleaved file gives its plain twin's logits
+"$SYNTH" --force --preset tiny --arch llama --n-expert 0 --n-expert-used 0 --type q8_0 --seed 3 \
+    "$T/dense.gguf" 2> /dev/null
+"$RUN" -m "$T/dense.gguf" -p "Hello" -n 4 -s 1 > "$T/dense.txt" 2> "$T/dense.err"
+check "dense llama model generates" test $? -eq 0 -a -s "$T/dense.txt"
+P="1 450 306 372 263 310 278 338 260 13 322 411 297 373 304 376"
+"$MOE_BIN_DIR/moe-repack" -q --interleave --interleave-pattern . \
+    "$MOE_CONFORMANCE_DIR/models/tiny-llama-q4_0.gguf" "$T/r8.gguf"
+"$RUN" -m "$MOE_CONFORMANCE_DIR/models/tiny-llama-q4_0.gguf" --prompt-tokens "$P" \
+    --logits-out "$T/plain.bin" > /dev/null 2>&1
+"$RUN" -m "$T/r8.gguf" --prompt-tokens "$P" --logits-out "$T/r8.bin" > /dev/null 2>&1
+check "q4_0_r8 experts give exactly the q4_0 logits" cmp -s "$T/plain.bin" "$T/r8.bin"
+
 finish
