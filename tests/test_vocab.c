@@ -245,7 +245,7 @@ static void test_spm(void) {
 
 static void test_bpe(void) {
     /* Byte alphabet: ' ' is "Ġ" (U+0120), '\n' is "Ċ" (U+010A). */
-    const char *tokens[] = {"a", "b", "c", "\xc4\xa0", "\xc4\x8a", "ab", "bc", "\xc4\xa0" "a",
+    const char *tokens[] = {"a", "b", "c", "\xc4\xa0", "\xc4\x8a", "ab", "bc", "\304\240a",
                             "abc", "<|endoftext|>", "<|im_end|>", "1", "2", "12"};
     const char *merges[] = {"b c", "a b", "\xc4\xa0 a", "a bc", "1 2"};
     enum { N = sizeof tokens / sizeof tokens[0] };
