@@ -42,8 +42,8 @@ static void print_scalar(FILE *f, moe_gguf_vtype t, const uint8_t *raw, bool jso
         fputs(raw[0] ? "true" : "false", f);
     else if (moe_gguf_kv_int(&tmp, &i, NULL) == MOE_OK)
         fprintf(f, "%" PRId64, i);
-    else if (t == MOE_GGUF_U64) /* above INT64_MAX */
-        fprintf(f, "%" PRIu64, moe_load_le64(raw));
+    else if (t == MOE_GGUF_U64) /* above INT64_MAX: JSON readers cannot hold it as a number */
+        fprintf(f, json ? "\"%" PRIu64 "\"" : "%" PRIu64, moe_load_le64(raw));
     else if (moe_gguf_kv_float(&tmp, &d, NULL) == MOE_OK)
         fprintf(f, json && !(d == d && d - d == 0) ? "null" : "%.9g", d);
 }
