@@ -14,10 +14,13 @@
 
 /* Where tensor bytes come from: files (mapped or read) or one decompressed
  * buffer. */
+enum { MAX_ZST_SHARDS = 256 };
+
 typedef struct source {
     moe_gguf_set *set;      /* files */
-    moe_gguf *mem_g;        /* or: a parsed in-memory GGUF (.gguf.zst) */
-    const uint8_t *mem;
+    uint32_t n_mem;         /* or: parsed in-memory GGUFs (.gguf.zst, one per shard) */
+    moe_gguf *mem_g[MAX_ZST_SHARDS];
+    const uint8_t *mem[MAX_ZST_SHARDS];
     bool use_mmap;
 } source;
 
@@ -32,7 +35,7 @@ typedef struct loader {
 } loader;
 
 static const moe_gguf *first_gguf(const source *s) {
-    return s->set ? s->set->files[0]->g : s->mem_g;
+    return s->set ? s->set->files[0]->g : s->mem_g[0];
 }
 
 static void *own(loader *L, uint64_t bytes) {
@@ -54,7 +57,7 @@ static void *own(loader *L, uint64_t bytes) {
 
 /* ---- sources -------------------------------------------------------------------------- */
 
-static moe_status open_zst(loader *L, const char *path) {
+static moe_status open_zst_one(loader *L, const char *path) {
     moe_zstd_file *z;
     MOE_TRY(moe_zstd_open(path, &z, L->err));
     moe_status st = MOE_OK;
@@ -72,11 +75,36 @@ static moe_status open_zst(loader *L, const char *path) {
         st = moe_zstd_decompress_all(z, buf, (size_t)size, L->params->n_threads, L->err);
     }
     moe_zstd_close(z);
+    uint32_t k = L->src.n_mem;
     if (st == MOE_OK)
-        st = moe_gguf_parse(buf, (size_t)size, size, &L->src.mem_g, L->err);
-    if (st == MOE_OK)
-        L->src.mem = buf;
+        st = moe_gguf_parse(buf, (size_t)size, size, &L->src.mem_g[k], L->err);
+    if (st == MOE_OK) {
+        L->src.mem[k] = buf;
+        L->src.n_mem++;
+    }
     return st;
+}
+
+/* A .gguf.zst, or every shard of a PREFIX-00001-of-0000N.gguf.zst set. */
+static moe_status open_zst(loader *L, const char *path) {
+    char plain[4096], prefix[4096], shard[4200];
+    size_t n = strlen(path);
+    int no = 0, count = 0;
+    bool sharded = n > 4 && n - 4 < sizeof plain &&
+                   (memcpy(plain, path, n - 4), plain[n - 4] = '\0',
+                    moe_split_path_parse(plain, prefix, sizeof prefix, &no, &count));
+    if (!sharded)
+        return open_zst_one(L, path);
+    MOE_FAIL_IF(no != 1, L->err, MOE_ERR_USAGE, "%s is shard %d of %d: open the first shard", path,
+                no, count);
+    MOE_FAIL_IF(count > MAX_ZST_SHARDS, L->err, MOE_ERR_UNSUPPORTED,
+                "%s: %d compressed shards (at most %d)", path, count, MAX_ZST_SHARDS);
+    for (int k = 1; k <= count; k++) {
+        MOE_TRY(moe_split_path(shard, sizeof shard - 4, prefix, k, count, L->err));
+        strcat(shard, ".zst");
+        MOE_TRY(open_zst_one(L, shard));
+    }
+    return MOE_OK;
 }
 
 /* Stored checksums, when asked: every file, or the decompressed buffer. */
@@ -91,22 +119,24 @@ static moe_status verify(loader *L) {
         }
         return MOE_OK;
     }
-    const moe_gguf *g = L->src.mem_g;
-    int64_t k = moe_gguf_find_key(g, MOE_GGUF_XXH3_KEY);
-    if (k < 0) {
-        MOE_WARN("the model has no stored checksums: nothing to verify");
-        return MOE_OK;
-    }
-    const moe_gguf_kv *kv = &g->kv[k];
-    MOE_FAIL_IF(kv->type != MOE_GGUF_ARRAY || kv->elem_type != MOE_GGUF_U64 ||
-                    kv->count != g->n_tensors,
-                L->err, MOE_ERR_FORMAT, "malformed %s key", MOE_GGUF_XXH3_KEY);
-    for (uint64_t i = 0; i < g->n_tensors; i++) {
-        const moe_gguf_tensor *t = &g->tensors[i];
-        MOE_FAIL_IF(moe_xxh3(L->src.mem + g->data_offset + t->offset, t->nbytes) !=
-                        moe_load_le64(kv->raw + 12 + 8 * i),
-                    L->err, MOE_ERR_INTEGRITY, "tensor '%s' fails its stored XXH3 checksum",
-                    t->name);
+    for (uint32_t f = 0; f < L->src.n_mem; f++) {
+        const moe_gguf *g = L->src.mem_g[f];
+        int64_t k = moe_gguf_find_key(g, MOE_GGUF_XXH3_KEY);
+        if (k < 0) {
+            MOE_WARN("the model has no stored checksums: nothing to verify");
+            continue;
+        }
+        const moe_gguf_kv *kv = &g->kv[k];
+        MOE_FAIL_IF(kv->type != MOE_GGUF_ARRAY || kv->elem_type != MOE_GGUF_U64 ||
+                        kv->count != g->n_tensors,
+                    L->err, MOE_ERR_FORMAT, "malformed %s key", MOE_GGUF_XXH3_KEY);
+        for (uint64_t i = 0; i < g->n_tensors; i++) {
+            const moe_gguf_tensor *t = &g->tensors[i];
+            MOE_FAIL_IF(moe_xxh3(L->src.mem[f] + g->data_offset + t->offset, t->nbytes) !=
+                            moe_load_le64(kv->raw + 12 + 8 * i),
+                        L->err, MOE_ERR_INTEGRITY, "tensor '%s' fails its stored XXH3 checksum",
+                        t->name);
+        }
     }
     return MOE_OK;
 }
@@ -118,10 +148,13 @@ static moe_status find_tensor(loader *L, const char *name, const moe_gguf_tensor
     *t = NULL;
     *data = NULL;
     if (!L->src.set) {
-        int64_t i = moe_gguf_find_tensor(L->src.mem_g, name);
-        if (i >= 0) {
-            *t = &L->src.mem_g->tensors[i];
-            *data = L->src.mem + L->src.mem_g->data_offset + (*t)->offset;
+        for (uint32_t f = 0; f < L->src.n_mem; f++) {
+            int64_t i = moe_gguf_find_tensor(L->src.mem_g[f], name);
+            if (i >= 0) {
+                *t = &L->src.mem_g[f]->tensors[i];
+                *data = L->src.mem[f] + L->src.mem_g[f]->data_offset + (*t)->offset;
+                break;
+            }
         }
         return MOE_OK;
     }
@@ -148,6 +181,18 @@ static bool set_lookup(const void *ctx, const char *name, uint32_t *n_dims) {
     if (i >= 0)
         *n_dims = moe_gguf_set_tensor(set, (uint64_t)i, NULL)->n_dims;
     return i >= 0;
+}
+
+static bool mem_lookup(const void *ctx, const char *name, uint32_t *n_dims) {
+    const source *src = ctx;
+    for (uint32_t f = 0; f < src->n_mem; f++) {
+        int64_t i = moe_gguf_find_tensor(src->mem_g[f], name);
+        if (i >= 0) {
+            *n_dims = src->mem_g[f]->tensors[i].n_dims;
+            return true;
+        }
+    }
+    return false;
 }
 
 /* ---- binding ------------------------------------------------------------------------------ */
@@ -282,10 +327,16 @@ static moe_status bind_all(loader *L) {
         if (st == MOE_OK)
             st = bind_one(L, &m->specs[i]);
     }
-    uint64_t n = L->src.set ? L->src.set->n_tensors : L->src.mem_g->n_tensors;
-    for (uint64_t i = 0; i < n && st == MOE_OK; i++) {
+    uint64_t n = 0;
+    if (L->src.set)
+        n = L->src.set->n_tensors;
+    for (uint32_t f = 0; f < L->src.n_mem; f++)
+        n += L->src.mem_g[f]->n_tensors;
+    for (uint64_t i = 0, f = 0, base = 0; i < n && st == MOE_OK; i++) {
+        while (!L->src.set && i - base >= L->src.mem_g[f]->n_tensors)
+            base += L->src.mem_g[f++]->n_tensors;
         const moe_gguf_tensor *t = L->src.set ? moe_gguf_set_tensor(L->src.set, i, NULL)
-                                              : &L->src.mem_g->tensors[i];
+                                              : &L->src.mem_g[f]->tensors[i - base];
         if (!strcmp(t->name, "rope_freqs.weight"))
             st = moe_fail(L->err, MOE_ERR_UNSUPPORTED,
                           "rope frequency factors (rope_freqs.weight) are not supported yet");
@@ -382,6 +433,8 @@ static moe_status load(loader *L, const char *path) {
     MOE_TRY(moe_hparams_from_gguf(first_gguf(&L->src), &m->hp, L->err));
     if (L->src.set && L->src.set->n_files > 1) /* tensors live in every shard */
         moe_hparams_detect_variants(&m->hp, set_lookup, L->src.set);
+    if (L->src.n_mem > 1)
+        moe_hparams_detect_variants(&m->hp, mem_lookup, &L->src);
     m->arch = moe_arch_get(m->hp.arch);
     MOE_TRY(bind_all(L));
     MOE_TRY(load_vocab(L));
@@ -411,7 +464,8 @@ moe_status moe_model_load(const char *path, const moe_model_params *params, moe_
     m->set = L.src.set;
     m->owned = L.blocks; /* the decompressed buffer and every other allocation */
     m->n_owned = L.n_blocks;
-    moe_gguf_free(L.src.mem_g);
+    for (uint32_t f = 0; f < L.src.n_mem; f++)
+        moe_gguf_free(L.src.mem_g[f]);
     if (st != MOE_OK) {
         if (!strstr(err->msg, path))
             moe_err_prefix(err, "%s", path);

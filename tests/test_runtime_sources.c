@@ -86,6 +86,16 @@ int main(void) {
     CHECK(moe_zstd_compress_file(base, zst, 3, 1 << 20, 2, true, &err) == MOE_OK, "%s", err.msg);
     CHECK(run(zst, true, false, got) && !memcmp(ref, got, sizeof ref),
           ".gguf.zst (decompressed in parallel at load) equals the plain file");
+    /* a compressed shard set (what moe-repack --zstd --split-max-size writes) */
+    char sh[256], shz[256];
+    for (int k = 1; k <= 4; k++) {
+        snprintf(sh, sizeof sh, "%s/sh-%05d-of-00004.gguf", tmp, k);
+        snprintf(shz, sizeof shz, "%s.zst", sh);
+        CHECK(moe_zstd_compress_file(sh, shz, 3, 1 << 20, 2, true, &err) == MOE_OK, "%s", err.msg);
+    }
+    snprintf(shz, sizeof shz, "%s/sh-00001-of-00004.gguf.zst", tmp);
+    CHECK(run(shz, true, true, got) && !memcmp(ref, got, sizeof ref),
+          "compressed shards, verified, equal the single file");
     /* errors before any compute, naming what is wrong */
     moe_model *m = NULL;
     CHECK(moe_model_load("/nonexistent/model.gguf", NULL, &m, &err) == MOE_ERR_IO && !m &&
