@@ -87,7 +87,7 @@ int main(void) {
     CHECK(run(zst, true, false, got) && !memcmp(ref, got, sizeof ref),
           ".gguf.zst (decompressed in parallel at load) equals the plain file");
     /* a compressed shard set (what moe-repack --zstd --split-max-size writes) */
-    char sh[256], shz[256];
+    char sh[256], shz[300];
     for (int k = 1; k <= 4; k++) {
         snprintf(sh, sizeof sh, "%s/sh-%05d-of-00004.gguf", tmp, k);
         snprintf(shz, sizeof shz, "%s.zst", sh);
