@@ -176,4 +176,10 @@ check "new arguments: quantize and what depends on it rerun" status_is "$T/c/man
     "inspect=skipped/ok repack=skipped/ok quantize-q4_0=done/ok verify-q4_0=done/ok smoke-q4_0=done/ok"
 check "interleaved tensors written" grep -q q4_0_r8 <("$MOE_BIN_DIR/moe-inspect" "$T/c/$NAME-q4_0.gguf")
 
+# shards, plain and zstd-compressed: verified and smoke-run straight from the shard set
+convert "$T/sh" --types q4_0 --shards 1M
+check "sharded conversion succeeds (verify and smoke run the shard set)" test $? -eq 0
+convert "$T/shz" --types q4_0 --shards 1M --zstd
+check "compressed shards: the smoke run loads .gguf.zst shards directly" test $? -eq 0
+
 finish
