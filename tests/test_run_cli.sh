@@ -112,7 +112,7 @@ check "greedy without a seed is deterministic" cmp -s "$T/g1.txt" "$T/g2.txt"
 "$RUN" -m "$DEMO" -p "Hello" -n 16 -s 42 -t 2 > "$T/t2.txt" 2> /dev/null
 check "the text does not depend on -t" cmp -s "$T/t1.txt" "$T/t2.txt"
 run_rc 0 "sampling flags" "$RUN" -m "$DEMO" -p "Hello" -n 4 -s 1 --top-k 5 --top-p 0.9 \
-    --min-p 0.1 --repeat-penalty 1.1 --repeat-last-n -1 -t 1 -c 0
+    --min-p 0.1 --repeat-penalty 1.1 --repeat-last-n -1 -t 1 -c 64
 run_rc 0 "q8_0 KV cache" "$RUN" -m "$DEMO" -p "Hello" -n 4 -s 1 -ctk q8_0 -ctv q8_0
 run_rc 0 "f32 KV cache" "$RUN" -m "$DEMO" -p "Hello" -n 4 -s 1 --cache-type-k f32 --cache-type-v f32
 run_rc 0 "-n 0 evaluates the prompt only" "$RUN" -m "$DEMO" -p "Hello" -n 0
@@ -124,7 +124,7 @@ check "  help on stdout" grep -q "usage: moe-run" "$T/o.txt"
 check "  help lists -ctk" grep -q -- "-ctk, --cache-type-k" "$T/o.txt"
 
 # Ctrl-C ends generation early, as in llama-cli, and the timings still print
-"$RUN" -m "$DEMO" -p "Hello" -n -1 -c 0 -s 1 > "$T/int.txt" 2> "$T/int-err.txt" &
+"$RUN" -m "$DEMO" -p "Hello" -n -1 -s 1 > "$T/int.txt" 2> "$T/int-err.txt" &
 pid=$!
 for _ in $(seq 100); do
     [ "$(wc -c < "$T/int.txt")" -gt 20 ] && break
@@ -176,6 +176,8 @@ run_rc 2 "-n junk" "$RUN" -m "$DEMO" -n 12x
 run_rc 2 "-t 0" "$RUN" -m "$DEMO" -t 0
 run_rc 2 "-t -1" "$RUN" -m "$DEMO" -t -1
 run_rc 2 "-c -1" "$RUN" -m "$DEMO" -c -1
+run_rc 2 "-c 0" "$RUN" -m "$DEMO" -c 0
+run_rc 2 "-n -5" "$RUN" -m "$DEMO" -n -5
 run_rc 2 "--temp -1" "$RUN" -m "$DEMO" --temp -1
 run_rc 2 "--top-p 0" "$RUN" -m "$DEMO" --top-p 0
 run_rc 2 "--top-p 1.5" "$RUN" -m "$DEMO" --top-p 1.5

@@ -155,7 +155,7 @@ static moe_status load(const run_opts *o, int32_t n_batch, moe_model **model, mo
     if (o->n_ctx < 0)
         cp.n_ctx = n_train > 0 && n_train < DEFAULT_N_CTX ? (int32_t)n_train : DEFAULT_N_CTX;
     else
-        cp.n_ctx = (int32_t)o->n_ctx; /* 0: the model's, as with llama-cli -c 0 */
+        cp.n_ctx = (int32_t)o->n_ctx;
     if (cp.n_ctx > n_train && n_train > 0)
         MOE_WARN("context %" PRId32 " is larger than the model was trained for (%" PRId64 ")",
                  cp.n_ctx, n_train);
@@ -652,8 +652,8 @@ int main(int argc, char **argv) {
         {.names = "t,threads", .kind = MOE_OPT_INT, .dest = &o.threads, .arg_name = "N",
          .help = "threads (default: all cores)", .min = 1, .max = 4096},
         {.names = "c,ctx-size", .kind = MOE_OPT_INT, .dest = &o.n_ctx, .arg_name = "N",
-         .help = "context size; 0 = the model's (default: 4096, or the model's if smaller)",
-         .min = 0, .max = INT32_MAX},
+         .help = "context size in tokens (default: 4096, or the model's if smaller)",
+         .min = 1, .max = INT32_MAX},
         {.names = "s,seed", .kind = MOE_OPT_INT, .dest = &o.seed, .arg_name = "SEED",
          .help = "sampling seed; -1 (default) = random, printed so it can be reused",
          .min = -1, .max = INT64_MAX},
