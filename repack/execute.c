@@ -38,6 +38,7 @@ typedef struct job {
     uint32_t *shard_of;     /* output tensor -> shard */
     uint32_t n_shards;
     char **tmp;             /* temp path per shard */
+    bool *replaced;         /* shard s replaced an existing file when published */
 } job;
 
 /* ---- inputs ------------------------------------------------------------------------- */
@@ -238,7 +239,9 @@ static moe_status output_paths(job *j, const char *out_path) {
     r->final_paths = calloc(j->n_shards, sizeof *r->final_paths);
     r->outputs = calloc(j->n_shards, sizeof *r->outputs);
     j->tmp = calloc(j->n_shards, sizeof *j->tmp);
-    MOE_FAIL_IF(!r->final_paths || !r->outputs || !j->tmp, j->err, MOE_ERR_NOMEM, "out of memory");
+    j->replaced = calloc(j->n_shards, sizeof *j->replaced);
+    MOE_FAIL_IF(!r->final_paths || !r->outputs || !j->tmp || !j->replaced, j->err, MOE_ERR_NOMEM,
+                "out of memory");
     bool sharded = j->opts->split_max_bytes || j->opts->split_max_tensors;
     size_t len = strlen(out_path);
     for (uint32_t s = 0; s < j->n_shards; s++) {
@@ -380,10 +383,15 @@ static moe_status publish(job *j) {
             j->tmp[s] = NULL; /* now the caller's */
             continue;
         }
+        struct stat sb;
+        j->replaced[s] = stat(r->final_paths[s], &sb) == 0;
         moe_status st = moe_temp_commit(j->tmp[s], r->final_paths[s], true, j->err);
-        if (st != MOE_OK) { /* all shards or none: take back the ones published */
+        if (st != MOE_OK) {
+            /* take back the shards this run created; a file that replaced an
+             * older one (--force) stays, since the older one is gone */
             for (uint32_t k = 0; k < s; k++)
-                unlink(r->final_paths[k]);
+                if (!j->replaced[k])
+                    unlink(r->final_paths[k]);
             return st;
         }
         r->outputs[s] = strdup(r->final_paths[s]);
@@ -435,6 +443,7 @@ moe_status moe_repack_write(const moe_gguf_set *in, const moe_repack_plan *plan,
     for (uint32_t s = 0; st == MOE_OK && s < res->n_outputs; s++)
         res->bytes_written += file_bytes(res->outputs[s]);
     free(j.tmp);
+    free(j.replaced);
     free(j.shard_of);
     free(j.buf);
     free(j.relayout_buf);

@@ -1,5 +1,6 @@
 /* Contexts: the arena sized once from the model and batch size, decoding a
  * batch (validation, cache cells, logits rows), and the KV cache API. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -77,7 +78,8 @@ moe_status moe_context_create(moe_model *model, const moe_context_params *params
     MOE_FAIL_IF(!ctx, err, MOE_ERR_NOMEM, "out of memory");
     ctx->model = model;
     ctx->params = p;
-    ctx->n_threads = p.n_threads > 0 ? p.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    ctx->n_threads = p.n_threads > 0 ? p.n_threads : cores > 0 ? (int)cores : 1;
     moe_status st = moe_kv_init(&ctx->kv, model, p.n_ctx, p.type_k, p.type_v, err);
     if (st == MOE_OK)
         st = build_arena(ctx, err);
@@ -123,7 +125,8 @@ static moe_status check_batch(moe_context *ctx, const moe_batch *b, moe_err *err
         if (next[seq] == -2)
             next[seq] = moe_kv_pos_max(&ctx->kv, seq) + 1;
         int32_t pos = b->pos ? b->pos[t] : next[seq];
-        MOE_FAIL_IF(pos < 0, err, MOE_ERR_USAGE, "negative position at batch index %d", t);
+        MOE_FAIL_IF(pos < 0 || pos == INT32_MAX, err, MOE_ERR_USAGE,
+                    "position %d at batch index %d is out of range", pos, t);
         next[seq] = pos + 1;
         ctx->pos_buf[t] = pos;
         ctx->seq_buf[t] = seq;
@@ -131,13 +134,13 @@ static moe_status check_batch(moe_context *ctx, const moe_batch *b, moe_err *err
     return MOE_OK;
 }
 
-static moe_status map_logits(moe_context *ctx, const moe_batch *b, moe_err *err) {
+/* Room for the batch's logits rows; grows with the largest request, not per
+ * token. The row mapping is set only once the batch is sure to run. */
+static moe_status reserve_logits(moe_context *ctx, const moe_batch *b, moe_err *err) {
     int32_t n = 0;
-    for (int32_t t = 0; t < b->n_tokens; t++) {
-        bool want = b->logits ? b->logits[t] != 0 : t == b->n_tokens - 1;
-        ctx->logit_row[t] = want ? n++ : -1;
-    }
-    if (n > ctx->logits_cap) { /* grows with the largest request, not per token */
+    for (int32_t t = 0; t < b->n_tokens; t++)
+        n += b->logits ? b->logits[t] != 0 : t == b->n_tokens - 1;
+    if (n > ctx->logits_cap) {
         float *nl = realloc(ctx->logits, (size_t)n * (size_t)ctx->model->hp.n_vocab * sizeof(float));
         MOE_FAIL_IF(!nl, err, MOE_ERR_NOMEM, "out of memory for %d logits rows", n);
         ctx->logits = nl;
@@ -147,10 +150,16 @@ static moe_status map_logits(moe_context *ctx, const moe_batch *b, moe_err *err)
 }
 
 moe_status moe_decode(moe_context *ctx, const moe_batch *b, moe_err *err) {
+    ctx->n_last = 0; /* earlier logits are gone whatever happens */
     MOE_TRY(check_batch(ctx, b, err));
-    MOE_TRY(map_logits(ctx, b, err));
-    moe_kv_apply_shift(&ctx->kv, ctx->model);
+    MOE_TRY(reserve_logits(ctx, b, err));
     MOE_TRY(moe_kv_claim(&ctx->kv, b->n_tokens, ctx->pos_buf, ctx->seq_buf, ctx->s.cells, err));
+    /* new cells carry no pending shift: rotating now only touches older keys */
+    moe_kv_apply_shift(&ctx->kv, ctx->model);
+    for (int32_t t = 0, n = 0; t < b->n_tokens; t++) {
+        bool want = b->logits ? b->logits[t] != 0 : t == b->n_tokens - 1;
+        ctx->logit_row[t] = want ? n++ : -1;
+    }
     ctx->n_last = b->n_tokens;
     return moe_forward(ctx, b->n_tokens, b->token, ctx->pos_buf, ctx->seq_buf, err);
 }
@@ -161,13 +170,20 @@ const float *moe_get_logits_ith(moe_context *ctx, int32_t i) {
     return ctx->logits + (int64_t)ctx->logit_row[i] * ctx->model->hp.n_vocab;
 }
 
+/* Sequence ids outside the context's range name no cell: the calls do nothing. */
+static bool seq_ok(const moe_context *ctx, int32_t seq, bool all_allowed) {
+    return (seq >= 0 && seq < ctx->params.n_seq_max) || (all_allowed && seq < 0);
+}
+
 void moe_kv_clear(moe_context *ctx) { moe_kv_clear_all(&ctx->kv); }
 void moe_kv_seq_rm(moe_context *ctx, int32_t seq, int32_t p0, int32_t p1) {
-    moe_kv_remove(&ctx->kv, seq, p0, p1);
+    if (seq_ok(ctx, seq, true))
+        moe_kv_remove(&ctx->kv, seq, p0, p1);
 }
 void moe_kv_seq_add(moe_context *ctx, int32_t seq, int32_t p0, int32_t p1, int32_t delta) {
-    moe_kv_shift(&ctx->kv, seq, p0, p1, delta);
+    if (seq_ok(ctx, seq, true))
+        moe_kv_shift(&ctx->kv, seq, p0, p1, delta);
 }
 int32_t moe_kv_seq_pos_max(const moe_context *ctx, int32_t seq) {
-    return moe_kv_pos_max(&ctx->kv, seq);
+    return seq_ok(ctx, seq, true) ? moe_kv_pos_max(&ctx->kv, seq) : -1;
 }

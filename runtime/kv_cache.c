@@ -45,6 +45,9 @@ moe_status moe_kv_init(moe_kv_cache *kv, const moe_model *m, int32_t n_cells, mo
         MOE_FAIL_IF(!kv->k[l] || !kv->v[l], err, MOE_ERR_NOMEM,
                     "out of memory for a %d-cell KV cache", n_cells);
     }
+    /* the K-shift re-rotates one row at a time: its buffer exists from the start */
+    kv->shift_row = malloc((size_t)kv->row_k * sizeof *kv->shift_row);
+    MOE_FAIL_IF(!kv->shift_row, err, MOE_ERR_NOMEM, "out of memory");
     moe_kv_clear_all(kv);
     return MOE_OK;
 }
@@ -61,6 +64,7 @@ void moe_kv_free(moe_kv_cache *kv) {
     free(kv->k);
     free(kv->v);
     free(kv->cells);
+    free(kv->shift_row);
     memset(kv, 0, sizeof *kv);
 }
 
@@ -159,8 +163,8 @@ void moe_kv_apply_shift(moe_kv_cache *kv, const moe_model *m) {
     const moe_hparams *hp = &m->hp;
     /* deepseek2 keys are [nope | rope] per head: only the rope tail turns */
     const int64_t offset = m->arch->mla ? hp->head_dim_k - hp->n_rot : 0;
-    float *row = malloc((size_t)kv->row_k * sizeof *row); /* only when a shift is pending */
-    for (int32_t c = 0; row && c < kv->size; c++) {
+    float *row = kv->shift_row;
+    for (int32_t c = 0; c < kv->size; c++) {
         if (kv->cells[c].pos < 0 || kv->cells[c].delta == 0)
             continue;
         for (int64_t l = 0; l < hp->n_layer; l++) {
@@ -172,5 +176,4 @@ void moe_kv_apply_shift(moe_kv_cache *kv, const moe_model *m) {
     for (int32_t c = 0; c < kv->size; c++)
         kv->cells[c].delta = 0;
     kv->has_shift = false;
-    free(row);
 }

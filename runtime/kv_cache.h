@@ -32,6 +32,7 @@ typedef struct moe_kv_cache {
     uint64_t bytes_k, bytes_v;   /* bytes of one row */
     int64_t n_layer;
     uint8_t **k, **v;            /* [layer] -> size rows */
+    float *shift_row;            /* one K row of floats for the K-shift */
 } moe_kv_cache;
 
 /* Allocates the cache for model (n_cells >= 1). Types: F32, F16, Q8_0 (rows

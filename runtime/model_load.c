@@ -293,6 +293,11 @@ static moe_status bind_one(loader *L, const moe_tensor_spec *s) {
     MOE_FAIL_IF(!tr->to_f32 || tr->activation_only, L->err, MOE_ERR_UNSUPPORTED,
                 "tensor '%s' has type %s, which this runtime cannot compute with", s->name,
                 tr->name);
+    /* embeddings are looked up one row at a time; an interleaved row group has
+     * no single-row reading */
+    MOE_FAIL_IF(s->role == MOE_T_TOKEN_EMBD && tr->interleave_rows, L->err, MOE_ERR_UNSUPPORTED,
+                "tensor '%s' has the row-interleaved type %s, which embeddings cannot use",
+                s->name, tr->name);
     moe_weight *w = slot_of(L->m, s);
     MOE_FAIL_IF(!w, L->err, MOE_ERR_UNSUPPORTED,
                 "tensor '%s': this deepseek2 attention layout (attn_k_b/attn_v_b without "
@@ -436,6 +441,11 @@ static moe_status load(loader *L, const char *path) {
     if (L->src.n_mem > 1)
         moe_hparams_detect_variants(&m->hp, mem_lookup, &L->src);
     m->arch = moe_arch_get(m->hp.arch);
+    MOE_FAIL_IF(m->hp.n_expert > 0 && m->hp.gating != MOE_GATING_SOFTMAX &&
+                    m->hp.gating != MOE_GATING_SIGMOID,
+                L->err, MOE_ERR_UNSUPPORTED,
+                "expert gating function %d is not supported (softmax 1 and sigmoid 2 are)",
+                (int)m->hp.gating);
     MOE_TRY(bind_all(L));
     MOE_TRY(load_vocab(L));
     if (m->vocab && moe_vocab_n_tokens(m->vocab) != m->hp.n_vocab)
@@ -456,7 +466,7 @@ moe_status moe_model_load(const char *path, const moe_model_params *params, moe_
     *out = NULL;
     moe_model_params p = params ? *params : moe_model_default_params();
     if (p.n_threads <= 0)
-        p.n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+        p.n_threads = sysconf(_SC_NPROCESSORS_ONLN) > 0 ? (int)sysconf(_SC_NPROCESSORS_ONLN) : 1;
     moe_model *m = calloc(1, sizeof *m);
     MOE_FAIL_IF(!m, err, MOE_ERR_NOMEM, "out of memory");
     loader L = {.m = m, .params = &p, .err = err, .src = {.use_mmap = p.use_mmap}};

@@ -96,6 +96,27 @@ int main(void) {
     snprintf(shz, sizeof shz, "%s/sh-00001-of-00004.gguf.zst", tmp);
     CHECK(run(shz, true, true, got) && !memcmp(ref, got, sizeof ref),
           "compressed shards, verified, equal the single file");
+    /* a decode that fails (cache full) changes nothing and leaves no stale logits */
+    {
+        moe_model *mm = NULL;
+        moe_context *c = NULL;
+        moe_context_params cp = moe_context_default_params();
+        cp.n_ctx = 4;
+        CHECK(moe_model_load(base, NULL, &mm, &err) == MOE_OK &&
+                  moe_context_create(mm, &cp, &c, &err) == MOE_OK, "%s", err.msg);
+        moe_batch b3 = {.n_tokens = 3, .token = prompt};
+        CHECK(c && moe_decode(c, &b3, &err) == MOE_OK && moe_get_logits_ith(c, 2), "3 tokens fit");
+        int8_t all[3] = {1, 1, 1};
+        moe_batch again = {.n_tokens = 3, .token = prompt + 3, .logits = all};
+        CHECK(c && moe_decode(c, &again, &err) == MOE_ERR_USAGE && strstr(err.msg, "full"),
+              "a fourth to sixth token do not fit: %s", err.msg);
+        for (int i = 0; c && i < 3; i++)
+            CHECK(moe_get_logits_ith(c, i) == NULL, "no logits row %d after a failed decode", i);
+        CHECK(c && moe_kv_seq_pos_max(c, 0) == 2 && moe_kv_seq_pos_max(c, 99) == -1,
+              "the cache still holds exactly the first batch");
+        moe_context_free(c);
+        moe_model_free(mm);
+    }
     /* errors before any compute, naming what is wrong */
     moe_model *m = NULL;
     CHECK(moe_model_load("/nonexistent/model.gguf", NULL, &m, &err) == MOE_ERR_IO && !m &&

@@ -92,10 +92,13 @@ typedef struct moe_batch {
 moe_status moe_decode(moe_context *ctx, const moe_batch *batch, moe_err *err);
 
 /* Logits row (n_vocab floats) of batch token i of the last decode, or NULL if
- * that token did not request logits. */
+ * that token did not request logits or the last decode failed. Every pointer
+ * returned is invalidated by the next moe_decode, successful or not. */
 const float *moe_get_logits_ith(moe_context *ctx, int32_t i);
 
-/* ---- KV cache (llama.cpp semantics: p1 < 0 means "to the end") ------------------------ */
+/* ---- KV cache (llama.cpp semantics: p1 < 0 means "to the end") ------------------------
+ * A sequence id outside 0..n_seq_max-1 (other than -1 = all, where allowed)
+ * names no cell: the call does nothing (pos_max returns -1). */
 
 void moe_kv_clear(moe_context *ctx);
 /* Removes positions [p0, p1) of seq (seq < 0: every sequence). */
