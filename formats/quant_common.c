@@ -28,14 +28,8 @@ static inline float qx_weight(const float *qw, int rmse_type, const float *x, in
 
 float moe_make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_type,
                          const float *qw) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; ++i) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
+    float amax;
+    const float max = moe_signed_absmax(x, n, &amax);
     if (amax < MOE_GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.f;
@@ -87,14 +81,8 @@ float moe_make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_ty
 }
 
 float moe_make_q3_quants(int n, int nmax, const float *x, int8_t *L, bool do_rmse) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; ++i) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
+    float amax;
+    const float max = moe_signed_absmax(x, n, &amax);
     if (amax < MOE_GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.f;

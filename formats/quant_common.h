@@ -17,6 +17,7 @@
 #ifndef MOE_FORMATS_QUANT_COMMON_H
 #define MOE_FORMATS_QUANT_COMMON_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -49,6 +50,22 @@ static inline int moe_nearest_int(float fval) {
     int32_t i;
     memcpy(&i, &val, sizeof i);
     return (i & 0x007fffff) - 0x00400000;
+}
+
+/* The value of largest magnitude among x[0..n), with its sign (the first one
+ * on ties; 0 when all are zero); *amax receives its magnitude. A NaN never
+ * wins the comparison, as in llama.cpp's loops. */
+static inline float moe_signed_absmax(const float *x, int n, float *amax) {
+    float best = 0.0f, max = 0.0f;
+    for (int i = 0; i < n; ++i) {
+        const float ax = fabsf(x[i]);
+        if (ax > best) {
+            best = ax;
+            max = x[i];
+        }
+    }
+    *amax = best;
+    return max;
 }
 
 /* Symmetric quantization of n values to integers in [-nmax, nmax-1] with a

@@ -84,14 +84,8 @@ static void fit_codes(const float *xb, const float *w, float id, float *sumqx, f
  * The first refit divides without checking sum wq^2, as llama.cpp (Feb 2025)
  * does: a block whose weights are all zero gets a NaN scale there too. */
 static float block_scale(const float *xb, const float *w) {
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < MOE_QK; j++) {
-        const float ax = fabsf(xb[j]);
-        if (ax > amax) {
-            amax = ax;
-            max = xb[j];
-        }
-    }
+    float amax;
+    const float max = moe_signed_absmax(xb, MOE_QK, &amax);
     if (amax < MOE_GROUP_MAX_EPS)
         return 0.0f;
     const int8_t *T = moe_iq4nl_values;

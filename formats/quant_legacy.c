@@ -63,25 +63,14 @@ static void pack_fifth_bits(uint8_t *qh, const uint8_t q[MOE_QK]) {
     moe_store_le32(qh, h);
 }
 
-/* The value of largest magnitude, with its sign; the first one on ties. */
-static float signed_absmax(const float *x) {
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < MOE_QK; j++) {
-        if (amax < fabsf(x[j])) {
-            amax = fabsf(x[j]);
-            max = x[j];
-        }
-    }
-    return max;
-}
-
 /* ---- reference quantizers (no importance matrix) ---------------------------- */
 
 /* Q4_0 / Q5_0 reference: d = max / -half (half = 8 or 16), so the extreme
  * value lands exactly on code 0 and the opposite side clips at 2*half - 1.
  * Codes are trunc(x/d + half + 0.5), i.e. round half up. */
 static void ref_block_symmetric(const float *x, int half, uint8_t q[MOE_QK], float *d_out) {
-    const float max = signed_absmax(x);
+    float amax;
+    const float max = moe_signed_absmax(x, MOE_QK, &amax);
     const float d = max / (float)-half;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     const float bias = (float)half + 0.5f;
