@@ -3,8 +3,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "formats/cpu.h"
 #include "runtime/context.h"
 #include "runtime/cpu_ops.h"
 
@@ -78,8 +78,7 @@ moe_status moe_context_create(moe_model *model, const moe_context_params *params
     MOE_FAIL_IF(!ctx, err, MOE_ERR_NOMEM, "out of memory");
     ctx->model = model;
     ctx->params = p;
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    ctx->n_threads = p.n_threads > 0 ? p.n_threads : cores > 0 ? (int)cores : 1;
+    ctx->n_threads = p.n_threads > 0 ? p.n_threads : moe_online_cpus();
     moe_status st = moe_kv_init(&ctx->kv, model, p.n_ctx, p.type_k, p.type_v, err);
     if (st == MOE_OK)
         st = build_arena(ctx, err);

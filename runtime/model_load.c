@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "formats/cpu.h"
 #include "formats/cursor.h"
 #include "formats/log.h"
 #include "formats/zstd_seekable.h"
@@ -466,7 +466,7 @@ moe_status moe_model_load(const char *path, const moe_model_params *params, moe_
     *out = NULL;
     moe_model_params p = params ? *params : moe_model_default_params();
     if (p.n_threads <= 0)
-        p.n_threads = sysconf(_SC_NPROCESSORS_ONLN) > 0 ? (int)sysconf(_SC_NPROCESSORS_ONLN) : 1;
+        p.n_threads = moe_online_cpus();
     moe_model *m = calloc(1, sizeof *m);
     MOE_FAIL_IF(!m, err, MOE_ERR_NOMEM, "out of memory");
     loader L = {.m = m, .params = &p, .err = err, .src = {.use_mmap = p.use_mmap}};

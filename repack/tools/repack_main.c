@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "formats/cli.h"
+#include "formats/cpu.h"
 #include "formats/log.h"
 #include "formats/tempfile.h"
 #include "formats/zstd_seekable.h"
@@ -282,7 +283,7 @@ int main(int argc, char **argv) {
     if (o.quiet || o.json)
         moe_log_set_level(MOE_LOG_WARN);
     if (o.threads == 0)
-        o.threads = sysconf(_SC_NPROCESSORS_ONLN) > 0 ? sysconf(_SC_NPROCESSORS_ONLN) : 1;
+        o.threads = moe_online_cpus();
     moe_tempfile_install_handlers();
     st = run(&o, argv[first], argv[first + 1], &err);
     if (st != MOE_OK)
