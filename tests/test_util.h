@@ -31,6 +31,27 @@ static int test_passed, test_failed;
         return test_failed ? 1 : (test_passed ? 0 : 1);                    \
     } while (0)
 
+/* The whole file, NUL-terminated (the NUL is not counted in *len); NULL
+ * if it cannot be read. The caller frees it. */
+static inline void *test_read_file(const char *path, size_t *len) {
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1)) &&
+        fread(buf, 1, (size_t)n, f) == (size_t)n) {
+        buf[n] = 0;
+        *len = (size_t)n;
+    } else {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    return buf;
+}
+
 static inline const char *test_conformance_dir(void) {
     const char *d = getenv("MOE_CONFORMANCE_DIR");
     if (!d || !*d) {

@@ -32,26 +32,6 @@ static moe_vocab *load_path(const char *path, moe_err *err, moe_status *st) {
     return v;
 }
 
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) {
-        buf[n] = 0;
-        *len = (size_t)n;
-    }
-    return buf;
-}
-
 /* Tokenizes into a fresh array; returns the count (or a negative error). */
 static int32_t tokenize(const moe_vocab *v, const char *s, size_t n, int32_t **out, bool add_special,
                         bool parse_special) {
@@ -428,7 +408,7 @@ static int golden_vocab(const char *dir, const vocab_case *vc, int *n_cases, int
     char inp[560], outp[560];
     snprintf(inp, sizeof inp, "%s.inp", path);
     snprintf(outp, sizeof outp, "%s.out", path);
-    char *in = read_all(inp, &in_len), *out = read_all(outp, &out_len);
+    char *in = test_read_file(inp, &in_len), *out = test_read_file(outp, &out_len);
     CHECK(in && out, "read %s cases", vc->name);
     char *cur = in, *line = out;
     *n_cases = *n_match = *n_round = 0;

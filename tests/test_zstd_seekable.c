@@ -89,27 +89,9 @@ static bool write_bytes(const char *path, const void *p, size_t n) {
     return fclose(fp) == 0 && ok;
 }
 
-static uint8_t *read_bytes(const char *path, size_t *n) {
-    *n = 0;
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return NULL;
-    fseek(fp, 0, SEEK_END);
-    long len = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    uint8_t *p = malloc(len > 0 ? (size_t)len : 1);
-    if (p && fread(p, 1, (size_t)len, fp) != (size_t)len) {
-        free(p);
-        p = NULL;
-    }
-    fclose(fp);
-    *n = (size_t)len;
-    return p;
-}
-
 static bool file_equals(const char *path, const uint8_t *want, size_t n) {
     size_t got_n;
-    uint8_t *got = read_bytes(path, &got_n);
+    uint8_t *got = test_read_file(path, &got_n);
     bool eq = got && got_n == n && (n == 0 || memcmp(got, want, n) == 0);
     free(got);
     return eq;
@@ -254,7 +236,8 @@ static void round_trip(size_t n, int kind) {
     st = moe_zstd_compress_file(plain_p, z3, 3, FS, 3, true, &err);
     CHECK(st == MOE_OK, "%s: compress threads=3: %s", what, err.msg);
     size_t n1, n2, n3;
-    uint8_t *b1 = read_bytes(z1, &n1), *b2 = read_bytes(z2, &n2), *b3 = read_bytes(z3, &n3);
+    uint8_t *b1 = test_read_file(z1, &n1), *b2 = test_read_file(z2, &n2),
+            *b3 = test_read_file(z3, &n3);
     CHECK(b1 && b2 && b3 && n1 == n2 && n1 == n3 && !memcmp(b1, b2, n1) && !memcmp(b1, b3, n1),
           "%s: output independent of thread count", what);
     if (b1)
@@ -310,7 +293,7 @@ static void test_compress_fd(void) {
     CHECK(moe_zstd_compress_file(plain_p, b, 5, FS, 1, false, &err) == MOE_OK,
           "compress_file: %s", err.msg);
     size_t na, nb;
-    uint8_t *za = read_bytes(a, &na), *zb = read_bytes(b, &nb);
+    uint8_t *za = test_read_file(a, &na), *zb = test_read_file(b, &nb);
     CHECK(za && zb && na == nb && !memcmp(za, zb, na), "fd and path variants agree");
     free(za);
     free(zb);
@@ -709,7 +692,7 @@ static void test_corruption(void) {
     CHECK(moe_zstd_compress_file(pp, zp, 3, FS, 2, true, &err) == MOE_OK, "compress: %s",
           err.msg);
     size_t zn;
-    uint8_t *z = read_bytes(zp, &zn);
+    uint8_t *z = test_read_file(zp, &zn);
     if (z) {
         test_corrupt_table(z, zn, plain, n);
         test_corrupt_frames(z, zn, plain, n);
@@ -803,7 +786,7 @@ static int run_cli(void) {
     moe_err err;
     CHECK(moe_zstd_open(cat, &f, &err) == MOE_OK, "open concatenated: %s", err.msg);
     size_t wn;
-    uint8_t *w = read_bytes(want, &wn);
+    uint8_t *w = test_read_file(want, &wn);
     CHECK(f && w && moe_zstd_decompress_to_file(f, back, 1, true, &err) == MOE_OK &&
               file_equals(back, w, wn),
           "concatenated frames: %s", err.msg);

@@ -31,27 +31,10 @@
 
 #define CANON_FLAGS (JSON_INDENT(2) | JSON_SORT_KEYS)
 
-static uint8_t *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
 /* The plain GGUF bytes of path (decompressed if it is zstd). */
 static uint8_t *plain_bytes(const char *path, size_t *len) {
     if (!moe_zstd_path_is_zstd(path))
-        return slurp(path, len);
+        return test_read_file(path, len);
     moe_zstd_file *z;
     moe_err err = {0};
     if (moe_zstd_open(path, &z, &err) != MOE_OK)
@@ -89,7 +72,7 @@ static bool hex_is(const json_t *v, uint64_t h) {
 /* bytes + xxh3 of entry e match the file at path (whole-file XXH3-64). */
 static void check_file(const json_t *e, const char *path, const char *what) {
     size_t len;
-    uint8_t *b = slurp(path, &len);
+    uint8_t *b = test_read_file(path, &len);
     CHECK(b != NULL, "%s: cannot read %s", what, path);
     if (!b)
         return;
@@ -229,7 +212,7 @@ static void check_run(const json_t *run, const json_t *steps) {
 /* The file is exactly jansson's canonical dump of its content plus "\n". */
 static json_t *load_canonical(const char *path) {
     size_t len;
-    char *text = (char *)slurp(path, &len);
+    char *text = test_read_file(path, &len);
     json_error_t jerr;
     json_t *root = text ? json_loadb(text, len, 0, &jerr) : NULL;
     CHECK(root != NULL, "%s: not JSON: %s", path, text ? jerr.text : "unreadable");
