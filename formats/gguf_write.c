@@ -43,9 +43,11 @@ struct moe_gguf_writer {
     int fd;
     moe_gguf_writer_opts opts;
     wkv *kv;
-    uint64_t n_kv, cap_kv;
+    uint64_t n_kv;
+    size_t cap_kv;
     wtensor *t;
-    uint64_t n_t, cap_t;
+    uint64_t n_t;
+    size_t cap_t;
     moe_strmap tensor_names;
     uint32_t alignment;
     bool data_started;
@@ -224,16 +226,12 @@ static moe_status set_raw(moe_gguf_writer *w, const char *key, moe_gguf_vtype ty
     if (i >= 0) {
         free(w->kv[i].raw);
     } else {
-        if (w->n_kv == w->cap_kv) {
-            uint64_t cap = w->cap_kv ? 2 * w->cap_kv : 32;
-            wkv *nk = realloc(w->kv, cap * sizeof *nk);
-            if (!nk) {
-                free(raw);
-                return moe_fail(err, MOE_ERR_NOMEM, "out of memory");
-            }
-            w->kv = nk;
-            w->cap_kv = cap;
+        wkv *nk = moe_grow(w->kv, &w->cap_kv, w->n_kv + 1, 32, sizeof *nk);
+        if (!nk) {
+            free(raw);
+            return moe_fail(err, MOE_ERR_NOMEM, "out of memory");
         }
+        w->kv = nk;
         i = (int64_t)w->n_kv;
         w->kv[i].key = strdup(key);
         if (!w->kv[i].key) {
@@ -349,13 +347,9 @@ moe_status moe_gguf_writer_add_tensor(moe_gguf_writer *w, const char *name, moe_
                 "tensor name '%s' must be 1..%d bytes", name, MOE_GGUF_MAX_NAME - 1);
     MOE_FAIL_IF(n_dims < 1 || n_dims > MOE_GGUF_MAX_DIMS, err, MOE_ERR_USAGE,
                 "tensor '%s': n_dims %u (expected 1..4)", name, n_dims);
-    if (w->n_t == w->cap_t) {
-        uint64_t cap = w->cap_t ? 2 * w->cap_t : 64;
-        wtensor *nt = realloc(w->t, cap * sizeof *nt);
-        MOE_FAIL_IF(!nt, err, MOE_ERR_NOMEM, "out of memory");
-        w->t = nt;
-        w->cap_t = cap;
-    }
+    wtensor *nt = moe_grow(w->t, &w->cap_t, w->n_t + 1, 64, sizeof *nt);
+    MOE_FAIL_IF(!nt, err, MOE_ERR_NOMEM, "out of memory");
+    w->t = nt;
     wtensor *t = &w->t[w->n_t];
     memset(t, 0, sizeof *t);
     for (int d = 0; d < 4; d++)

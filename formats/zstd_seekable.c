@@ -311,13 +311,9 @@ static moe_status compress_item(void *ctx, size_t slot, int worker_id, moe_err *
 
 static moe_status append_entry(compressor *c, uint32_t csize, uint32_t dsize, uint32_t sum,
                                moe_err *err) {
-    if (c->table_len + 12 > c->table_cap) {
-        size_t cap = c->table_cap ? 2 * c->table_cap : 12 * 1024;
-        uint8_t *t = realloc(c->table, cap);
-        MOE_FAIL_IF(!t, err, MOE_ERR_NOMEM, "out of memory for the seek table");
-        c->table = t;
-        c->table_cap = cap;
-    }
+    uint8_t *t = moe_grow(c->table, &c->table_cap, c->table_len + 12, 12 * 1024, 1);
+    MOE_FAIL_IF(!t, err, MOE_ERR_NOMEM, "out of memory for the seek table");
+    c->table = t;
     uint8_t *e = c->table + c->table_len;
     moe_store_le32(e, csize);
     moe_store_le32(e + 4, dsize);

@@ -17,7 +17,8 @@
 
 typedef struct piece_list {
     moe_repack_piece *p;
-    uint64_t n, cap;
+    uint64_t n;
+    size_t cap;
 } piece_list;
 
 typedef struct logical {
@@ -33,7 +34,8 @@ typedef struct planner {
     const moe_gguf_set *in;
     const moe_repack_opts *opts;
     logical *l;
-    uint64_t n, cap;
+    uint64_t n;
+    size_t cap;
     moe_repack_plan *plan;
     moe_err *err;
 } planner;
@@ -50,13 +52,9 @@ static moe_status push_piece(piece_list *pl, moe_repack_piece pc, moe_err *err) 
             return MOE_OK;
         }
     }
-    if (pl->n == pl->cap) {
-        uint64_t cap = pl->cap ? 2 * pl->cap : 8;
-        moe_repack_piece *np = realloc(pl->p, cap * sizeof *np);
-        MOE_FAIL_IF(!np, err, MOE_ERR_NOMEM, "out of memory");
-        pl->p = np;
-        pl->cap = cap;
-    }
+    moe_repack_piece *np = moe_grow(pl->p, &pl->cap, pl->n + 1, 8, sizeof *np);
+    MOE_FAIL_IF(!np, err, MOE_ERR_NOMEM, "out of memory");
+    pl->p = np;
     pl->p[pl->n++] = pc;
     return MOE_OK;
 }
@@ -112,16 +110,12 @@ static int name_group(const char *name) {
 /* A new zeroed logical tensor, or NULL (error set) when out of memory. May
  * move p->l: re-take pointers into it afterwards. */
 static logical *add_logical(planner *p) {
-    if (p->n == p->cap) {
-        uint64_t cap = p->cap ? 2 * p->cap : 64;
-        logical *nl = realloc(p->l, cap * sizeof *nl);
-        if (!nl) {
-            moe_fail(p->err, MOE_ERR_NOMEM, "out of memory");
-            return NULL;
-        }
-        p->l = nl;
-        p->cap = cap;
+    logical *nl = moe_grow(p->l, &p->cap, p->n + 1, 64, sizeof *nl);
+    if (!nl) {
+        moe_fail(p->err, MOE_ERR_NOMEM, "out of memory");
+        return NULL;
     }
+    p->l = nl;
     logical *l = &p->l[p->n++];
     memset(l, 0, sizeof *l);
     return l;
@@ -226,7 +220,8 @@ static moe_status add_stack(planner *p, const moe_split_name *key, const uint64_
 typedef struct split_group {
     moe_split_name key;
     uint64_t *members;
-    uint64_t n, cap;
+    uint64_t n;
+    size_t cap;
 } split_group;
 
 static moe_status collect(planner *p) {
@@ -273,13 +268,12 @@ static moe_status collect(planner *p) {
                 st = moe_strmap_put(&index, keys[g], g, &dummy, p->err);
         }
         split_group *sg = &groups[g];
-        if (st == MOE_OK && sg->n == sg->cap) {
-            uint64_t cap = sg->cap ? 2 * sg->cap : 16;
-            uint64_t *nm = realloc(sg->members, cap * sizeof *nm);
+        if (st == MOE_OK) {
+            uint64_t *nm = moe_grow(sg->members, &sg->cap, sg->n + 1, 16, sizeof *nm);
             if (!nm)
                 st = moe_fail(p->err, MOE_ERR_NOMEM, "out of memory");
             else
-                sg->members = nm, sg->cap = cap;
+                sg->members = nm;
         }
         if (st == MOE_OK)
             sg->members[sg->n++] = i;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "formats/checked.h"
 #include "formats/cpu.h"
 #include "formats/cursor.h"
 #include "formats/log.h"
@@ -39,14 +40,10 @@ static const moe_gguf *first_gguf(const source *s) {
 }
 
 static void *own(loader *L, uint64_t bytes) {
-    if (L->n_blocks == L->cap_blocks) {
-        size_t cap = L->cap_blocks ? 2 * L->cap_blocks : 64;
-        uint8_t **nb = realloc(L->blocks, cap * sizeof *nb);
-        if (!nb)
-            return NULL;
-        L->blocks = nb;
-        L->cap_blocks = cap;
-    }
+    uint8_t **nb = moe_grow(L->blocks, &L->cap_blocks, L->n_blocks + 1, 64, sizeof *nb);
+    if (!nb)
+        return NULL;
+    L->blocks = nb;
     void *p = malloc(bytes ? (size_t)bytes : 1);
     if (p) {
         L->blocks[L->n_blocks++] = p;

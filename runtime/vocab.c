@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "formats/checked.h"
 #include "formats/log.h"
 
 /* ---- small shared pieces ----------------------------------------------------------------- */
@@ -45,16 +46,12 @@ void moe_vocab_map_free(moe_vocab_map *m) {
 void moe_tokvec_push(moe_tokvec *tv, int32_t tok) {
     if (tv->failed)
         return;
-    if (tv->n == tv->cap) {
-        size_t cap = tv->cap ? 2 * tv->cap : 64;
-        int32_t *d = realloc(tv->d, cap * sizeof *d);
-        if (!d) {
-            tv->failed = true;
-            return;
-        }
-        tv->d = d;
-        tv->cap = cap;
+    int32_t *d = moe_grow(tv->d, &tv->cap, tv->n + 1, 64, sizeof *d);
+    if (!d) {
+        tv->failed = true;
+        return;
     }
+    tv->d = d;
     tv->d[tv->n++] = tok;
 }
 
@@ -63,16 +60,12 @@ static bool before(const moe_bigram *a, const moe_bigram *b) {
 }
 
 void moe_bigram_push(moe_bigram_heap *h, moe_bigram b) {
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? 2 * h->cap : 64;
-        moe_bigram *d = realloc(h->d, cap * sizeof *d);
-        if (!d) {
-            h->failed = true;
-            return;
-        }
-        h->d = d;
-        h->cap = cap;
+    moe_bigram *d = moe_grow(h->d, &h->cap, h->n + 1, 64, sizeof *d);
+    if (!d) {
+        h->failed = true;
+        return;
     }
+    h->d = d;
     size_t i = h->n++;
     while (i > 0 && before(&b, &h->d[(i - 1) / 2])) {
         h->d[i] = h->d[(i - 1) / 2];
@@ -478,14 +471,10 @@ typedef struct fragvec {
 } fragvec;
 
 static bool frag_push(fragvec *fv, int32_t tok, size_t off, size_t len) {
-    if (fv->n == fv->cap) {
-        size_t cap = fv->cap ? 2 * fv->cap : 16;
-        frag *d = realloc(fv->d, cap * sizeof *d);
-        if (!d)
-            return false;
-        fv->d = d;
-        fv->cap = cap;
-    }
+    frag *d = moe_grow(fv->d, &fv->cap, fv->n + 1, 16, sizeof *d);
+    if (!d)
+        return false;
+    fv->d = d;
     fv->d[fv->n++] = (frag){tok, off, len};
     return true;
 }

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "formats/checked.h"
 #include "formats/log.h"
 
 /* ---- pre-tokenizers ------------------------------------------------------------------------ */
@@ -360,14 +361,10 @@ typedef struct spanvec {
 } spanvec;
 
 static bool span_push(spanvec *sv, size_t off, size_t len) {
-    if (sv->n == sv->cap) {
-        size_t cap = sv->cap ? 2 * sv->cap : 64;
-        span *d = realloc(sv->d, cap * sizeof *d);
-        if (!d)
-            return false;
-        sv->d = d;
-        sv->cap = cap;
-    }
+    span *d = moe_grow(sv->d, &sv->cap, sv->n + 1, 64, sizeof *d);
+    if (!d)
+        return false;
+    sv->d = d;
     sv->d[sv->n++] = (span){off, len};
     return true;
 }
