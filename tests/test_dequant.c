@@ -31,14 +31,9 @@
 
 /* ---- helpers --------------------------------------------------------------- */
 
-static uint32_t rng_state;
-static uint32_t rng_next(void) { /* xorshift32 */
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 17;
-    rng_state ^= rng_state << 5;
-    return rng_state;
+static int rng_int(int lo, int hi) {
+    return lo + (int)(test_rng_next() % (uint32_t)(hi - lo + 1));
 }
-static int rng_int(int lo, int hi) { return lo + (int)(rng_next() % (uint32_t)(hi - lo + 1)); }
 
 /* Dequantizes one block through the type table, also from a buffer misaligned
  * by one byte, and checks both agree. Returns the floats in y. */
@@ -244,7 +239,7 @@ static const uint16_t f16_bits[] = {0x3800, 0x3A00, 0x3C00, 0xB400, 0x3400, 0x41
 static const double f16_vals[] = {0.5, 0.75, 1.0, -0.25, 0.25, 2.5};
 #define N_F16 (sizeof f16_vals / sizeof f16_vals[0])
 
-static int pick_f16(void) { return (int)(rng_next() % N_F16); }
+static int pick_f16(void) { return (int)(test_rng_next() % N_F16); }
 
 /* Split-half nibbles of a 32-value block: low nibble of byte j = value j. */
 static void put_nibbles(uint8_t *qs, const int *q) {
@@ -445,7 +440,7 @@ static void roundtrip_iq4_xs(void) {
 
 static void roundtrips(uint32_t seed) {
     printf("round-trip seed %u\n", seed);
-    rng_state = seed;
+    test_rng_state = seed;
     static const moe_type legacy[] = {MOE_TYPE_Q4_0, MOE_TYPE_Q4_1, MOE_TYPE_Q5_0,
                                       MOE_TYPE_Q5_1, MOE_TYPE_Q8_0, MOE_TYPE_IQ4_NL};
     for (int rep = 0; rep < 20; rep++) {

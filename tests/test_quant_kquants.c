@@ -29,18 +29,11 @@ static const moe_type kquants[] = {MOE_TYPE_Q2_K, MOE_TYPE_Q3_K, MOE_TYPE_Q4_K, 
                                    MOE_TYPE_Q6_K};
 #define N_KQUANTS (sizeof kquants / sizeof kquants[0])
 
-static uint32_t rng_state;
-static uint32_t rng_next(void) { /* xorshift32 */
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 17;
-    rng_state ^= rng_state << 5;
-    return rng_state;
-}
 /* Approximately N(0,1): sum of 4 uniforms, rescaled. */
 static float rng_gauss(void) {
     float s = 0;
     for (int i = 0; i < 4; i++)
-        s += (float)(rng_next() >> 8) / 16777216.0f;
+        s += (float)(test_rng_next() >> 8) / 16777216.0f;
     return (s - 2.0f) * 1.7320508f;
 }
 
@@ -127,7 +120,7 @@ static void unit_rows(void) {
         x[i] = (i / N) % 2 ? -0.75f : 0.3f;
     roundtrip("constant", x, R, N, 0.02);
 
-    rng_state = 12345;
+    test_rng_state = 12345;
     for (int i = 0; i < R * N; i++)
         x[i] = rng_gauss();
     /* a uniform quantizer's worst error is about half a step; Q2_K's step is
@@ -151,7 +144,7 @@ static void unit_row_independence(void) {
     enum { N = 768, R = 3 };
     static float x[R * N];
     static uint8_t all[R * 4 * 256], one[4 * 256];
-    rng_state = 777;
+    test_rng_state = 777;
     for (int i = 0; i < R * N; i++)
         x[i] = rng_gauss();
     for (size_t k = 0; k < N_KQUANTS; k++) {

@@ -8,6 +8,7 @@
 #ifndef MOE_TESTS_TEST_UTIL_H
 #define MOE_TESTS_TEST_UTIL_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -30,6 +31,16 @@ static int test_passed, test_failed;
         printf("%d passed, %d failed\n", test_passed, test_failed);        \
         return test_failed ? 1 : (test_passed ? 0 : 1);                    \
     } while (0)
+
+/* A reproducible xorshift32 stream for generated test data; seed it by
+ * assigning test_rng_state (never 0). */
+static uint32_t test_rng_state = 1;
+static inline uint32_t test_rng_next(void) {
+    test_rng_state ^= test_rng_state << 13;
+    test_rng_state ^= test_rng_state >> 17;
+    test_rng_state ^= test_rng_state << 5;
+    return test_rng_state;
+}
 
 /* The whole file, NUL-terminated (the NUL is not counted in *len); NULL
  * if it cannot be read. The caller frees it. */
