@@ -39,6 +39,8 @@ struct moe_context {
     int32_t n_last;        /* tokens in the last batch */
     int32_t n_kv;          /* cells attended over in the current layer pass */
     int32_t *pos_buf, *seq_buf; /* [n_batch] resolved positions and sequences */
+    moe_matmul_observer observer; /* NULL: none (moe_context_set_matmul_observer) */
+    void *observer_user;
 };
 
 /* Floats of attention workspace one thread needs. */

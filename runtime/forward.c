@@ -10,10 +10,22 @@
 #include "runtime/context.h"
 #include "runtime/cpu_ops.h"
 
+/* Hands the activations of one weight product to the context's observer. */
+static void observe(moe_context *ctx, const moe_weight *w, int64_t e, const float *x, int64_t T) {
+    if (ctx->observer)
+        ctx->observer(ctx->observer_user, w->name, (int32_t)e, x, w->ne[0], T);
+}
+
 /* Dense weights: llama.cpp's mul_mat order (GEMM for batches). */
 static void matmul(moe_context *ctx, const moe_weight *w, int64_t e, const float *x, int64_t T,
                    float *y) {
+    observe(ctx, w, -1, x, T);
     moe_cpu_matmul(w, e, x, T, y, ctx->s.mm, ctx->n_threads, MOE_DOT_GEMM);
+}
+
+void moe_context_set_matmul_observer(moe_context *ctx, moe_matmul_observer fn, void *user) {
+    ctx->observer = fn;
+    ctx->observer_user = fn ? user : NULL;
 }
 
 
@@ -240,13 +252,17 @@ static void attention(moe_context *ctx, int64_t il, int32_t T, const int32_t *po
 static void swiglu(moe_context *ctx, const moe_weight *gate, const moe_weight *up,
                    const moe_weight *down, int64_t e, const float *x, int64_t n, float *g,
                    float *u, float *out, moe_dot_order order) {
+    const int64_t eo = gate->ne[2] > 1 ? e : -1; /* stacked experts name their slice */
+    observe(ctx, gate, eo, x, n);
     moe_cpu_matmul(gate, e, x, n, g, ctx->s.mm, ctx->n_threads, order);
+    observe(ctx, up, eo, x, n);
     moe_cpu_matmul(up, e, x, n, u, ctx->s.mm, ctx->n_threads, order);
     const int64_t F = gate->ne[1];
     for (int64_t r = 0; r < n; r++)
         moe_cpu_silu(g + r * F, F);
     for (int64_t i = 0; i < n * F; i++)
         g[i] *= u[i];
+    observe(ctx, down, eo, g, n);
     moe_cpu_matmul(down, e, g, n, out, ctx->s.mm, ctx->n_threads, order);
 }
 
@@ -337,6 +353,8 @@ static void moe_ffn(moe_context *ctx, const moe_layer *L, int32_t T) {
     swiglu(ctx, &L->gate_shexp, &L->up_shexp, &L->down_shexp, 0, s->h, T, s->ge, s->ue, s->oe,
            MOE_DOT_GEMM);
     const float *gin = moe_weight_f32(&L->gate_inp_shexp);
+    if (gin)
+        observe(ctx, &L->gate_inp_shexp, -1, s->h, T);
     for (int32_t t = 0; t < T; t++) {
         float g = 1.0f;
         if (gin) { /* qwen2moe: a scalar sigmoid gate per token */

@@ -109,6 +109,20 @@ void moe_kv_seq_add(moe_context *ctx, int32_t seq, int32_t p0, int32_t p1, int32
 /* Largest position stored for seq, or -1. */
 int32_t moe_kv_seq_pos_max(const moe_context *ctx, int32_t seq);
 
+/* ---- observing weight products (importance matrices, statistics) -------------------------
+ * fn is called once per weight product of every later moe_decode, with the f32
+ * activations the weight multiplies (before any rounding to the weight's
+ * vec-dot type): tensor is the weight's GGUF name ("blk.0.attn_q.weight",
+ * "blk.1.ffn_down_exps.weight", "output.weight"), expert the expert index for
+ * stacked expert tensors (-1 otherwise), x holds n_rows rows of n_in floats,
+ * token-major (for an expert: only the rows routed to it, in batch order).
+ * Called on the decoding thread in graph order; x is valid only during the
+ * call. fn NULL turns observing off. Observing makes decoding take the
+ * reference expert path, so it costs speed. */
+typedef void (*moe_matmul_observer)(void *user, const char *tensor, int32_t expert,
+                                    const float *x, int64_t n_in, int64_t n_rows);
+void moe_context_set_matmul_observer(moe_context *ctx, moe_matmul_observer fn, void *user);
+
 /* ---- text ----------------------------------------------------------------------------- */
 
 /* Tokenizes text (len bytes) into out (capacity cap). add_special: BOS/EOS as
