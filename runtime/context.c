@@ -10,7 +10,8 @@
 
 moe_context_params moe_context_default_params(void) {
     return (moe_context_params){.n_ctx = 0, .n_seq_max = 1, .n_batch = 512,
-                                .type_k = MOE_TYPE_F16, .type_v = MOE_TYPE_F16, .n_threads = 0};
+                                .type_k = MOE_TYPE_F16, .type_v = MOE_TYPE_F16, .n_threads = 0,
+                                .defrag_thold = -1.0f};
 }
 
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -152,18 +153,29 @@ moe_status moe_decode(moe_context *ctx, const moe_batch *b, moe_err *err) {
     ctx->n_last = 0; /* earlier logits are gone whatever happens */
     MOE_TRY(check_batch(ctx, b, err));
     MOE_TRY(reserve_logits(ctx, b, err));
+    MOE_FAIL_IF(ctx->kv.size - ctx->kv.used < b->n_tokens, err, MOE_ERR_USAGE,
+                "the KV cache is full: %d of %d cells used, %d more needed (use a larger -c)",
+                ctx->kv.used, ctx->kv.size, b->n_tokens);
+    /* the lazy update: pending K-shift, then a requested defragmentation, so
+     * the batch's cells are claimed from a compact cache */
+    moe_kv_update(ctx);
     MOE_TRY(moe_kv_claim(&ctx->kv, b->n_tokens, ctx->pos_buf, ctx->seq_buf, ctx->s.cells, err));
-    /* new cells carry no pending shift: rotating now only touches older keys */
-    moe_kv_apply_shift(&ctx->kv, ctx->model);
     for (int32_t t = 0, n = 0; t < b->n_tokens; t++) {
         bool want = b->logits ? b->logits[t] != 0 : t == b->n_tokens - 1;
         ctx->logit_row[t] = want ? n++ : -1;
     }
     ctx->n_last = b->n_tokens;
-    return moe_forward(ctx, b->n_tokens, b->token, ctx->pos_buf, ctx->seq_buf, err);
+    MOE_TRY(moe_forward(ctx, b->n_tokens, b->token, ctx->pos_buf, ctx->seq_buf, err));
+    /* llama.cpp decides after a decode, and defragments at the next update */
+    if (ctx->params.defrag_thold >= 0.0f &&
+        moe_kv_fragmentation(&ctx->kv, MOE_KV_PADDING) > ctx->params.defrag_thold)
+        ctx->do_defrag = true;
+    return MOE_OK;
 }
 
 const float *moe_get_logits_ith(moe_context *ctx, int32_t i) {
+    if (i < 0)
+        i += ctx->n_last;
     if (i < 0 || i >= ctx->n_last || ctx->logit_row[i] < 0)
         return NULL;
     return ctx->logits + (int64_t)ctx->logit_row[i] * ctx->model->hp.n_vocab;
@@ -185,4 +197,34 @@ void moe_kv_seq_add(moe_context *ctx, int32_t seq, int32_t p0, int32_t p1, int32
 }
 int32_t moe_kv_seq_pos_max(const moe_context *ctx, int32_t seq) {
     return seq_ok(ctx, seq, true) ? moe_kv_pos_max(&ctx->kv, seq) : -1;
+}
+int32_t moe_kv_seq_pos_min(const moe_context *ctx, int32_t seq) {
+    return seq_ok(ctx, seq, true) ? moe_kv_pos_min(&ctx->kv, seq) : -1;
+}
+void moe_kv_seq_cp(moe_context *ctx, int32_t src, int32_t dst, int32_t p0, int32_t p1) {
+    if (seq_ok(ctx, src, false) && seq_ok(ctx, dst, false))
+        moe_kv_copy(&ctx->kv, src, dst, p0, p1);
+}
+void moe_kv_seq_keep(moe_context *ctx, int32_t seq) {
+    if (seq_ok(ctx, seq, false))
+        moe_kv_keep(&ctx->kv, seq);
+}
+void moe_kv_seq_div(moe_context *ctx, int32_t seq, int32_t p0, int32_t p1, int32_t d) {
+    if (seq_ok(ctx, seq, true))
+        moe_kv_divide(&ctx->kv, seq, p0, p1, d);
+}
+int32_t moe_kv_n_used(const moe_context *ctx) { return ctx->kv.used; }
+void moe_kv_defrag(moe_context *ctx) { ctx->do_defrag = true; }
+
+int32_t moe_kv_update(moe_context *ctx) {
+    moe_kv_apply_shift(&ctx->kv, ctx->model);
+    if (!ctx->do_defrag)
+        return 0;
+    ctx->do_defrag = false;
+    return moe_kv_compact(&ctx->kv);
+}
+
+bool moe_kv_can_shift(const moe_context *ctx) {
+    (void)ctx; /* every loaded architecture rotates its keys with one RoPE */
+    return true;
 }

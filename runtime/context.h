@@ -9,6 +9,8 @@
 #include "runtime/model.h"
 
 #define MOE_MAX_SEQ 64
+/* llama.cpp pads the attended cells to a multiple of 32 (no flash attention) */
+#define MOE_KV_PADDING 32
 
 /* Activation buffers of one decode (T <= n_batch tokens), rows token-major. */
 typedef struct moe_scratch {
@@ -39,6 +41,7 @@ struct moe_context {
     int32_t n_last;        /* tokens in the last batch */
     int32_t n_kv;          /* cells attended over in the current layer pass */
     int32_t *pos_buf, *seq_buf; /* [n_batch] resolved positions and sequences */
+    bool do_defrag;        /* defragment at the next update (moe_kv_update / decode) */
     moe_matmul_observer observer; /* NULL: none (moe_context_set_matmul_observer) */
     void *observer_user;
 };

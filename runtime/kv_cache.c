@@ -47,7 +47,9 @@ moe_status moe_kv_init(moe_kv_cache *kv, const moe_model *m, int32_t n_cells, mo
     }
     /* the K-shift re-rotates one row at a time: its buffer exists from the start */
     kv->shift_row = malloc((size_t)kv->row_k * sizeof *kv->shift_row);
-    MOE_FAIL_IF(!kv->shift_row, err, MOE_ERR_NOMEM, "out of memory");
+    /* so is the defragmentation's move list (at most one move per cell) */
+    kv->moves = malloc((size_t)n_cells * sizeof *kv->moves);
+    MOE_FAIL_IF(!kv->shift_row || !kv->moves, err, MOE_ERR_NOMEM, "out of memory");
     moe_kv_clear_all(kv);
     return MOE_OK;
 }
@@ -65,6 +67,7 @@ void moe_kv_free(moe_kv_cache *kv) {
     free(kv->v);
     free(kv->cells);
     free(kv->shift_row);
+    free(kv->moves);
     memset(kv, 0, sizeof *kv);
 }
 
@@ -138,6 +141,133 @@ int32_t moe_kv_pos_max(const moe_kv_cache *kv, int32_t seq) {
         if (kv->cells[i].pos > max && (seq < 0 || (kv->cells[i].seqs >> seq & 1)))
             max = kv->cells[i].pos;
     return max;
+}
+
+int32_t moe_kv_pos_min(const moe_kv_cache *kv, int32_t seq) {
+    int32_t min = -1;
+    for (int32_t i = 0; i < kv->size; i++) {
+        const moe_kv_cell *c = &kv->cells[i];
+        if (c->pos >= 0 && (min < 0 || c->pos < min) && (seq < 0 || (c->seqs >> seq & 1)))
+            min = c->pos;
+    }
+    return min;
+}
+
+void moe_kv_copy(moe_kv_cache *kv, int32_t src, int32_t dst, int32_t p0, int32_t p1) {
+    if (src == dst || src < 0 || dst < 0)
+        return;
+    if (p0 < 0)
+        p0 = 0;
+    for (int32_t i = 0; i < kv->size; i++)
+        if (in_range(&kv->cells[i], src, p0, p1))
+            kv->cells[i].seqs |= 1ull << dst;
+}
+
+void moe_kv_keep(moe_kv_cache *kv, int32_t seq) {
+    for (int32_t i = 0; i < kv->size; i++) {
+        moe_kv_cell *cell = &kv->cells[i];
+        if (cell->pos < 0)
+            continue;
+        if (seq >= 0 && (cell->seqs >> seq & 1)) {
+            cell->seqs = 1ull << seq;
+        } else {
+            *cell = (moe_kv_cell){.pos = -1};
+            kv->used--;
+        }
+    }
+}
+
+void moe_kv_divide(moe_kv_cache *kv, int32_t seq, int32_t p0, int32_t p1, int32_t d) {
+    if (d <= 1)
+        return;
+    if (p0 < 0)
+        p0 = 0;
+    for (int32_t i = 0; i < kv->size; i++) {
+        moe_kv_cell *cell = &kv->cells[i];
+        if (!in_range(cell, seq, p0, p1))
+            continue;
+        int32_t old = cell->pos;
+        cell->pos /= d;
+        cell->delta += cell->pos - old;
+        kv->has_shift |= cell->pos != old;
+    }
+}
+
+int32_t moe_kv_used_end(const moe_kv_cache *kv) {
+    int32_t end = 0;
+    for (int32_t c = 0; c < kv->size; c++)
+        if (kv->cells[c].pos >= 0)
+            end = c + 1;
+    return end;
+}
+
+float moe_kv_fragmentation(const moe_kv_cache *kv, int32_t padding) {
+    int32_t end = moe_kv_used_end(kv);
+    if (end == 0)
+        return 0.0f;
+    int64_t n_kv = padding > 1 ? ((int64_t)end + padding - 1) / padding * padding : end;
+    if (n_kv > kv->size)
+        n_kv = kv->size;
+    float f = 1.0f - (float)(kv->used + padding) / (float)n_kv;
+    return f > 0.0f ? f : 0.0f;
+}
+
+/* Copies len cells' K/V rows of every layer from src to dst (no overlap). */
+static void move_rows(moe_kv_cache *kv, int32_t src, int32_t dst, int32_t len) {
+    for (int64_t l = 0; l < kv->n_layer; l++) {
+        memcpy(kv->k[l] + (uint64_t)dst * kv->bytes_k, kv->k[l] + (uint64_t)src * kv->bytes_k,
+               (size_t)len * kv->bytes_k);
+        memcpy(kv->v[l] + (uint64_t)dst * kv->bytes_v, kv->v[l] + (uint64_t)src * kv->bytes_v,
+               (size_t)len * kv->bytes_v);
+    }
+}
+
+/* Records one cell moving src -> dst, extending the last block when both
+ * continue it. */
+static void note_move(moe_kv_cache *kv, int32_t src, int32_t dst) {
+    moe_kv_move *last = kv->n_moves ? &kv->moves[kv->n_moves - 1] : NULL;
+    if (last && last->src + last->len == src && last->dst + last->len == dst)
+        last->len++;
+    else
+        kv->moves[kv->n_moves++] = (moe_kv_move){.src = src, .dst = dst, .len = 1};
+}
+
+int32_t moe_kv_compact(moe_kv_cache *kv) {
+    const int32_t n_used = kv->used;
+    int32_t end = kv->size; /* cells at or past end have been taken (or were empty) */
+    int32_t moved = 0;
+    kv->n_moves = 0;
+    for (int32_t i0 = 0; i0 < n_used;) {
+        if (kv->cells[i0].pos >= 0) {
+            i0++;
+            continue;
+        }
+        int32_t nh = 1; /* the hole's size */
+        while (i0 + nh < n_used && kv->cells[i0 + nh].pos < 0)
+            nh++;
+        /* the last nh used cells below end: as many used cells lie at or
+         * past n_used as there are holes below it, so `is` stays >= n_used */
+        int32_t is = end, nf = 0;
+        while (nf < nh && is > n_used) {
+            is--;
+            nf += kv->cells[is].pos >= 0;
+        }
+        if (nf < nh)
+            break; /* `used` disagrees with the cells: a bug, but never corrupt data */
+        for (int32_t s = is, d = i0; s < end; s++) {
+            if (kv->cells[s].pos < 0)
+                continue;
+            note_move(kv, s, d);
+            kv->cells[d++] = kv->cells[s];
+            kv->cells[s] = (moe_kv_cell){.pos = -1};
+            moved++;
+        }
+        end = is;
+        i0 += nh;
+    }
+    for (int32_t m = 0; m < kv->n_moves; m++)
+        move_rows(kv, kv->moves[m].src, kv->moves[m].dst, kv->moves[m].len);
+    return moved;
 }
 
 static void to_cache(moe_type t, const float *src, uint8_t *dst, int64_t n) {

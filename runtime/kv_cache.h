@@ -6,7 +6,12 @@
  * the cache rounds them), and the K-shift: keys whose position changed are
  * re-rotated by the position delta before the next decode, for every
  * architecture (deepseek2 included, whose rope part sits after the non-rope
- * part of each head). Does not own: attention arithmetic (forward.c).
+ * part of each head), sequence copy/keep/divide (cells are shared between
+ * sequences, never copied), and defragmentation: holes are found from the
+ * front and filled with cells taken from the end, so no move overlaps another
+ * (a context shift that frees the oldest cells moves only as many cells as it
+ * freed, not the whole cache). Does not own: attention arithmetic
+ * (forward.c), or when shifts and defragmentation run (context.c).
  */
 #ifndef MOE_RUNTIME_KV_CACHE_H
 #define MOE_RUNTIME_KV_CACHE_H
@@ -22,6 +27,11 @@ typedef struct moe_kv_cell {
     uint64_t seqs;  /* bit s: holds sequence s */
 } moe_kv_cell;
 
+/* One block move of defragmentation: len cells from src to dst. */
+typedef struct moe_kv_move {
+    int32_t src, dst, len;
+} moe_kv_move;
+
 typedef struct moe_kv_cache {
     int32_t size;
     moe_kv_cell *cells;
@@ -33,6 +43,8 @@ typedef struct moe_kv_cache {
     int64_t n_layer;
     uint8_t **k, **v;            /* [layer] -> size rows */
     float *shift_row;            /* one K row of floats for the K-shift */
+    moe_kv_move *moves;          /* [size] the last defragmentation's moves */
+    int32_t n_moves;
 } moe_kv_cache;
 
 /* Allocates the cache for model (n_cells >= 1). Types: F32, F16, Q8_0 (rows
@@ -50,6 +62,34 @@ void moe_kv_clear_all(moe_kv_cache *kv);
 void moe_kv_remove(moe_kv_cache *kv, int32_t seq, int32_t p0, int32_t p1);
 void moe_kv_shift(moe_kv_cache *kv, int32_t seq, int32_t p0, int32_t p1, int32_t delta);
 int32_t moe_kv_pos_max(const moe_kv_cache *kv, int32_t seq);
+/* Smallest position stored for seq (seq < 0: any), or -1. */
+int32_t moe_kv_pos_min(const moe_kv_cache *kv, int32_t seq);
+
+/* Adds dst to the sequence set of every cell of src with p0 <= pos < p1 (p1 <
+ * 0: to the end). The cells are shared, not copied. src == dst: nothing. */
+void moe_kv_copy(moe_kv_cache *kv, int32_t src, int32_t dst, int32_t p0, int32_t p1);
+/* Frees every cell that does not hold seq; the others then hold only seq. */
+void moe_kv_keep(moe_kv_cache *kv, int32_t seq);
+/* Integer-divides the positions [p0, p1) of seq by d (> 1; 1 or less: no
+ * change); keys are re-rotated by the difference at the next apply_shift. */
+void moe_kv_divide(moe_kv_cache *kv, int32_t seq, int32_t p0, int32_t p1, int32_t d);
+
+/* The first cell past the last used one (0 when empty). */
+int32_t moe_kv_used_end(const moe_kv_cache *kv);
+/* llama.cpp's fragmentation of the cells attended over: 1 - (used +
+ * padding) / n_kv, where n_kv is used_end rounded up to padding (at most
+ * size); 0 when nothing is used. */
+float moe_kv_fragmentation(const moe_kv_cache *kv, int32_t padding);
+
+/* Compacts the used cells into cells 0..used-1: each hole (from the front) is
+ * filled, in order, with the last not yet moved used cells. Every source cell
+ * lies at or past `used` and every destination below it, so no move overlaps
+ * another and each cell moves at most once. Moves metadata (position,
+ * sequences, pending delta) with the K/V bytes of every layer (any cache
+ * type: rows are copied, not re-encoded). Records the block moves in
+ * kv->moves / kv->n_moves and returns how many cells moved. Allocates
+ * nothing. */
+int32_t moe_kv_compact(moe_kv_cache *kv);
 
 /* Applies pending shifts: rotates the stored keys of shifted cells by their
  * deltas (model's RoPE), then clears the deltas. */

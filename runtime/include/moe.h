@@ -67,6 +67,10 @@ typedef struct moe_context_params {
     moe_type type_k;     /* KV cache types: F16 (default), F32, Q8_0 */
     moe_type type_v;
     int n_threads;       /* 0 = all cores */
+    float defrag_thold;  /* llama.cpp's --defrag-thold: after a decode whose cache
+                            fragmentation (1 - (used + 32) / attended cells)
+                            exceeds it, the next update defragments; < 0 (the
+                            default) = only on request (moe_kv_defrag) */
 } moe_context_params;
 
 moe_context_params moe_context_default_params(void);
@@ -91,7 +95,8 @@ typedef struct moe_batch {
  * out of range, no free cells, n_tokens > n_batch...). */
 moe_status moe_decode(moe_context *ctx, const moe_batch *batch, moe_err *err);
 
-/* Logits row (n_vocab floats) of batch token i of the last decode, or NULL if
+/* Logits row (n_vocab floats) of batch token i of the last decode (i < 0
+ * counts from the end: -1 is the last token), or NULL if
  * that token did not request logits or the last decode failed. Every pointer
  * returned is invalidated by the next moe_decode, successful or not. */
 const float *moe_get_logits_ith(moe_context *ctx, int32_t i);
@@ -108,6 +113,51 @@ void moe_kv_seq_rm(moe_context *ctx, int32_t seq, int32_t p0, int32_t p1);
 void moe_kv_seq_add(moe_context *ctx, int32_t seq, int32_t p0, int32_t p1, int32_t delta);
 /* Largest position stored for seq, or -1. */
 int32_t moe_kv_seq_pos_max(const moe_context *ctx, int32_t seq);
+/* Smallest position stored for seq, or -1. */
+int32_t moe_kv_seq_pos_min(const moe_context *ctx, int32_t seq);
+/* Makes positions [p0, p1) of src visible to dst too: the cells are shared
+ * between the sequences, not copied (no memory used). src == dst: nothing. */
+void moe_kv_seq_cp(moe_context *ctx, int32_t src, int32_t dst, int32_t p0, int32_t p1);
+/* Removes every cell not holding seq; the rest then belong to seq only. */
+void moe_kv_seq_keep(moe_context *ctx, int32_t seq);
+/* Integer-divides positions [p0, p1) of seq by d (d > 1); keys are
+ * re-rotated (K-shift) before the next decode, as for seq_add. */
+void moe_kv_seq_div(moe_context *ctx, int32_t seq, int32_t p0, int32_t p1, int32_t d);
+/* Cells holding at least one sequence. */
+int32_t moe_kv_n_used(const moe_context *ctx);
+/* Asks for defragmentation at the next moe_kv_update or moe_decode. */
+void moe_kv_defrag(moe_context *ctx);
+/* Applies what is pending now: the K-shift of every shifted cell, then a
+ * requested defragmentation (holes from the front filled with cells from the
+ * end, never overlapping). moe_decode does the same lazily before it
+ * evaluates; nothing else does. Returns the cells defragmentation moved.
+ * Logits of the last decode stay valid. */
+int32_t moe_kv_update(moe_context *ctx);
+/* Whether seq_add / seq_div may be used: true for every architecture we load
+ * (deepseek2 MLA included: only the rope part of the key is re-rotated). */
+bool moe_kv_can_shift(const moe_context *ctx);
+
+/* ---- state (prompt caches) -----------------------------------------------------------
+ * A versioned file holding the tokens it was made from, the used KV cells
+ * (positions, sequences, K/V rows) and the logits of the last decoded token,
+ * bound to its model by a fingerprint (tensor names, types, shapes, sampled
+ * bytes of every weight, RoPE constants). */
+
+/* Writes the state atomically (temp file, fsync, rename) to path. tokens
+ * (n_tokens, may be 0) are stored for the caller to match later prompts
+ * against. Pending shifts are applied first. */
+moe_status moe_state_save_file(moe_context *ctx, const char *path, const moe_token *tokens,
+                               int32_t n_tokens, moe_err *err);
+/* Replaces ctx's KV cache with the state in path (cells packed from 0) and
+ * restores the saved logits as the last decode's row -1. The stored tokens go
+ * to tokens (capacity cap), their count to *n_tokens. A file of another model,
+ * another KV cache type or format version, one that does not fit the context,
+ * or a damaged one is refused (MOE_ERR_FORMAT / MOE_ERR_USAGE) with ctx
+ * unchanged. */
+moe_status moe_state_load_file(moe_context *ctx, const char *path, moe_token *tokens,
+                               int32_t cap, int32_t *n_tokens, moe_err *err);
+/* The fingerprint the state files of this model carry. */
+uint64_t moe_model_fingerprint(const moe_model *model);
 
 /* ---- observing weight products (importance matrices, statistics) -------------------------
  * fn is called once per weight product of every later moe_decode, with the f32
