@@ -142,7 +142,7 @@ static void key_name(char *buf, size_t cap, moe_arch a, const char *suffix) {
 
 /* ---- validation ----------------------------------------------------------------- */
 
-#define MAX_EXPERTS 512 /* ik_llama.cpp's limit; llama.cpp's is 256 */
+#define MAX_EXPERTS MOE_MAX_EXPERTS
 #define MAX_LAYERS 512
 #define MAX_DIM ((int64_t)1 << 31) /* counts are u32 keys; products stay far below int64 */
 

@@ -113,6 +113,9 @@ typedef enum moe_rope_scaling {
     MOE_ROPE_SCALING_LONGROPE,
 } moe_rope_scaling;
 
+/* Most routed experts a model may have (ik_llama.cpp's limit; llama.cpp's is 256). */
+#define MOE_MAX_EXPERTS 512
+
 /* Hyper-parameters of one model. Counts are int64_t for arithmetic; in GGUF
  * they are u32. Every field is meaningful for every arch (0 when the arch has
  * no such part), so code can read them without switching on arch. */

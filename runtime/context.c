@@ -83,6 +83,8 @@ moe_status moe_context_create(moe_model *model, const moe_context_params *params
     moe_status st = moe_kv_init(&ctx->kv, model, p.n_ctx, p.type_k, p.type_v, err);
     if (st == MOE_OK)
         st = build_arena(ctx, err);
+    if (st == MOE_OK)
+        moe_backend_init(&ctx->be, moe_backend_cpu(), ctx);
     if (st != MOE_OK) {
         moe_context_free(ctx);
         return st;

@@ -5,6 +5,7 @@
 #ifndef MOE_RUNTIME_CONTEXT_H
 #define MOE_RUNTIME_CONTEXT_H
 
+#include "runtime/backend.h"
 #include "runtime/kv_cache.h"
 #include "runtime/model.h"
 
@@ -42,6 +43,7 @@ struct moe_context {
     int32_t n_kv;          /* cells attended over in the current layer pass */
     int32_t *pos_buf, *seq_buf; /* [n_batch] resolved positions and sequences */
     bool do_defrag;        /* defragment at the next update (moe_kv_update / decode) */
+    moe_backend be;        /* the backend the graph runs on (backend.h) */
     moe_matmul_observer observer; /* NULL: none (moe_context_set_matmul_observer) */
     void *observer_user;
 };

@@ -15,19 +15,19 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "runtime/backend.h"
 #include "runtime/model.h"
 
-/* The two summation orders of llama.cpp's x86 AVX-512 build. Which one a
- * product used matters on deep f16 models: a different order alone moves
- * the logits by ~0.01 and can flip near-tied expert choices.
+/* Summation orders (moe_dot_order, backend.h): llama.cpp's x86 AVX-512 build
+ * sums products in two orders, and which one a product used matters on deep
+ * f16 models: a different order alone moves the logits by ~0.01 and can flip
+ * near-tied expert choices.
  * GEMM: batched dense products (tinyBLAS) — one 16-lane fused-multiply-add
  *       accumulator, then the AVX-512 reduction tree; n must be a multiple
  *       of 16, otherwise llama.cpp (and we) fall back to VEC.
  * VEC:  single-token products and expert products (ggml_vec_dot) — four
  *       16-lane accumulators over steps of 64, folded, the tree, and a
  *       double-precision tail. */
-typedef enum moe_dot_order { MOE_DOT_GEMM = 0, MOE_DOT_VEC = 1 } moe_dot_order;
-
 float moe_dot_gemm(const float *a, const float *b, int64_t n);
 float moe_dot_vec(const float *a, const float *b, int64_t n);
 
@@ -67,11 +67,5 @@ float moe_reduce16(const float v[16]);
 
 /* x[i] += b[i] when b is not NULL. */
 void moe_cpu_add_bias(float *x, const float *b, int64_t n);
-
-/* The floats of a 1-D weight (the loader keeps every 1-D weight as aligned
- * F32), or NULL when the weight is absent. */
-static inline const float *moe_weight_f32(const moe_weight *w) {
-    return w->data ? (const float *)w->data : NULL;
-}
 
 #endif

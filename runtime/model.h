@@ -32,6 +32,9 @@ typedef struct moe_weight {
     uint64_t expert_bytes; /* bytes of one ne[0] x ne[1] matrix */
     moe_device device;
     const char *name;      /* borrowed from the spec list */
+    /* set by the backend the weight is bound to (backend.h), once at load */
+    const struct moe_cpu_kernel *kern; /* CPU: the product kernel for this type and ISA */
+    void *dev;             /* a device backend's copy; NULL for host weights */
 } moe_weight;
 
 typedef struct moe_layer {
@@ -43,6 +46,20 @@ typedef struct moe_layer {
     moe_weight gate_inp_shexp, gate_shexp, up_shexp, down_shexp;
     bool is_moe;
 } moe_layer;
+
+/* Every weight field of moe_layer, for code that visits them all:
+ * #define X(f) ... then MOE_LAYER_WEIGHTS(X). */
+#define MOE_LAYER_WEIGHTS(X)                                                                    \
+    X(attn_norm) X(wq) X(wk) X(wv) X(wo) X(bq) X(bk) X(bv) X(q_norm) X(k_norm) X(wq_a)          \
+    X(q_a_norm) X(wq_b) X(wkv_a_mqa) X(kv_a_norm) X(wkv_b) X(ffn_norm) X(ffn_gate) X(ffn_up)    \
+    X(ffn_down) X(gate_inp) X(exp_probs_b) X(gate_exps) X(up_exps) X(down_exps)                \
+    X(gate_inp_shexp) X(gate_shexp) X(up_shexp) X(down_shexp)
+
+/* The floats of a 1-D weight (the loader keeps every 1-D weight as aligned
+ * F32), or NULL when the weight is absent. */
+static inline const float *moe_weight_f32(const moe_weight *w) {
+    return w->data ? (const float *)w->data : NULL;
+}
 
 /* RoPE constants derived once from the hyper-parameters (model.md §2.0). */
 typedef struct moe_rope_params {

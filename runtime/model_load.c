@@ -11,6 +11,7 @@
 #include "formats/cursor.h"
 #include "formats/log.h"
 #include "formats/zstd_seekable.h"
+#include "runtime/backend.h"
 #include "runtime/model.h"
 
 /* Where tensor bytes come from: files (mapped or read) or one decompressed
@@ -444,6 +445,7 @@ static moe_status load(loader *L, const char *path) {
                 "expert gating function %d is not supported (softmax 1 and sigmoid 2 are)",
                 (int)m->hp.gating);
     MOE_TRY(bind_all(L));
+    MOE_TRY(moe_backend_bind_model(moe_backend_cpu(), m, L->err));
     MOE_TRY(load_vocab(L));
     if (m->vocab && moe_vocab_n_tokens(m->vocab) != m->hp.n_vocab)
         return moe_fail(L->err, MOE_ERR_FORMAT,

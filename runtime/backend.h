@@ -1,0 +1,149 @@
+/* backend — the one interface between the model graph and the arithmetic.
+ *
+ * The graph (forward.c) decides which steps run in which order on which
+ * activation buffers; a backend owns how each step is computed: every weight
+ * product, the routed-expert FFN, norms, RoPE, attention over the KV cache,
+ * storing K/V rows and the K-shift. A backend is a vtable (moe_backend_ops)
+ * plus its instance data (moe_backend): threads and scratch of one context.
+ *
+ * Weights are bound to a backend once, at load (bind_weight): the backend
+ * checks it can compute with the weight (capability query, with a message
+ * when it cannot) and records what it needs per weight — the CPU backend
+ * picks the kernel for the weight's type and the machine's ISA level there,
+ * so no product looks a kernel up per call; a device backend uploads the
+ * bytes and keeps its own pointer (moe_weight.dev) apart from the host
+ * mapping (moe_weight.data).
+ *
+ * Buffers passed to ops are host memory of the backend's device (today: CPU
+ * memory); pointer arguments are borrowed for the duration of the call.
+ * Does not own: the graph, cell bookkeeping of the KV cache (kv_cache.h),
+ * model loading.
+ * Shape alphabet: D n_embd, T tokens, E experts, K experts used, F widths.
+ */
+#ifndef MOE_RUNTIME_BACKEND_H
+#define MOE_RUNTIME_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/include/moe.h"
+#include "runtime/kv_cache.h"
+#include "runtime/model.h"
+
+/* The two summation orders of llama.cpp's x86 AVX-512 build, which the
+ * reference arithmetic reproduces (see cpu_ops.h). GEMM: batched dense
+ * products; VEC: single tokens and expert products. Fast kernels may ignore
+ * the order: it names which llama.cpp product a call stands for. */
+typedef enum moe_dot_order { MOE_DOT_GEMM = 0, MOE_DOT_VEC = 1 } moe_dot_order;
+
+typedef struct moe_backend moe_backend;
+
+/* One layer's routed experts: out[t] = sum_k w[t][k] * down_e(silu(gate_e x_t)
+ * * up_e x_t) with e = ids[t][k]. Grouping tokens per expert, fusing and
+ * splitting the work are the backend's business; an expert no token chose
+ * costs nothing. When observer is set, it is called per expert with the
+ * expert's input rows (gate, up) and SwiGLU rows (down), as moe.h describes. */
+typedef struct moe_expert_step {
+    const moe_weight *gate, *up, *down; /* [D, Fe, E], [D, Fe, E], [Fe, D, E] */
+    const float *x;                     /* [T][D] normed input */
+    int32_t T;
+    int32_t K;
+    const int32_t *ids;                 /* [T][K] expert per slot */
+    const float *w;                     /* [T][K] routing weight per slot */
+    float *out;                         /* [T][D] */
+    moe_matmul_observer observer;
+    void *observer_user;
+} moe_expert_step;
+
+/* A dense SwiGLU FFN (dense blocks, shared experts): out = down(silu(gate x)
+ * * up x) for T rows, in llama.cpp's mul_mat order; observer as above (-1). */
+typedef struct moe_ffn_step {
+    const moe_weight *gate, *up, *down; /* [D, F], [D, F], [F, D] */
+    const float *x;                     /* [T][D] */
+    int32_t T;
+    float *out;                         /* [T][D] */
+    moe_matmul_observer observer;
+    void *observer_user;
+} moe_ffn_step;
+
+/* The router of one layer, after the graph's gate_inp product: probabilities
+ * (softmax or sigmoid), top-K selection (on probabilities + bias when bias is
+ * set), weights of the chosen experts (renormalised when norm, times scale). */
+typedef struct moe_route_step {
+    float *probs;           /* [T][E] router logits in, probabilities out */
+    int32_t T;
+    int32_t E, K;
+    bool sigmoid;
+    const float *bias;      /* [E] or NULL (exp_probs_b) */
+    bool norm;
+    float scale;            /* 1 = none */
+    int32_t *ids;           /* [T][K] out */
+    float *w;               /* [T][K] out */
+} moe_route_step;
+
+/* One layer's attention: K/V rows of the batch are stored in the cache
+ * (cells[t]), then every token attends causally to the visible cells of its
+ * sequence among the first n_kv: out = softmax(kq_scale * q k^T) v per head. */
+typedef struct moe_attn_step {
+    moe_kv_cache *kv;
+    int64_t layer;
+    int32_t T;
+    int32_t n_kv;                       /* cells attended over (llama.cpp's padded count) */
+    const int32_t *pos, *seq, *cells;   /* [T] */
+    const float *q;                     /* [T][H*dk] */
+    const float *k, *v;                 /* [T][row_k], [T][row_v] */
+    float *out;                         /* [T][H*dv] */
+} moe_attn_step;
+
+typedef struct moe_backend_ops {
+    const char *name;
+    /* Capability query: true when the backend computes with w exactly as the
+     * reference does (within its documented numerics). Otherwise false with a
+     * message naming the tensor and the reason in why (cap bytes). */
+    bool (*supports_weight)(const moe_backend *be, const moe_weight *w, char *why, size_t cap);
+    /* Prepares w once at load: kernel choice, upload. May change only the
+     * backend-owned fields of w (kern, dev). */
+    moe_status (*bind_weight)(moe_backend *be, moe_weight *w, moe_err *err);
+    /* y[t][r] = sum_i W[e][r][i] x[t][i], r < ne[1], t < T (e = 0 for 2-D w). */
+    void (*mul_mat)(moe_backend *be, const moe_weight *w, int64_t e, const float *x, int64_t T,
+                    float *y, moe_dot_order order);
+    void (*experts)(moe_backend *be, const moe_expert_step *step);
+    void (*ffn)(moe_backend *be, const moe_ffn_step *step);
+    void (*route)(moe_backend *be, const moe_route_step *step);
+    /* out[t] = x[t] / rms(x[t]) * w for T rows of n (w may be NULL; out may be x). */
+    void (*rms_norm)(moe_backend *be, const float *x, const float *w, int64_t T, int64_t n,
+                     float eps, float *out);
+    /* Rotates the first n_dims values of each of n_heads heads (stride floats
+     * apart) of one token by position pos. */
+    void (*rope)(moe_backend *be, float *v, int64_t n_heads, int64_t stride, int32_t pos,
+                 const moe_rope_params *r);
+    void (*attention)(moe_backend *be, const moe_model *m, const moe_attn_step *step);
+    /* Applies the cache's pending K-shift (re-rotates shifted keys). */
+    void (*kv_shift)(moe_backend *be, moe_kv_cache *kv, const moe_model *m);
+} moe_backend_ops;
+
+/* A backend instance: one per context (threads and scratch are per context). */
+struct moe_backend {
+    const moe_backend_ops *ops;
+    int n_threads;
+    float *scratch;          /* matmul scratch (moe_cpu_matmul_scratch floats) */
+    float *attn_ws;          /* [n_threads][moe_attention_workspace()] */
+    int64_t attn_ws_floats;  /* per thread */
+    /* expert-step buffers sized for the context's largest batch */
+    float *xe, *ge, *ue, *oe, *slot_out;
+    int32_t *members;
+};
+
+/* Points be at ops with the context's threads and scratch (its arena). */
+void moe_backend_init(moe_backend *be, const moe_backend_ops *ops, moe_context *ctx);
+
+/* The CPU backend. Its kernels come from the dispatch level chosen at start
+ * (moe_cpu_level); the reference level reproduces llama.cpp's arithmetic. */
+const moe_backend_ops *moe_backend_cpu(void);
+
+/* Binds every weight of model to ops (capability check + kernel choice);
+ * fails naming the first tensor the backend cannot compute with. */
+moe_status moe_backend_bind_model(const moe_backend_ops *ops, moe_model *model, moe_err *err);
+
+#endif

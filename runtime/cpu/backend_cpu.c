@@ -1,0 +1,200 @@
+/* The CPU backend: the vtable over the reference operations (cpu_ops.h) and
+ * the reference steps. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "runtime/cpu/cpu_backend.h"
+#include "runtime/cpu_ops.h"
+
+static bool cpu_supports_weight(const moe_backend *be, const moe_weight *w, char *why,
+                                size_t cap) {
+    (void)be;
+    const moe_type_traits *tr = moe_type_get(w->type);
+    if (tr && tr->to_f32)
+        return true;
+    snprintf(why, cap, "tensor '%s' has type %s, which the CPU backend cannot compute with",
+             w->name, tr ? tr->name : "(unknown)");
+    return false;
+}
+
+static moe_status cpu_bind_weight(moe_backend *be, moe_weight *w, moe_err *err) {
+    (void)be, (void)err;
+    w->kern = NULL; /* the reference path decodes any type the type table knows */
+    w->dev = NULL;
+    return MOE_OK;
+}
+
+static void cpu_mul_mat(moe_backend *be, const moe_weight *w, int64_t e, const float *x,
+                        int64_t T, float *y, moe_dot_order order) {
+    moe_cpu_matmul(w, e, x, T, y, be->scratch, be->n_threads, order);
+}
+
+static void cpu_rms_norm(moe_backend *be, const float *x, const float *w, int64_t T, int64_t n,
+                         float eps, float *out) {
+    (void)be;
+    for (int64_t t = 0; t < T; t++)
+        moe_cpu_rms_norm(x + t * n, w, n, eps, out + t * n);
+}
+
+static void cpu_rope(moe_backend *be, float *v, int64_t n_heads, int64_t stride, int32_t pos,
+                     const moe_rope_params *r) {
+    (void)be;
+    moe_cpu_rope(v, n_heads, stride, pos, r);
+}
+
+static void cpu_kv_shift(moe_backend *be, moe_kv_cache *kv, const moe_model *m) {
+    (void)be;
+    moe_kv_apply_shift(kv, m);
+}
+
+/* out = down(silu(gate x) * up x), llama.cpp's mul_mat order. */
+static void cpu_ffn(moe_backend *be, const moe_ffn_step *st) {
+    const int64_t F = st->gate->ne[1];
+    float *g = be->ge, *u = be->ue;
+    if (st->observer)
+        st->observer(st->observer_user, st->gate->name, -1, st->x, st->gate->ne[0], st->T);
+    moe_cpu_matmul(st->gate, 0, st->x, st->T, g, be->scratch, be->n_threads, MOE_DOT_GEMM);
+    if (st->observer)
+        st->observer(st->observer_user, st->up->name, -1, st->x, st->up->ne[0], st->T);
+    moe_cpu_matmul(st->up, 0, st->x, st->T, u, be->scratch, be->n_threads, MOE_DOT_GEMM);
+    for (int64_t r = 0; r < st->T; r++)
+        moe_cpu_silu(g + r * F, F);
+    for (int64_t i = 0; i < st->T * F; i++)
+        g[i] *= u[i];
+    if (st->observer)
+        st->observer(st->observer_user, st->down->name, -1, g, F, st->T);
+    moe_cpu_matmul(st->down, 0, g, st->T, st->out, be->scratch, be->n_threads, MOE_DOT_GEMM);
+}
+
+/* Descending exchange sort of the first k of n indices by value, strict '>'
+ * as ggml's CPU argsort (ties keep the lower index first). */
+static void top_k(const float *v, int64_t n, int64_t k, int32_t *idx) {
+    int32_t all[MOE_MAX_EXPERTS];
+    for (int64_t i = 0; i < n; i++)
+        all[i] = (int32_t)i;
+    for (int64_t i = 0; i < k; i++)
+        for (int64_t j = i + 1; j < n; j++)
+            if (v[all[j]] > v[all[i]]) {
+                int32_t tmp = all[i];
+                all[i] = all[j];
+                all[j] = tmp;
+            }
+    memcpy(idx, all, (size_t)k * sizeof *idx);
+}
+
+static void cpu_route(moe_backend *be, const moe_route_step *st) {
+    (void)be;
+    const int64_t E = st->E, K = st->K;
+    for (int32_t t = 0; t < st->T; t++) {
+        float *p = st->probs + t * E;
+        if (st->sigmoid)
+            for (int64_t e = 0; e < E; e++)
+                p[e] = 1.0f / (1.0f + expf(-p[e]));
+        else
+            moe_cpu_softmax(p, E);
+        float sel[MOE_MAX_EXPERTS];
+        for (int64_t e = 0; e < E; e++)
+            sel[e] = st->bias ? p[e] + st->bias[e] : p[e];
+        int32_t *ids = st->ids + t * K;
+        float *w = st->w + t * K;
+        top_k(sel, E, K, ids);
+        float sum = 0.0f;
+        for (int64_t k = 0; k < K; k++)
+            sum += w[k] = p[ids[k]];
+        for (int64_t k = 0; k < K; k++) {
+            if (st->norm)
+                w[k] /= sum;
+            if (st->scale != 1.0f)
+                w[k] *= st->scale;
+        }
+    }
+}
+
+static const moe_backend_ops cpu_ops = {
+    .name = "CPU",
+    .supports_weight = cpu_supports_weight,
+    .bind_weight = cpu_bind_weight,
+    .mul_mat = cpu_mul_mat,
+    .experts = moe_cpu_experts_ref,
+    .ffn = cpu_ffn,
+    .route = cpu_route,
+    .rms_norm = cpu_rms_norm,
+    .rope = cpu_rope,
+    .attention = moe_cpu_attention_ref,
+    .kv_shift = cpu_kv_shift,
+};
+
+const moe_backend_ops *moe_backend_cpu(void) { return &cpu_ops; }
+
+/* ---- the reference routed experts -------------------------------------------------------- */
+
+static void observe(const moe_expert_step *st, const moe_weight *w, int64_t e, const float *x,
+                    int64_t n) {
+    if (st->observer)
+        st->observer(st->observer_user, w->name, (int32_t)e, x, w->ne[0], n);
+}
+
+void moe_cpu_experts_ref(moe_backend *be, const moe_expert_step *st) {
+    const int64_t D = st->gate->ne[0], F = st->gate->ne[1], E = st->gate->ne[2], K = st->K;
+    const int32_t T = st->T;
+    for (int64_t e = 0; e < E; e++) {
+        int64_t n = 0;
+        for (int32_t t = 0; t < T; t++)
+            for (int64_t k = 0; k < K; k++)
+                if (st->ids[t * K + k] == e) {
+                    be->members[n] = (int32_t)(t * K + k);
+                    memcpy(be->xe + n * D, st->x + t * D, (size_t)D * sizeof(float));
+                    n++;
+                }
+        if (!n)
+            continue;
+        observe(st, st->gate, e, be->xe, n);
+        moe_cpu_matmul(st->gate, e, be->xe, n, be->ge, be->scratch, be->n_threads, MOE_DOT_VEC);
+        observe(st, st->up, e, be->xe, n);
+        moe_cpu_matmul(st->up, e, be->xe, n, be->ue, be->scratch, be->n_threads, MOE_DOT_VEC);
+        for (int64_t r = 0; r < n; r++)
+            moe_cpu_silu(be->ge + r * F, F);
+        for (int64_t i = 0; i < n * F; i++)
+            be->ge[i] *= be->ue[i];
+        observe(st, st->down, e, be->ge, n);
+        moe_cpu_matmul(st->down, e, be->ge, n, be->oe, be->scratch, be->n_threads, MOE_DOT_VEC);
+        for (int64_t i = 0; i < n; i++)
+            memcpy(be->slot_out + (int64_t)be->members[i] * D, be->oe + i * D,
+                   (size_t)D * sizeof(float));
+    }
+    for (int32_t t = 0; t < T; t++) {
+        float *out = st->out + t * D;
+        const float *w = st->w + t * K;
+        for (int64_t d = 0; d < D; d++)
+            out[d] = be->slot_out[(t * K) * D + d] * w[0];
+        for (int64_t k = 1; k < K; k++)
+            for (int64_t d = 0; d < D; d++)
+                out[d] += be->slot_out[(t * K + k) * D + d] * w[k];
+    }
+}
+
+/* ---- binding ----------------------------------------------------------------------------- */
+
+static moe_status bind_one(const moe_backend_ops *ops, moe_backend *probe, moe_weight *w,
+                           moe_err *err) {
+    char why[256];
+    if (!w->data || w->ne[1] == 1) /* absent, or 1-D: stays host F32 for the graph */
+        return MOE_OK;
+    MOE_FAIL_IF(!ops->supports_weight(probe, w, why, sizeof why), err, MOE_ERR_UNSUPPORTED, "%s",
+                why);
+    return ops->bind_weight(probe, w, err);
+}
+
+moe_status moe_backend_bind_model(const moe_backend_ops *ops, moe_model *m, moe_err *err) {
+    moe_backend probe = {.ops = ops, .n_threads = 1};
+    MOE_TRY(bind_one(ops, &probe, &m->tok_embd, err));
+    MOE_TRY(bind_one(ops, &probe, &m->output, err));
+    for (int64_t il = 0; il < m->hp.n_layer; il++) {
+        moe_layer *L = &m->layers[il];
+#define BIND(f) MOE_TRY(bind_one(ops, &probe, &L->f, err));
+        MOE_LAYER_WEIGHTS(BIND)
+#undef BIND
+    }
+    return MOE_OK;
+}

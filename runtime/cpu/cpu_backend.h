@@ -1,0 +1,23 @@
+/* cpu_backend — the CPU backend's internal pieces (backend.h has the interface).
+ *
+ * Owns: the reference steps (attention, routed experts) that reproduce
+ * llama.cpp's arithmetic, and the per-weight kernel binding of the fast
+ * kernels. Does not own: the graph (forward.c) or cell bookkeeping.
+ */
+#ifndef MOE_RUNTIME_CPU_BACKEND_H
+#define MOE_RUNTIME_CPU_BACKEND_H
+
+#include "runtime/backend.h"
+
+/* Floats of attention workspace one thread needs. */
+int64_t moe_attention_workspace(const moe_hparams *hp, int64_t row_k, int64_t row_v,
+                                int32_t n_cells);
+
+/* The reference attention step (llama.cpp's non-flash order). */
+void moe_cpu_attention_ref(moe_backend *be, const moe_model *m, const moe_attn_step *st);
+
+/* The reference routed-expert step: tokens grouped per expert, each expert's
+ * SwiGLU in the VEC order, outputs summed per token in slot order. */
+void moe_cpu_experts_ref(moe_backend *be, const moe_expert_step *st);
+
+#endif
