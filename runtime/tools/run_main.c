@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include "formats/log.h"
 #include "formats/tempfile.h"
 #include "runtime/include/moe.h"
+#include "runtime/tools/run_kv.h"
 
 #define PROG "moe-run"
 /* llama-cli's default context; the model's own is used when it is smaller,
@@ -31,10 +33,13 @@
 
 typedef struct run_opts {
     const char *model, *prompt, *file, *cache_k, *cache_v, *chat_template;
-    const char *prompt_tokens, *feed_tokens, *logits_out;
-    int64_t n_predict, threads, n_ctx, seed, top_k, repeat_last_n;
-    double temp, top_p, min_p, repeat_penalty;
-    bool no_mmap, verify, verbose, chat;
+    const char *prompt_tokens, *feed_tokens, *logits_out, *prompt_cache;
+    int64_t n_predict, threads, n_ctx, seed, top_k, repeat_last_n, seq, keep;
+    double temp, top_p, min_p, repeat_penalty, defrag_thold;
+    bool no_mmap, verify, verbose, chat, no_context_shift, ignore_eos;
+    moe_opt_list kv;                      /* --kv, as typed */
+    run_kv_op kv_ops[MOE_OPT_LIST_MAX];  /* --kv, parsed */
+    int n_kv_ops;
 } run_opts;
 
 typedef struct run_timings {
@@ -87,6 +92,13 @@ static moe_status check_opts(run_opts *o, moe_err *err) {
         MOE_FAIL_IF(o->prompt || o->file || o->chat, err, MOE_ERR_USAGE,
                     "--prompt-tokens replaces -p/-f/--chat: give one or the other");
     }
+    MOE_FAIL_IF((o->kv.count || o->seq) && !o->prompt_tokens, err, MOE_ERR_USAGE,
+                "--kv and --seq belong to the conformance interface (--prompt-tokens)");
+    MOE_FAIL_IF(o->prompt_cache && o->prompt_tokens, err, MOE_ERR_USAGE,
+                "--prompt-cache is for generation (-p/-f), not --prompt-tokens");
+    for (int i = 0; i < o->kv.count; i++)
+        MOE_TRY(run_kv_parse(o->kv.items[i], &o->kv_ops[i], err));
+    o->n_kv_ops = o->kv.count;
     moe_type t;
     MOE_TRY(parse_cache_type(o->cache_k, "option --cache-type-k", &t, err));
     MOE_TRY(parse_cache_type(o->cache_v, "option --cache-type-v", &t, err));
@@ -161,6 +173,9 @@ static moe_status load(const run_opts *o, int32_t n_batch, moe_model **model, mo
                  cp.n_ctx, n_train);
     cp.n_batch = n_batch;
     cp.n_threads = (int)o->threads;
+    cp.defrag_thold = (float)o->defrag_thold;
+    int32_t max_seq = run_kv_max_seq(o->kv_ops, o->n_kv_ops);
+    cp.n_seq_max = (o->seq > max_seq ? (int32_t)o->seq : max_seq) + 1;
     MOE_TRY(parse_cache_type(o->cache_k, "option --cache-type-k", &cp.type_k, err));
     MOE_TRY(parse_cache_type(o->cache_v, "option --cache-type-v", &cp.type_v, err));
     MOE_TRY(moe_context_create(*model, &cp, ctx, err));
@@ -255,15 +270,17 @@ static int32_t argmax(const float *row, int64_t n) {
     return (int32_t)best;
 }
 
-/* --prompt-tokens: the prompt as one batch from position 0 with logits for
- * every token, then each --feed-tokens id alone at the next position. Each
- * row's arg-max goes to stdout on one line (row order), for quick checks. */
-static moe_status run_conformance(moe_model *m, moe_context *ctx, const moe_token *prompt,
-                                  int32_t n_prompt, const moe_token *feed, int32_t n_feed,
-                                  logits_file *lf, run_timings *tm, moe_err *err) {
+/* --prompt-tokens: the prompt as one batch of sequence 0 from position 0
+ * with logits for every token, then the --kv operations in order, then each
+ * --feed-tokens id alone at seq_pos_max(--seq) + 1. Each row's arg-max goes
+ * to stdout on one line (row order), for quick checks. */
+static moe_status run_conformance(const run_opts *o, moe_model *m, moe_context *ctx,
+                                  const moe_token *prompt, int32_t n_prompt,
+                                  const moe_token *feed, int32_t n_feed, logits_file *lf,
+                                  run_timings *tm, moe_err *err) {
     int64_t n_vocab = moe_model_n_vocab(m);
     int32_t n_ctx = moe_context_n_ctx(ctx);
-    MOE_FAIL_IF((int64_t)n_prompt + n_feed > n_ctx, err, MOE_ERR_USAGE,
+    MOE_FAIL_IF((int64_t)n_prompt + (o->n_kv_ops ? 0 : n_feed) > n_ctx, err, MOE_ERR_USAGE,
                 "%" PRId32 " prompt + %" PRId32 " fed tokens do not fit in a context of %" PRId32
                 " (-c)", n_prompt, n_feed, n_ctx);
     int32_t *pos = malloc((size_t)n_prompt * sizeof *pos);
@@ -288,10 +305,17 @@ static moe_status run_conformance(moe_model *m, moe_context *ctx, const moe_toke
         MOE_TRY(logits_row(lf, row, err));
         printf("%s%" PRId32, i ? " " : "", argmax(row, n_vocab));
     }
+    for (int i = 0; i < o->n_kv_ops; i++)
+        run_kv_apply(ctx, &o->kv_ops[i]);
+    const int32_t seq = (int32_t)o->seq;
+    MOE_FAIL_IF((int64_t)moe_kv_n_used(ctx) + n_feed > n_ctx, err, MOE_ERR_USAGE,
+                "%" PRId32 " cached + %" PRId32 " fed tokens do not fit in a context of %" PRId32
+                " (-c)", moe_kv_n_used(ctx), n_feed, n_ctx);
     for (int32_t j = 0; j < n_feed; j++) {
-        int32_t p = n_prompt + j;
+        int32_t p = moe_kv_seq_pos_max(ctx, seq) + 1;
         int8_t one = 1;
-        moe_batch fb = {.n_tokens = 1, .token = &feed[j], .pos = &p, .logits = &one};
+        moe_batch fb = {.n_tokens = 1, .token = &feed[j], .pos = &p, .seq_id = &seq,
+                        .logits = &one};
         t0 = now_ms();
         MOE_TRY(moe_decode(ctx, &fb, err));
         tm->eval_ms += now_ms() - t0;
@@ -431,10 +455,11 @@ static moe_status print_piece(const moe_model *m, moe_token t, char **buf, int32
     return MOE_OK;
 }
 
-/* Decodes the prompt in n_batch chunks; logits only for its last token. */
-static moe_status eval_prompt(moe_context *ctx, const moe_token *toks, int32_t n,
+/* Decodes prompt tokens [from, n) at their positions in n_batch chunks;
+ * logits only for the last one. */
+static moe_status eval_prompt(moe_context *ctx, const moe_token *toks, int32_t from, int32_t n,
                               int32_t n_batch, moe_err *err) {
-    for (int32_t i = 0; i < n; i += n_batch) {
+    for (int32_t i = from; i < n; i += n_batch) {
         int32_t k = n - i < n_batch ? n - i : n_batch;
         int32_t pos[DEFAULT_N_BATCH];
         int8_t want[DEFAULT_N_BATCH];
@@ -466,8 +491,52 @@ static moe_sampler_params sampler_params(const run_opts *o, int32_t n_ctx) {
     return sp;
 }
 
+/* The prompt into the cache: the part a --prompt-cache file does not already
+ * hold is evaluated (and the file rewritten); timed as the prompt. */
+static moe_status prompt_into_cache(const run_opts *o, moe_context *ctx, const moe_token *prompt,
+                                    int32_t n_prompt, run_timings *tm, moe_err *err) {
+    int32_t n_reuse = 0;
+    if (o->prompt_cache)
+        MOE_TRY(run_prompt_cache_load(ctx, o->prompt_cache, prompt, n_prompt, &n_reuse, err));
+    double t0 = now_ms();
+    if (n_reuse < n_prompt)
+        MOE_TRY(eval_prompt(ctx, prompt, n_reuse, n_prompt, DEFAULT_N_BATCH, err));
+    tm->prompt_ms = now_ms() - t0;
+    tm->n_prompt = n_prompt - n_reuse;
+    if (o->prompt_cache && n_reuse < n_prompt) {
+        MOE_TRY(moe_state_save_file(ctx, o->prompt_cache, prompt, n_prompt, err));
+        MOE_INFO("prompt cache: saved %" PRId32 " tokens to %s", n_prompt, o->prompt_cache);
+    }
+    return MOE_OK;
+}
+
+/* Tokens a context shift never discards: --keep N prompt tokens (-1 or more
+ * than the prompt: all of it) plus the BOS, as llama-cli counts them. */
+static int32_t keep_count(const run_opts *o, const moe_model *m, const moe_token *prompt,
+                          int32_t n_prompt) {
+    if (o->keep < 0 || o->keep >= n_prompt)
+        return n_prompt;
+    bool bos = moe_token_bos(m) >= 0 && prompt[0] == moe_token_bos(m);
+    int32_t n = (int32_t)o->keep + (bos ? 1 : 0);
+    return n < n_prompt ? n : n_prompt;
+}
+
+/* The logits the sampler sees: --ignore-eos copies them into buf with every
+ * end-of-generation token at -inf (eog lists those, n_eog of them). */
+static const float *sampler_logits(const float *logits, float *buf, const moe_token *eog,
+                                   int32_t n_eog, int64_t n_vocab) {
+    if (!buf)
+        return logits;
+    memcpy(buf, logits, (size_t)n_vocab * sizeof *buf);
+    for (int32_t i = 0; i < n_eog; i++)
+        buf[eog[i]] = -INFINITY;
+    return buf;
+}
+
 /* Samples, prints and feeds back up to -n tokens after the prompt. Stops at
- * an end-of-generation token, a full context or Ctrl-C. */
+ * an end-of-generation token (unless --ignore-eos) or Ctrl-C; a full context
+ * is shifted (keep --keep tokens, discard half of the rest) unless
+ * --no-context-shift, which stops there. */
 static moe_status generate(const run_opts *o, moe_model *m, moe_context *ctx,
                            const moe_token *prompt, int32_t n_prompt, run_timings *tm,
                            moe_err *err) {
@@ -476,10 +545,16 @@ static moe_status generate(const run_opts *o, moe_model *m, moe_context *ctx,
     MOE_FAIL_IF(n_prompt > n_ctx, err, MOE_ERR_USAGE,
                 "the prompt is %" PRId32 " tokens, more than the context of %" PRId32 " (-c)",
                 n_prompt, n_ctx);
-    int32_t cap = 256;
+    int32_t cap = 256, n_eog = 0;
     char *piece = malloc((size_t)cap);
-    MOE_FAIL_IF(!piece, err, MOE_ERR_NOMEM, "out of memory");
+    float *masked = o->ignore_eos ? malloc((size_t)n_vocab * sizeof *masked) : NULL;
+    moe_token *eog = o->ignore_eos ? malloc((size_t)n_vocab * sizeof *eog) : NULL;
     moe_status st = MOE_OK;
+    if (!piece || (o->ignore_eos && (!masked || !eog)))
+        st = moe_fail(err, MOE_ERR_NOMEM, "out of memory");
+    for (moe_token t = 0; eog && t < n_vocab; t++)
+        if (moe_token_is_eog(m, t))
+            eog[n_eog++] = t;
     for (int32_t i = 0; i < n_prompt && st == MOE_OK; i++) /* echo, as llama-cli does */
         st = print_piece(m, prompt[i], &piece, &cap, err);
     fflush(stdout);
@@ -490,19 +565,15 @@ static moe_status generate(const run_opts *o, moe_model *m, moe_context *ctx,
     moe_sampler *smp = moe_sampler_create(&sp);
     if (st == MOE_OK && !smp)
         st = moe_fail(err, MOE_ERR_NOMEM, "cannot create the sampler");
-    if (st == MOE_OK) {
-        double t0 = now_ms();
-        st = eval_prompt(ctx, prompt, n_prompt, DEFAULT_N_BATCH, err);
-        tm->prompt_ms = now_ms() - t0;
-        tm->n_prompt = n_prompt;
-    }
+    if (st == MOE_OK)
+        st = prompt_into_cache(o, ctx, prompt, n_prompt, tm, err);
     for (int32_t i = 0; st == MOE_OK && i < n_prompt; i++)
         moe_sampler_accept(smp, prompt[i]); /* the repeat penalty sees the prompt */
-    const float *logits = st == MOE_OK ? moe_get_logits_ith(ctx, (n_prompt - 1) % DEFAULT_N_BATCH)
-                                       : NULL;
+    const float *logits = st == MOE_OK ? moe_get_logits_ith(ctx, -1) : NULL;
     if (st == MOE_OK && !logits)
         st = moe_fail(err, MOE_ERR_INTERNAL, "no logits for the last prompt token");
-    int32_t n_past = n_prompt;
+    const int32_t n_keep = keep_count(o, m, prompt, n_prompt);
+    int32_t n_past = n_prompt, n_shifts = 0;
     const char *why = "-n reached";
     for (int64_t n_gen = 0; st == MOE_OK && (o->n_predict < 0 || n_gen < o->n_predict);) {
         if (g_interrupted) {
@@ -510,7 +581,8 @@ static moe_status generate(const run_opts *o, moe_model *m, moe_context *ctx,
             break;
         }
         double t0 = now_ms();
-        moe_token t = moe_sampler_sample(smp, logits, n_vocab);
+        moe_token t = moe_sampler_sample(smp, sampler_logits(logits, masked, eog, n_eog, n_vocab),
+                                         n_vocab);
         moe_sampler_accept(smp, t);
         tm->sample_ms += now_ms() - t0;
         tm->n_sample++;
@@ -524,8 +596,15 @@ static moe_status generate(const run_opts *o, moe_model *m, moe_context *ctx,
         if (st != MOE_OK || (o->n_predict >= 0 && n_gen >= o->n_predict))
             break;
         if (n_past >= n_ctx) {
-            why = "context full";
-            break;
+            int32_t d = o->no_context_shift ? 0 : run_context_shift(ctx, n_keep, n_past);
+            if (d == 0) {
+                why = o->no_context_shift ? "context full" : "context full (--keep leaves "
+                                                             "nothing to discard)";
+                break;
+            }
+            MOE_DEBUG("context shift: kept %" PRId32 ", discarded %" PRId32, n_keep, d);
+            n_past -= d;
+            n_shifts++;
         }
         int8_t one = 1;
         moe_batch b = {.n_tokens = 1, .token = &t, .pos = &n_past, .logits = &one};
@@ -540,10 +619,14 @@ static moe_status generate(const run_opts *o, moe_model *m, moe_context *ctx,
     }
     printf("\n");
     fflush(stdout);
+    if (st == MOE_OK && n_shifts)
+        MOE_INFO("context shifts: %" PRId32 " (first %" PRId32 " tokens kept)", n_shifts, n_keep);
     if (st == MOE_OK)
         MOE_INFO("stopped: %s", why);
     moe_sampler_free(smp);
     free(piece);
+    free(masked);
+    free(eog);
     return st;
 }
 
@@ -610,7 +693,7 @@ static moe_status run(const run_opts *o, double t_start, moe_err *err) {
         if (st == MOE_OK)
             st = logits_open(&lf, o->logits_out, moe_model_n_vocab(m), err);
         if (st == MOE_OK)
-            st = run_conformance(m, ctx, prompt, n_prompt, feed, n_feed, &lf, &tm, err);
+            st = run_conformance(o, m, ctx, prompt, n_prompt, feed, n_feed, &lf, &tm, err);
         logits_close(&lf);
     } else if (st == MOE_OK) {
         st = build_prompt(o, m, &prompt, &n_prompt, err);
@@ -631,14 +714,18 @@ int main(int argc, char **argv) {
     moe_sampler_params sd = moe_sampler_default_params();
     run_opts o = {.n_predict = -1, .threads = 0, .n_ctx = -1, .seed = -1,
                   .top_k = sd.top_k, .repeat_last_n = sd.repeat_last_n, .temp = sd.temp,
-                  .top_p = sd.top_p, .min_p = sd.min_p, .repeat_penalty = sd.repeat_penalty};
+                  .top_p = sd.top_p, .min_p = sd.min_p, .repeat_penalty = sd.repeat_penalty,
+                  .defrag_thold = 0.1 /* llama-cli's */};
     static const char summary[] =
         "Generates text with a GGUF MoE model, like llama-cli: the prompt is echoed and the\n"
         "continuation written to stdout; timings and the weight bandwidth go to stderr.\n"
         "Conformance interface: --prompt-tokens IDS evaluates the ids as one batch from\n"
         "position 0, --feed-tokens IDS then feeds each id alone; --logits-out FILE gets one\n"
         "row of n_vocab little-endian float32 logits per token (prompt rows, then fed rows)\n"
-        "and stdout one line with each row's arg-max id.";
+        "and stdout one line with each row's arg-max id. The prompt goes to sequence 0;\n"
+        "--kv operations (llama.cpp's KV API) run in order after it, and the fed ids go to\n"
+        "--seq N at its largest position + 1. A full context is shifted during generation\n"
+        "(the first --keep tokens stay, half of the rest is dropped) unless --no-context-shift.";
     const moe_opt opts[] = {
         {.names = "m,model", .kind = MOE_OPT_STRING, .dest = &o.model, .arg_name = "FILE",
          .help = "model (.gguf, first shard of a split set, or .gguf.zst)"},
@@ -691,6 +778,27 @@ int main(int argc, char **argv) {
          .arg_name = "IDS", .help = "conformance: ids then fed one at a time"},
         {.names = "logits-out", .kind = MOE_OPT_STRING, .dest = &o.logits_out,
          .arg_name = "FILE", .help = "conformance: write the logits rows here"},
+        {.names = "kv", .kind = MOE_OPT_LIST, .dest = &o.kv, .arg_name = "OP",
+         .help = "conformance, repeatable: after the prompt batch, in order: \"rm SEQ P0 P1\", "
+                 "\"add SEQ P0 P1 DELTA\", \"cp SRC DST P0 P1\", \"keep SEQ\", \"div SEQ P0 P1 "
+                 "D\" or \"defrag\" (P1 -1: to the end; SEQ -1: all)"},
+        {.names = "seq", .kind = MOE_OPT_INT, .dest = &o.seq, .arg_name = "N",
+         .help = "conformance: the sequence --feed-tokens continue (default 0)", .min = 0,
+         .max = 63},
+        {.names = "keep", .kind = MOE_OPT_INT, .dest = &o.keep, .arg_name = "N",
+         .help = "prompt tokens a context shift keeps, BOS not counted; -1 = the whole prompt "
+                 "(default 0)", .min = -1, .max = INT32_MAX},
+        {.names = "no-context-shift", .kind = MOE_OPT_FLAG, .dest = &o.no_context_shift,
+         .help = "stop generating when the context is full instead of shifting it"},
+        {.names = "dt,defrag-thold", .kind = MOE_OPT_FLOAT, .dest = &o.defrag_thold,
+         .arg_name = "F", .help = "defragment the KV cache when more than F of the attended "
+                                  "cells are holes (default 0.1, < 0: never)", .fmin = -1,
+         .fmax = 1},
+        {.names = "ignore-eos", .kind = MOE_OPT_FLAG, .dest = &o.ignore_eos,
+         .help = "never sample end-of-generation tokens"},
+        {.names = "prompt-cache", .kind = MOE_OPT_STRING, .dest = &o.prompt_cache,
+         .arg_name = "FILE", .help = "reuse the KV state of the prompt's longest prefix saved in "
+                                     "FILE, and save the prompt's state there"},
         {.names = "v,verbose", .kind = MOE_OPT_FLAG, .dest = &o.verbose,
          .help = "debug logging"},
         {0},
