@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "runtime/context.h"
 #include "runtime/include/moe.h"
@@ -355,8 +356,8 @@ static void case_state(const char *name, const char *other_name) {
         return;
     const int nv = (int)moe_model_n_vocab(m);
     char path[1200];
-    snprintf(path, sizeof path, "%s/test_kv_%s.state", getenv("MOE_TMP") ? getenv("MOE_TMP") : "/tmp",
-             name);
+    snprintf(path, sizeof path, "%s/test_kv_%s_%ld.state",
+             getenv("MOE_TMP") ? getenv("MOE_TMP") : "/tmp", name, (long)getpid());
     static float first[2][N_VOCAB_MAX], again[2][N_VOCAB_MAX];
     moe_err err = {0};
     moe_context *a = new_ctx(m, 64, 1, MOE_TYPE_F16), *b = new_ctx(m, 64, 1, MOE_TYPE_F16);
