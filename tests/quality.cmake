@@ -20,3 +20,7 @@ if(TARGET moe-perplexity AND TARGET moe-imatrix AND TARGET moe-quantize AND TARG
   endforeach()
   set_tests_properties(test_quality_ppl test_quality_imatrix PROPERTIES TIMEOUT 1800)
 endif()
+if(TARGET moe_quality AND TARGET moe_convert)
+  moe_add_c_test(test_quality SOURCES ${MOE_TEST_DIR}/test_quality.c LABELS unit
+                 LIBS moe_quality moe_convert ${MATH_LIB})
+endif()
