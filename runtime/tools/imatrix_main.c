@@ -78,6 +78,21 @@ static int32_t expert_count(const char *path, const moe_model *m) {
     return 0;
 }
 
+/* s as a JSON string literal */
+static void json_str(const char *s) {
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            printf("\\%c", ch);
+        else if (ch < 0x20)
+            printf("\\u%04x", ch);
+        else
+            putchar(ch);
+    }
+    putchar('"');
+}
+
 static bool want_gguf(const im_opts *o) {
     if (o->format)
         return !strcmp(o->format, "gguf");
@@ -136,10 +151,12 @@ static moe_status collect(const im_opts *o, moe_model *m, im_run *r, moe_err *er
         st = save(o, r, err);
     if (st == MOE_OK && o->json) {
         double s = r->prog.last_seconds;
-        printf("{\n  \"output\": \"%s\",\n  \"format\": \"%s\",\n  \"entries\": %" PRId64
+        printf("{\n  \"output\": ");
+        json_str(o->out);
+        printf(",\n  \"format\": \"%s\",\n  \"entries\": %" PRId64
                ",\n  \"chunks\": %" PRId32 ",\n  \"n_ctx\": %" PRId32 ",\n  \"seconds\": %.6f,\n"
                "  \"tokens_per_second\": %.3f,\n  \"ppl\": %.17g,\n  \"ppl_err\": %.17g\n}\n",
-               o->out, want_gguf(o) ? "gguf" : "dat", moe_imatrix_collector_n_entries(r->coll),
+               want_gguf(o) ? "gguf" : "dat", moe_imatrix_collector_n_entries(r->coll),
                moe_imatrix_collector_n_calls(r->coll), plan.n_ctx, s,
                s > 0 ? (double)plan.n_chunk * plan.n_ctx / s : 0.0, moe_ppl_value(&r->acc),
                moe_ppl_error(&r->acc));
