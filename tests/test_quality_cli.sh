@@ -43,6 +43,16 @@ cli)
     "$PPL" -m "$M/tiny-llama.gguf" -f "$T/short.txt" -c 512 2> "$T/e5"
     check "text too short for -c: usage error (2)" test $? -eq 2
     check "  ... saying how many tokens are needed" grep -q "at least 1024" "$T/e5"
+    # one chunk in two decodes, one per decode, four packed in one: the same figures
+    for b in 32 64 256; do
+        "$PPL" -m "$M/tiny-llama-q4_0.gguf" -f "$C/calib.txt" -c 64 -b "$b" --chunks 4 --json \
+            2> /dev/null > "$T/b$b.json"
+        check "-b $b runs" test $? -eq 0
+    done
+    check "-b 32 and -b 64 give the same PPL" test "$(json "$T/b32.json" ppl)" = "$(json "$T/b64.json" ppl)"
+    check "-b 256 (4 chunks per decode) gives the same PPL" \
+        test "$(json "$T/b256.json" ppl)" = "$(json "$T/b64.json" ppl)"
+    check "-b 256 packs 4 sequences" test "$(json "$T/b256.json" n_seq)" = 4
     "$IMX" -m "$M/tiny-llama.gguf" 2> /dev/null
     check "moe-imatrix without -f: usage error (2)" test $? -eq 2
     "$IMX" -m "$M/tiny-llama.gguf" -f "$C/calib.txt" --output-format xml 2> /dev/null
@@ -70,7 +80,7 @@ kld)
     # KLD: a model against itself is exactly 0; q4_0 against F32 equals a
     # float64 recomputation from the two saved files
     require_conformance
-    A=(-c 128 --chunks 16 -f "$C/calib.txt")
+    A=(-c 128 --chunks 8 -f "$C/calib.txt")
     "$PPL" -m "$M/tiny-llama.gguf" "${A[@]}" --kl-divergence-base "$T/base.kld" > "$T/b.out" 2>&1
     check "base saved" test $? -eq 0
     "$PPL" -m "$M/tiny-llama-q4_0.gguf" "${A[@]}" --kl-divergence-base "$T/q.kld" > "$T/q.out" 2>&1
@@ -115,7 +125,7 @@ synth)
         --n-head 4 --n-head-kv 2 --n-ff 256 --n-expert 4 --n-expert-used 2 --n-ctx 256 \
         --seed 7 "$T/f16.gguf" > /dev/null 2>&1
     check "synth F16 model" test $? -eq 0
-    "$PPL" -m "$T/f16.gguf" -f "$C/calib.txt" -c 64 --chunks 6 \
+    "$PPL" -m "$T/f16.gguf" -f "$C/calib.txt" -c 64 --chunks 4 \
         --kl-divergence-base "$T/base.kld" > /dev/null 2>&1
     check "base saved" test $? -eq 0
     prev=0
@@ -140,7 +150,7 @@ imatrix)
     "$IMX" -m "$M/tiny-llama.gguf" -f "$C/calib.txt" -c 128 -o "$T/ours.dat" --json \
         > "$T/im.json" 2> "$T/im.err"
     check "moe-imatrix runs" test $? -eq 0
-    check "JSON: 16 entries, 125 chunks" test "$(json "$T/im.json" entries)/$(json "$T/im.json" chunks)" = 16/125
+    check "JSON: 16 entries, 125 chunks, 125 calls" test "$(json "$T/im.json" entries)/$(json "$T/im.json" chunks)/$(json "$T/im.json" calls)" = 16/125/125
     "$IMCHECK" dat "$T/ours.dat" "$IM/tiny-llama.imatrix.dat"
     check "same entries and counts as llama-imatrix, values within 1e-4" test $? -eq 0
     "$IMX" -m "$M/tiny-llama.gguf" -f "$C/calib.txt" -c 128 --chunks 8 -o "$T/a.dat" 2> /dev/null >&2

@@ -107,7 +107,7 @@ static moe_status save(const im_opts *o, const im_run *r, moe_err *err) {
     } else {
         MOE_TRY(moe_imatrix_save_dat(r->coll, o->out, o->file, &n, err));
     }
-    MOE_INFO("stored %" PRId64 " entries (%" PRId32 " chunks) in %s", n,
+    MOE_INFO("stored %" PRId64 " entries (%" PRId32 " calls) in %s", n,
              moe_imatrix_collector_n_calls(r->coll), o->out);
     return MOE_OK;
 }
@@ -154,10 +154,11 @@ static moe_status collect(const im_opts *o, moe_model *m, im_run *r, moe_err *er
         printf("{\n  \"output\": ");
         json_str(o->out);
         printf(",\n  \"format\": \"%s\",\n  \"entries\": %" PRId64
-               ",\n  \"chunks\": %" PRId32 ",\n  \"n_ctx\": %" PRId32 ",\n  \"seconds\": %.6f,\n"
+               ",\n  \"chunks\": %" PRId32 ",\n  \"calls\": %" PRId32 ",\n  \"n_ctx\": %" PRId32
+               ",\n  \"seconds\": %.6f,\n"
                "  \"tokens_per_second\": %.3f,\n  \"ppl\": %.17g,\n  \"ppl_err\": %.17g\n}\n",
                want_gguf(o) ? "gguf" : "dat", moe_imatrix_collector_n_entries(r->coll),
-               moe_imatrix_collector_n_calls(r->coll), plan.n_ctx, s,
+               plan.n_chunk, moe_imatrix_collector_n_calls(r->coll), plan.n_ctx, s,
                s > 0 ? (double)plan.n_chunk * plan.n_ctx / s : 0.0, moe_ppl_value(&r->acc),
                moe_ppl_error(&r->acc));
     }
