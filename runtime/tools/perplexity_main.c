@@ -129,7 +129,7 @@ static void json_val(const char *key, moe_val v, bool comma) {
     printf("  \"%s\": %.17g,\n  \"%s_err\": %.17g%s\n", key, v.v, key, v.err, comma ? "," : "");
 }
 
-static void print_json(const ppl_run *r, double seconds) {
+static void print_json(ppl_run *r, double seconds) {
     const moe_chunk_plan *p = r->plan;
     const char *mode = r->reader ? "kl-divergence" : r->writer ? "kl-divergence-base"
                                                                : "perplexity";
@@ -144,7 +144,7 @@ static void print_json(const ppl_run *r, double seconds) {
         return;
     }
     moe_kld_summary s;
-    moe_kld_summarize((moe_kld_stats *)&r->stats, true, &s);
+    moe_kld_summarize(&r->stats, true, &s);
     json_val("ppl_base", s.ppl_base, true);
     json_val("ln_ppl_ratio", s.ln_ppl_ratio, true);
     json_val("ppl_ratio", s.ppl_ratio, true);
