@@ -103,8 +103,7 @@ kld)
     "$PPL" -m "$M/tiny-llama.gguf" --kl-divergence-base "$T/base.kld" --kl-divergence -c 64 \
         2> "$T/m1"
     check "other -c than the base: usage error (2)" test $? -eq 2
-    head -c 3000 "$C/calib.txt" > "$T/other.txt"
-    printf 'Zebra quantum xylophone. %.0s' $(seq 1 300) >> "$T/other.txt"
+    { printf 'Zebra quantum xylophone. '; cat "$C/calib.txt"; } > "$T/other.txt"
     "$PPL" -m "$M/tiny-llama.gguf" --kl-divergence-base "$T/base.kld" --kl-divergence \
         -f "$T/other.txt" 2> "$T/m2"
     check "another text than the base's: usage error (2)" test $? -eq 2
