@@ -80,7 +80,7 @@ kld)
     # KLD: a model against itself is exactly 0; q4_0 against F32 equals a
     # float64 recomputation from the two saved files
     require_conformance
-    A=(-c 128 --chunks 8 -f "$C/calib.txt")
+    A=(-c 128 --chunks 4 -f "$C/calib.txt")
     "$PPL" -m "$M/tiny-llama.gguf" "${A[@]}" --kl-divergence-base "$T/base.kld" > "$T/b.out" 2>&1
     check "base saved" test $? -eq 0
     "$PPL" -m "$M/tiny-llama-q4_0.gguf" "${A[@]}" --kl-divergence-base "$T/q.kld" > "$T/q.out" 2>&1
