@@ -130,13 +130,23 @@ struct moe_backend {
     float *scratch;          /* matmul scratch (moe_cpu_matmul_scratch floats) */
     float *attn_ws;          /* [n_threads][moe_attention_workspace()] */
     int64_t attn_ws_floats;  /* per thread */
-    /* expert-step buffers sized for the context's largest batch */
+    /* expert-step buffers sized for the context's largest batch (borrowed
+     * from the context's arena) */
     float *xe, *ge, *ue, *oe, *slot_out;
     int32_t *members;
+    /* owned by the backend (moe_backend_init / moe_backend_release): quantized
+     * activations, and the fast expert step's [T*K][F] buffers and grouping */
+    uint8_t *act;
+    float *fg, *fu;
+    int32_t *e_count, *e_offset, *e_active, *slot_pos, *pos_tok;
 };
 
-/* Points be at ops with the context's threads and scratch (its arena). */
-void moe_backend_init(moe_backend *be, const moe_backend_ops *ops, moe_context *ctx);
+/* Points be at ops with the context's threads and scratch (its arena) and
+ * allocates the backend's own buffers for the context's batch size. */
+moe_status moe_backend_init(moe_backend *be, const moe_backend_ops *ops, moe_context *ctx,
+                            moe_err *err);
+/* Frees what moe_backend_init allocated; be may be zeroed or NULL. */
+void moe_backend_release(moe_backend *be);
 
 /* The CPU backend. Its kernels come from the dispatch level chosen at start
  * (moe_cpu_level); the reference level reproduces llama.cpp's arithmetic. */

@@ -84,7 +84,7 @@ moe_status moe_context_create(moe_model *model, const moe_context_params *params
     if (st == MOE_OK)
         st = build_arena(ctx, err);
     if (st == MOE_OK)
-        moe_backend_init(&ctx->be, moe_backend_cpu(), ctx);
+        st = moe_backend_init(&ctx->be, moe_backend_cpu(), ctx, err);
     if (st != MOE_OK) {
         moe_context_free(ctx);
         return st;
@@ -96,6 +96,7 @@ moe_status moe_context_create(moe_model *model, const moe_context_params *params
 void moe_context_free(moe_context *ctx) {
     if (!ctx)
         return;
+    moe_backend_release(&ctx->be);
     moe_kv_free(&ctx->kv);
     free(ctx->arena);
     free(ctx->s.topk);

@@ -4,6 +4,7 @@
  * scheduler can later place each step on a device. Shape alphabet: D n_embd,
  * T tokens, H/Hkv heads, dk/dv head sizes, E experts, K used, Fe expert width. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "runtime/backend.h"
@@ -23,13 +24,52 @@ static void matmul(moe_context *ctx, const moe_weight *w, const float *x, int64_
     ctx->be.ops->mul_mat(&ctx->be, w, 0, x, T, y, MOE_DOT_GEMM);
 }
 
-void moe_backend_init(moe_backend *be, const moe_backend_ops *ops, moe_context *ctx) {
+moe_status moe_backend_init(moe_backend *be, const moe_backend_ops *ops, moe_context *ctx,
+                            moe_err *err) {
     moe_scratch *s = &ctx->s;
+    const moe_hparams *hp = &ctx->model->hp;
     *be = (moe_backend){.ops = ops, .n_threads = ctx->n_threads, .scratch = s->mm,
                         .attn_ws = s->attn_ws, .xe = s->xe, .ge = s->ge, .ue = s->ue,
                         .oe = s->oe, .slot_out = s->slot_out, .members = s->members};
-    be->attn_ws_floats = moe_attention_workspace(&ctx->model->hp, ctx->kv.row_k, ctx->kv.row_v,
-                                                 ctx->kv.size);
+    be->attn_ws_floats = moe_attention_workspace(hp, ctx->kv.row_k, ctx->kv.row_v, ctx->kv.size);
+    /* quantized activations take at most 40 bytes per 32 values */
+    const int64_t T = ctx->params.n_batch, K = hp->n_expert_used, E = hp->n_expert;
+    const int64_t D = hp->n_embd, Fe = hp->n_ff_exp;
+    int64_t n_in = D;
+    const int64_t widths[] = {hp->n_ff, Fe, hp->n_ff_shexp, hp->n_head * hp->head_dim_v,
+                              hp->q_lora_rank, hp->kv_lora_rank};
+    for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++)
+        n_in = widths[i] > n_in ? widths[i] : n_in;
+    const int64_t row = n_in / 32 * 40 + 64;
+    const int64_t act_dense = T * row, act_experts = T * row + T * K * row * 2;
+    be->act = malloc((size_t)(act_dense > act_experts ? act_dense : act_experts));
+    be->fg = malloc((size_t)(T * K * Fe + 1) * sizeof(float));
+    be->fu = malloc((size_t)(T * K * Fe + 1) * sizeof(float));
+    int32_t *ints = malloc((size_t)(3 * E + 2 * T * K + 1) * sizeof *ints);
+    if (!be->act || !be->fg || !be->fu || !ints) {
+        free(ints);
+        moe_backend_release(be);
+        return moe_fail(err, MOE_ERR_NOMEM, "out of memory for the %s backend's buffers",
+                        ops->name);
+    }
+    be->e_count = ints;
+    be->e_offset = ints + E;
+    be->e_active = ints + 2 * E;
+    be->slot_pos = ints + 3 * E;
+    be->pos_tok = ints + 3 * E + T * K;
+    return MOE_OK;
+}
+
+void moe_backend_release(moe_backend *be) {
+    if (!be)
+        return;
+    free(be->act);
+    free(be->fg);
+    free(be->fu);
+    free(be->e_count);
+    be->act = NULL;
+    be->fg = be->fu = NULL;
+    be->e_count = NULL;
 }
 
 void moe_context_set_matmul_observer(moe_context *ctx, moe_matmul_observer fn, void *user) {

@@ -34,3 +34,17 @@ if(TARGET moe_runtime)
     moe_add_sh_test(test_run_cli SCRIPT test_run_cli.sh LABELS cli ARGS $<TARGET_FILE:test_golden>)
   endif()
 endif()
+
+# Fast CPU kernels against the scalar level and a double-precision sum
+if(TARGET moe_runtime)
+  # every golden again at each forced ISA level (the tests above run at the
+  # level the machine picks); a level the CPU lacks runs at the best it has
+  if(MOE_HAVE_CONFORMANCE)
+    foreach(level ref scalar avx2)
+      moe_add_c_test(golden_all_level_${level} TARGET test_golden LABELS golden kernels)
+      set_property(TEST golden_all_level_${level} APPEND PROPERTY ENVIRONMENT "MOE_CPU_LEVEL=${level}")
+    endforeach()
+  endif()
+  moe_add_c_test(test_kernels SOURCES ${MOE_TEST_DIR}/test_kernels.c LABELS unit kernels
+                 LIBS moe_runtime ${MATH_LIB})
+endif()

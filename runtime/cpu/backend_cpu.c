@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "runtime/cpu/cpu_backend.h"
+#include "runtime/cpu/kernels.h"
 #include "runtime/cpu_ops.h"
 
 static bool cpu_supports_weight(const moe_backend *be, const moe_weight *w, char *why,
@@ -18,16 +19,36 @@ static bool cpu_supports_weight(const moe_backend *be, const moe_weight *w, char
     return false;
 }
 
+/* The kernel of the active level for w's type, when the shape suits it
+ * (whole blocks per row, whole interleave groups); otherwise none, and the
+ * reference path, which decodes any type the type table knows. */
 static moe_status cpu_bind_weight(moe_backend *be, moe_weight *w, moe_err *err) {
     (void)be, (void)err;
-    w->kern = NULL; /* the reference path decodes any type the type table knows */
+    const moe_cpu_kernel *k = moe_cpu_kernel_find(moe_cpu_level_active(), w->type);
+    const int64_t block = k && k->act == MOE_ACT_Q8K ? 256 : 32;
+    w->kern = k && w->ne[0] % block == 0 && w->ne[1] % k->rows == 0 ? k : NULL;
     w->dev = NULL;
     return MOE_OK;
 }
 
+static void cpu_matmul(moe_backend *be, const moe_weight *w, int64_t e, const float *x, int64_t T,
+                       float *y, moe_dot_order order) {
+    if (w->kern)
+        moe_cpu_matmul_fast(be, w, e, x, T, y, order);
+    else
+        moe_cpu_matmul(w, e, x, T, y, be->scratch, be->n_threads, order);
+}
+
 static void cpu_mul_mat(moe_backend *be, const moe_weight *w, int64_t e, const float *x,
                         int64_t T, float *y, moe_dot_order order) {
-    moe_cpu_matmul(w, e, x, T, y, be->scratch, be->n_threads, order);
+    cpu_matmul(be, w, e, x, T, y, order);
+}
+
+static void cpu_experts(moe_backend *be, const moe_expert_step *st) {
+    if (moe_cpu_experts_fast_ok(st))
+        moe_cpu_experts_fast(be, st);
+    else
+        moe_cpu_experts_ref(be, st);
 }
 
 static void cpu_rms_norm(moe_backend *be, const float *x, const float *w, int64_t T, int64_t n,
@@ -54,17 +75,17 @@ static void cpu_ffn(moe_backend *be, const moe_ffn_step *st) {
     float *g = be->ge, *u = be->ue;
     if (st->observer)
         st->observer(st->observer_user, st->gate->name, -1, st->x, st->gate->ne[0], st->T);
-    moe_cpu_matmul(st->gate, 0, st->x, st->T, g, be->scratch, be->n_threads, MOE_DOT_GEMM);
+    cpu_matmul(be, st->gate, 0, st->x, st->T, g, MOE_DOT_GEMM);
     if (st->observer)
         st->observer(st->observer_user, st->up->name, -1, st->x, st->up->ne[0], st->T);
-    moe_cpu_matmul(st->up, 0, st->x, st->T, u, be->scratch, be->n_threads, MOE_DOT_GEMM);
+    cpu_matmul(be, st->up, 0, st->x, st->T, u, MOE_DOT_GEMM);
     for (int64_t r = 0; r < st->T; r++)
         moe_cpu_silu(g + r * F, F);
     for (int64_t i = 0; i < st->T * F; i++)
         g[i] *= u[i];
     if (st->observer)
         st->observer(st->observer_user, st->down->name, -1, g, F, st->T);
-    moe_cpu_matmul(st->down, 0, g, st->T, st->out, be->scratch, be->n_threads, MOE_DOT_GEMM);
+    cpu_matmul(be, st->down, 0, g, st->T, st->out, MOE_DOT_GEMM);
 }
 
 /* Descending exchange sort of the first k of n indices by value, strict '>'
@@ -116,7 +137,7 @@ static const moe_backend_ops cpu_ops = {
     .supports_weight = cpu_supports_weight,
     .bind_weight = cpu_bind_weight,
     .mul_mat = cpu_mul_mat,
-    .experts = moe_cpu_experts_ref,
+    .experts = cpu_experts,
     .ffn = cpu_ffn,
     .route = cpu_route,
     .rms_norm = cpu_rms_norm,

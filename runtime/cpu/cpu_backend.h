@@ -20,4 +20,15 @@ void moe_cpu_attention_ref(moe_backend *be, const moe_model *m, const moe_attn_s
  * SwiGLU in the VEC order, outputs summed per token in slot order. */
 void moe_cpu_experts_ref(moe_backend *be, const moe_expert_step *st);
 
+/* The fast product: w->kern bound (kernels.h), activations quantized into
+ * be->act, rows split between be->n_threads. */
+void moe_cpu_matmul_fast(moe_backend *be, const moe_weight *w, int64_t e, const float *x,
+                         int64_t T, float *y, moe_dot_order order);
+
+/* The fused routed-expert step on the fast kernels; usable when
+ * moe_cpu_experts_fast_ok (all three weights bound, gate and up sharing an
+ * activation format, no observer). */
+bool moe_cpu_experts_fast_ok(const moe_expert_step *st);
+void moe_cpu_experts_fast(moe_backend *be, const moe_expert_step *st);
+
 #endif

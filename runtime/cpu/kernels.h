@@ -1,0 +1,115 @@
+/* kernels — the CPU product kernels on quantized activations, per ISA level.
+ *
+ * Owns: the ISA levels and their detection (cpuid + xgetbv, chosen once, with
+ * the MOE_CPU_LEVEL environment override), the activation block formats, and
+ * one kernel table per level: for each weight type it supports, which
+ * activation format the weight multiplies (llama.cpp's vec_dot type: Q8_0
+ * blocks of 32 for the legacy and IQ4_NL types, Q8_K super-blocks of 256 for
+ * the K-quants) and the product function. A type a table does not list falls
+ * back to the reference path (cpu_ops.h), which handles every type.
+ *
+ * Numerics: weights are never dequantized to floats. Activations are
+ * quantized once per product to 8-bit blocks exactly as llama.cpp's
+ * quantize_row_q8_0 / q8_K do; each block's integer dot product is exact and
+ * is scaled by the two block scales. The scalar level is the plain-C statement
+ * of that arithmetic and the reference the SIMD levels are tested against;
+ * SIMD levels sum the scaled block results in another order (differences of a
+ * few float ulps of the row's magnitude).
+ *
+ * Does not own: threading and work splitting (matmul_fast.c), the reference
+ * path that reproduces llama.cpp bit for bit (cpu_ops.c).
+ */
+#ifndef MOE_RUNTIME_CPU_KERNELS_H
+#define MOE_RUNTIME_CPU_KERNELS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "formats/types.h"
+
+/* ISA levels, lowest first. REF is today's reference arithmetic (no kernel
+ * table: every product dequantizes, as llama.cpp's result is reproduced). */
+typedef enum moe_cpu_level {
+    MOE_CPU_REF = 0,
+    MOE_CPU_SCALAR = 1, /* quantized-activation kernels in plain C */
+    MOE_CPU_AVX2 = 2,   /* AVX2 + FMA + F16C */
+    MOE_CPU_AVX512 = 3, /* AVX-512 F/BW/VL + VNNI */
+    MOE_CPU_LEVEL_COUNT
+} moe_cpu_level;
+
+/* The best level this CPU runs (the build's compiler must know it too). */
+moe_cpu_level moe_cpu_level_detected(void);
+/* The level in use: MOE_CPU_LEVEL=ref|scalar|avx2|avx512 in the environment
+ * forces one (capped at the detected level; an unknown name is ignored with
+ * a warning), otherwise the detected level. Decided once per process. */
+moe_cpu_level moe_cpu_level_active(void);
+const char *moe_cpu_level_name(moe_cpu_level level);
+/* Parses a level name; false for an unknown one. */
+bool moe_cpu_level_parse(const char *name, moe_cpu_level *out);
+
+/* Activation formats (internal, never stored in files). */
+typedef enum moe_act_format { MOE_ACT_Q8 = 1, MOE_ACT_Q8K = 2 } moe_act_format;
+
+/* 32 values: d is llama.cpp's Q8_0 scale (amax/127 rounded to fp16), sum the
+ * sum of qs (for weights with an offset, such as Q4_0's -8). */
+typedef struct moe_act_q8 {
+    float d;
+    int32_t sum;
+    int8_t qs[32];
+} moe_act_q8;
+
+/* 256 values as llama.cpp's Q8_K: d = 1/iscale, bsums = sums of 16 values. */
+typedef struct moe_act_q8k {
+    float d;
+    int32_t pad;
+    int16_t bsums[16];
+    int8_t qs[256];
+} moe_act_q8k;
+
+/* Bytes of one activation row of n values (n a multiple of the block). */
+uint64_t moe_act_row_bytes(moe_act_format f, int64_t n);
+
+/* Quantizes n values (a multiple of the format's block) into dst. */
+typedef void (*moe_act_quantize_fn)(const float *x, void *dst, int64_t n);
+
+/* The scalar level's activation quantizers (llama.cpp's arithmetic). */
+void moe_act_quantize_q8_ref(const float *x, void *dst, int64_t n);
+void moe_act_quantize_q8k_ref(const float *x, void *dst, int64_t n);
+
+/* Products of rows [r0, r1) of one weight matrix with T activation rows:
+ * y[t * ldy + r] = row r · act row t, for r0 <= r < r1 and t < T. w points at
+ * row 0 of the matrix (row_bytes per row; an interleaved type keeps groups of
+ * R rows together, and r0, r1 are multiples of R); act row t starts at
+ * act + t * act_stride. n_in is the row length in values. */
+typedef void (*moe_mm_fn)(const uint8_t *w, uint64_t row_bytes, int64_t n_in, int64_t r0,
+                          int64_t r1, const uint8_t *act, uint64_t act_stride, int64_t T,
+                          float *y, int64_t ldy);
+
+typedef struct moe_cpu_kernel {
+    moe_type type;
+    moe_act_format act;
+    int rows;         /* rows handled per pass (interleave factor, or 1) */
+    moe_mm_fn mm;
+    /* where llama.cpp's x86 build sums one type's blocks in another float
+     * order for expert products (its vec_dot) than for dense ones (tinyBLAS):
+     * that order; NULL when mm serves both */
+    moe_mm_fn mm_vec;
+} moe_cpu_kernel;
+
+typedef struct moe_cpu_kernel_table {
+    moe_cpu_level level;
+    moe_act_quantize_fn quantize[3]; /* indexed by moe_act_format */
+    const moe_cpu_kernel *kernels;   /* terminated by type == MOE_TYPE_F32 */
+} moe_cpu_kernel_table;
+
+/* The table of a level (NULL for REF, and for levels this build lacks). */
+const moe_cpu_kernel_table *moe_cpu_kernels(moe_cpu_level level);
+/* The kernel for type at level, or NULL (the reference path then). */
+const moe_cpu_kernel *moe_cpu_kernel_find(moe_cpu_level level, moe_type type);
+
+/* Per-level tables, defined in kernels_scalar.c and x86/. */
+const moe_cpu_kernel_table *moe_cpu_kernels_scalar(void);
+const moe_cpu_kernel_table *moe_cpu_kernels_avx2(void);
+const moe_cpu_kernel_table *moe_cpu_kernels_avx512(void);
+
+#endif

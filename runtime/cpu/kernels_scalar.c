@@ -1,0 +1,297 @@
+/* The scalar level: quantized-activation kernels in plain C. They state the
+ * arithmetic every SIMD level implements (exact integer dot products per
+ * block, scaled by the weight's and the activation's block scales) and are
+ * the reference those levels are tested against.
+ *
+ * Each weight type is read through an "unpack" that turns row k of one block
+ * (group) into small signed integers and scales; interleaved types unpack the
+ * same values from their interleaved bytes (formats/dequant_interleaved.c has
+ * the layouts), so a plain and an interleaved tensor give identical results. */
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "formats/cursor.h"
+#include "formats/fp16.h"
+#include "formats/quant_blocks.h"
+#include "runtime/cpu/kernels.h"
+
+static float f16_at(const uint8_t *p, int i) { return moe_f16_to_f32(moe_load_le16(p + 2 * i)); }
+
+/* ---- activations --------------------------------------------------------------------------- */
+
+/* llama.cpp's quantize_row_q8_0 (x86): d = amax/127 kept as fp16, q = the
+ * nearest integer (ties to even) of x/d computed with the unrounded d. */
+void moe_act_quantize_q8_ref(const float *x, void *dst, int64_t n) {
+    moe_act_q8 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++, x += 32) {
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++)
+            amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        int32_t sum = 0;
+        for (int j = 0; j < 32; j++) {
+            b[i].qs[j] = (int8_t)nearbyintf(x[j] * id);
+            sum += b[i].qs[j];
+        }
+        b[i].d = moe_f16_to_f32(moe_f32_to_f16(d));
+        b[i].sum = sum;
+    }
+}
+
+/* llama.cpp's quantize_row_q8_K: scale from the value of largest magnitude
+ * (its sign kept), q = nearest integer of -127/max * x, capped at 127. */
+void moe_act_quantize_q8k_ref(const float *x, void *dst, int64_t n) {
+    moe_act_q8k *b = dst;
+    for (int64_t i = 0; i < n / 256; i++, x += 256) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < 256; j++)
+            if (fabsf(x[j]) > amax) {
+                amax = fabsf(x[j]);
+                max = x[j];
+            }
+        memset(&b[i], 0, sizeof b[i]);
+        if (amax == 0.0f)
+            continue;
+        const float iscale = -127.0f / max;
+        for (int j = 0; j < 256; j++) {
+            const int v = (int)nearbyintf(iscale * x[j]);
+            b[i].qs[j] = (int8_t)(v > 127 ? 127 : v);
+        }
+        for (int j = 0; j < 16; j++) {
+            int s = 0;
+            for (int l = 0; l < 16; l++)
+                s += b[i].qs[16 * j + l];
+            b[i].bsums[j] = (int16_t)s;
+        }
+        b[i].d = 1.0f / iscale;
+    }
+}
+
+/* ---- 32-value blocks ------------------------------------------------------------------------- */
+
+/* Row k of one block (group): q[32] signed values and the scale. */
+typedef float (*unpack32_fn)(const uint8_t *blk, int k, int8_t q[32]);
+
+static float unpack_q4_0(const uint8_t *b, int k, int8_t q[32]) {
+    (void)k;
+    const uint8_t *qs = b + offsetof(block_q4_0, qs);
+    for (int j = 0; j < 16; j++) {
+        q[j] = (int8_t)((qs[j] & 15) - 8);
+        q[j + 16] = (int8_t)((qs[j] >> 4) - 8);
+    }
+    return f16_at(b, 0);
+}
+
+static float unpack_q8_0(const uint8_t *b, int k, int8_t q[32]) {
+    (void)k;
+    memcpy(q, b + offsetof(block_q8_0, qs), 32);
+    return f16_at(b, 0);
+}
+
+static float unpack_iq4_nl(const uint8_t *b, int k, int8_t q[32]) {
+    (void)k;
+    const uint8_t *qs = b + offsetof(block_iq4_nl, qs);
+    for (int j = 0; j < 16; j++) {
+        q[j] = moe_iq4nl_values[qs[j] & 15];
+        q[j + 16] = moe_iq4nl_values[qs[j] >> 4];
+    }
+    return f16_at(b, 0);
+}
+
+/* Q4_0_R8: element e of row k is nibble e/16 of qs[32·(j/4) + 4k + j%4], j = e%16. */
+static float unpack_q4_0_r8(const uint8_t *b, int k, int8_t q[32]) {
+    const uint8_t *qs = b + offsetof(block_q4_0_r8, qs);
+    for (int e = 0; e < 32; e++) {
+        const int j = e & 15;
+        q[e] = (int8_t)(((qs[32 * (j >> 2) + 4 * k + (j & 3)] >> 4 * (e >> 4)) & 15) - 8);
+    }
+    return f16_at(b + offsetof(block_q4_0_r8, d), k);
+}
+
+/* Q8_0_R8: element e of row k is qs[128·(e/16) + 32·((e%16)/4) + 4k + e%4]. */
+static float unpack_q8_0_r8(const uint8_t *b, int k, int8_t q[32]) {
+    const uint8_t *qs = b + offsetof(block_q8_0_r8, qs);
+    for (int e = 0; e < 32; e++)
+        q[e] = (int8_t)qs[128 * (e >> 4) + 32 * ((e & 15) >> 2) + 4 * k + (e & 3)];
+    return f16_at(b + offsetof(block_q8_0_r8, d), k);
+}
+
+/* IQ4_NL_R4: 64 bytes in 4 chunks of 16; element e of row k is nibble (e/8)%2
+ * of byte 16·chunk(e) + 4k + e%4, chunk(e) = (e/16)%2 + 2·((e/4)%2). */
+static float unpack_iq4_nl_r4(const uint8_t *b, int k, int8_t q[32]) {
+    const uint8_t *qs = b + offsetof(block_iq4_nl_r4, qs);
+    for (int e = 0; e < 32; e++) {
+        const int chunk = ((e >> 4) & 1) | ((e >> 1) & 2);
+        q[e] = moe_iq4nl_values[(qs[16 * chunk + 4 * k + (e & 3)] >> 4 * ((e >> 3) & 1)) & 15];
+    }
+    return f16_at(b + offsetof(block_iq4_nl_r4, d), k);
+}
+
+static void mm_blocks32(const uint8_t *w, uint64_t row_bytes, int64_t n_in, int64_t r0, int64_t r1,
+                        const uint8_t *act, uint64_t act_stride, int64_t T, float *y, int64_t ldy,
+                        int R, uint64_t group_bytes, unpack32_fn unpack) {
+    const int64_t nb = n_in / 32;
+    int8_t q[32];
+    for (int64_t r = r0; r < r1; r += R) {
+        const uint8_t *grp = w + (uint64_t)r * row_bytes;
+        for (int k = 0; k < R; k++)
+            for (int64_t t = 0; t < T; t++) {
+                const moe_act_q8 *a = (const moe_act_q8 *)(act + (uint64_t)t * act_stride);
+                float acc = 0.0f;
+                for (int64_t ib = 0; ib < nb; ib++) {
+                    const float d = unpack(grp + (uint64_t)ib * group_bytes, k, q);
+                    int32_t isum = 0;
+                    for (int j = 0; j < 32; j++)
+                        isum += (int32_t)q[j] * a[ib].qs[j];
+                    acc += (float)isum * (d * a[ib].d);
+                }
+                y[t * ldy + r + k] = acc;
+            }
+    }
+}
+
+#define MM32(name, R, blk, unpack)                                                               \
+    static void name(const uint8_t *w, uint64_t rb, int64_t n, int64_t r0, int64_t r1,          \
+                     const uint8_t *act, uint64_t as, int64_t T, float *y, int64_t ldy) {       \
+        mm_blocks32(w, rb, n, r0, r1, act, as, T, y, ldy, R, sizeof(blk), unpack);              \
+    }
+MM32(mm_q4_0, 1, block_q4_0, unpack_q4_0)
+MM32(mm_q8_0, 1, block_q8_0, unpack_q8_0)
+MM32(mm_iq4_nl, 1, block_iq4_nl, unpack_iq4_nl)
+MM32(mm_q4_0_r8, 8, block_q4_0_r8, unpack_q4_0_r8)
+MM32(mm_q8_0_r8, 8, block_q8_0_r8, unpack_q8_0_r8)
+MM32(mm_iq4_nl_r4, 4, block_iq4_nl_r4, unpack_iq4_nl_r4)
+
+/* ---- 256-value super-blocks ------------------------------------------------------------------ */
+
+/* Row k of one super-block: q[256] values, per-16 integer scales sc[16] and
+ * mins mn[16] (a min of 0 where the type has none), and the two float
+ * scales: value i = d·sc[i/16]·q[i] − dmin·mn[i/16]. */
+typedef void (*unpack256_fn)(const uint8_t *blk, int k, int8_t q[256], int16_t sc[16],
+                             int16_t mn[16], float *d, float *dmin);
+
+static void k4_scale_min(const uint8_t *s, int j, int *sc, int *m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+static void unpack_q4_K(const uint8_t *b, int k, int8_t q[256], int16_t sc[16], int16_t mn[16],
+                        float *d, float *dmin) {
+    (void)k;
+    const uint8_t *qs = b + offsetof(block_q4_K, qs);
+    for (int j = 0; j < 8; j++) {
+        int s, m;
+        k4_scale_min(b + offsetof(block_q4_K, scales), j, &s, &m);
+        sc[2 * j] = sc[2 * j + 1] = (int16_t)s;
+        mn[2 * j] = mn[2 * j + 1] = (int16_t)m;
+        for (int l = 0; l < 32; l++)
+            q[32 * j + l] = (int8_t)((qs[32 * (j / 2) + l] >> 4 * (j % 2)) & 15);
+    }
+    *d = f16_at(b + offsetof(block_q4_K, d), 0);
+    *dmin = f16_at(b + offsetof(block_q4_K, dmin), 0);
+}
+
+static void unpack_q6_K(const uint8_t *b, int k, int8_t q[256], int16_t sc[16], int16_t mn[16],
+                        float *d, float *dmin) {
+    (void)k;
+    const uint8_t *ql = b + offsetof(block_q6_K, ql), *qh = b + offsetof(block_q6_K, qh);
+    const int8_t *s = (const int8_t *)(b + offsetof(block_q6_K, scales));
+    for (int n = 0; n < 2; n++)
+        for (int l = 0; l < 32; l++) {
+            const uint8_t lo0 = ql[64 * n + l], lo1 = ql[64 * n + l + 32], hi = qh[32 * n + l];
+            q[128 * n + l] = (int8_t)(((lo0 & 15) | (hi & 3) << 4) - 32);
+            q[128 * n + l + 32] = (int8_t)(((lo1 & 15) | ((hi >> 2) & 3) << 4) - 32);
+            q[128 * n + l + 64] = (int8_t)(((lo0 >> 4) | ((hi >> 4) & 3) << 4) - 32);
+            q[128 * n + l + 96] = (int8_t)(((lo1 >> 4) | ((hi >> 6) & 3) << 4) - 32);
+        }
+    for (int j = 0; j < 16; j++) {
+        sc[j] = s[j];
+        mn[j] = 0;
+    }
+    *d = f16_at(b + offsetof(block_q6_K, d), 0);
+    *dmin = 0.0f;
+}
+
+static void unpack_iq4_xs(const uint8_t *b, int k, int8_t q[256], int16_t sc[16], int16_t mn[16],
+                          float *d, float *dmin) {
+    (void)k;
+    const uint16_t sh = moe_load_le16(b + offsetof(block_iq4_xs, scales_h));
+    const uint8_t *sl = b + offsetof(block_iq4_xs, scales_l), *qs = b + offsetof(block_iq4_xs, qs);
+    for (int j = 0; j < 8; j++) {
+        const int ls = ((sl[j / 2] >> 4 * (j % 2)) & 15) | ((sh >> 2 * j) & 3) << 4;
+        sc[2 * j] = sc[2 * j + 1] = (int16_t)(ls - 32);
+        mn[2 * j] = mn[2 * j + 1] = 0;
+        for (int l = 0; l < 16; l++) {
+            q[32 * j + l] = moe_iq4nl_values[qs[16 * j + l] & 15];
+            q[32 * j + l + 16] = moe_iq4nl_values[qs[16 * j + l] >> 4];
+        }
+    }
+    *d = f16_at(b + offsetof(block_iq4_xs, d), 0);
+    *dmin = 0.0f;
+}
+
+static void mm_blocks256(const uint8_t *w, uint64_t row_bytes, int64_t n_in, int64_t r0,
+                         int64_t r1, const uint8_t *act, uint64_t act_stride, int64_t T, float *y,
+                         int64_t ldy, int R, uint64_t group_bytes, unpack256_fn unpack) {
+    const int64_t nb = n_in / 256;
+    int8_t q[256];
+    int16_t sc[16], mn[16];
+    for (int64_t r = r0; r < r1; r += R) {
+        const uint8_t *grp = w + (uint64_t)r * row_bytes;
+        for (int k = 0; k < R; k++)
+            for (int64_t t = 0; t < T; t++) {
+                const moe_act_q8k *a = (const moe_act_q8k *)(act + (uint64_t)t * act_stride);
+                float acc = 0.0f;
+                for (int64_t ib = 0; ib < nb; ib++) {
+                    float d, dmin;
+                    unpack(grp + (uint64_t)ib * group_bytes, k, q, sc, mn, &d, &dmin);
+                    int32_t isum = 0, msum = 0;
+                    for (int g = 0; g < 16; g++) {
+                        int32_t s = 0;
+                        for (int l = 0; l < 16; l++)
+                            s += (int32_t)q[16 * g + l] * a[ib].qs[16 * g + l];
+                        isum += s * sc[g];
+                        msum += (int32_t)a[ib].bsums[g] * mn[g];
+                    }
+                    acc += a[ib].d * (d * (float)isum - dmin * (float)msum);
+                }
+                y[t * ldy + r + k] = acc;
+            }
+    }
+}
+
+#define MM256(name, R, blk, unpack)                                                              \
+    static void name(const uint8_t *w, uint64_t rb, int64_t n, int64_t r0, int64_t r1,          \
+                     const uint8_t *act, uint64_t as, int64_t T, float *y, int64_t ldy) {       \
+        mm_blocks256(w, rb, n, r0, r1, act, as, T, y, ldy, R, sizeof(blk), unpack);             \
+    }
+MM256(mm_q4_K, 1, block_q4_K, unpack_q4_K)
+MM256(mm_q6_K, 1, block_q6_K, unpack_q6_K)
+MM256(mm_iq4_xs, 1, block_iq4_xs, unpack_iq4_xs)
+
+static const moe_cpu_kernel scalar_kernels[] = {
+    {.type = MOE_TYPE_Q4_0, .act = MOE_ACT_Q8, .rows = 1, .mm = mm_q4_0},
+    {.type = MOE_TYPE_Q8_0, .act = MOE_ACT_Q8, .rows = 1, .mm = mm_q8_0},
+    {.type = MOE_TYPE_IQ4_NL, .act = MOE_ACT_Q8, .rows = 1, .mm = mm_iq4_nl},
+    {.type = MOE_TYPE_Q4_0_R8, .act = MOE_ACT_Q8, .rows = 8, .mm = mm_q4_0_r8},
+    {.type = MOE_TYPE_Q8_0_R8, .act = MOE_ACT_Q8, .rows = 8, .mm = mm_q8_0_r8},
+    {.type = MOE_TYPE_IQ4_NL_R4, .act = MOE_ACT_Q8, .rows = 4, .mm = mm_iq4_nl_r4},
+    {.type = MOE_TYPE_Q4_K, .act = MOE_ACT_Q8K, .rows = 1, .mm = mm_q4_K},
+    {.type = MOE_TYPE_Q6_K, .act = MOE_ACT_Q8K, .rows = 1, .mm = mm_q6_K},
+    {.type = MOE_TYPE_IQ4_XS, .act = MOE_ACT_Q8K, .rows = 1, .mm = mm_iq4_xs},
+    {.type = MOE_TYPE_F32},
+};
+
+static const moe_cpu_kernel_table scalar_table = {
+    .level = MOE_CPU_SCALAR,
+    .quantize = {NULL, moe_act_quantize_q8_ref, moe_act_quantize_q8k_ref},
+    .kernels = scalar_kernels,
+};
+
+const moe_cpu_kernel_table *moe_cpu_kernels_scalar(void) { return &scalar_table; }

@@ -1,0 +1,162 @@
+/* The fast CPU products: activations quantized once per product to the
+ * weight's activation format, then the level's kernel over rows split
+ * between threads; and the routed-expert step fused into one parallel region
+ * (route -> group tokens by expert -> gate and up of every chosen expert ->
+ * SiLU·mul -> down -> weighted sum), in which threads take (expert, row
+ * range) units so that no two threads write the same rows and an expert no
+ * token chose costs nothing. */
+#include <string.h>
+
+#include "runtime/cpu/cpu_backend.h"
+#include "runtime/cpu/kernels.h"
+#include "runtime/cpu_ops.h"
+
+static const moe_cpu_kernel_table *table(void) { return moe_cpu_kernels(moe_cpu_level_active()); }
+
+/* Expert products take the VEC summation order where a type has one. */
+static moe_mm_fn mm_vec(const moe_cpu_kernel *k) { return k->mm_vec ? k->mm_vec : k->mm; }
+
+/* Rows [r0, r1) of thread k of nth over n rows in units of R. */
+static void split_rows(int64_t n, int64_t R, int k, int nth, int64_t *r0, int64_t *r1) {
+    const int64_t units = n / R;
+    *r0 = units * k / nth * R;
+    *r1 = units * (k + 1) / nth * R;
+}
+
+void moe_cpu_matmul_fast(moe_backend *be, const moe_weight *w, int64_t e, const float *x,
+                         int64_t T, float *y, moe_dot_order order) {
+    const moe_cpu_kernel *kern = w->kern;
+    /* llama.cpp: tinyBLAS for batched dense products, vec_dot otherwise */
+    const moe_mm_fn mm = order == MOE_DOT_GEMM && T > 1 ? kern->mm : mm_vec(kern);
+    const int64_t n_in = w->ne[0], n_out = w->ne[1];
+    const uint64_t as = moe_act_row_bytes(kern->act, n_in);
+    const moe_act_quantize_fn quantize = table()->quantize[kern->act];
+    const uint8_t *base = w->data + (uint64_t)e * w->expert_bytes;
+    uint8_t *act = be->act;
+    int nth = be->n_threads < 1 ? 1 : be->n_threads;
+    if (nth > n_out / kern->rows)
+        nth = (int)(n_out / kern->rows > 0 ? n_out / kern->rows : 1);
+#pragma omp parallel num_threads(nth)
+    {
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < T; t++)
+            quantize(x + t * n_in, act + (uint64_t)t * as, n_in);
+#pragma omp for schedule(static)
+        for (int k = 0; k < nth; k++) {
+            int64_t r0, r1;
+            split_rows(n_out, kern->rows, k, nth, &r0, &r1);
+            if (r1 > r0)
+                mm(base, w->row_bytes, n_in, r0, r1, act, as, T, y, n_out);
+        }
+    }
+}
+
+/* ---- the fused routed-expert step -------------------------------------------------------------- */
+
+/* Work units of one phase: active expert a (of n_act) and row chunk c. */
+typedef struct units {
+    int64_t n_chunks, chunk_rows;
+} units;
+
+static units plan_units(int64_t rows, int64_t R, int64_t n_act, int nth) {
+    int64_t want = (4 * (int64_t)nth + n_act - 1) / n_act; /* enough units to balance */
+    int64_t max = rows / R;
+    units u;
+    u.n_chunks = want < 1 ? 1 : want > max ? max : want;
+    u.chunk_rows = ((rows / R + u.n_chunks - 1) / u.n_chunks) * R;
+    u.n_chunks = (rows + u.chunk_rows - 1) / u.chunk_rows;
+    return u;
+}
+
+bool moe_cpu_experts_fast_ok(const moe_expert_step *st) {
+    const moe_weight *g = st->gate, *u = st->up, *d = st->down;
+    return !st->observer && g->kern && u->kern && d->kern && g->kern->act == u->kern->act;
+}
+
+void moe_cpu_experts_fast(moe_backend *be, const moe_expert_step *st) {
+    const moe_weight *gate = st->gate, *up = st->up, *down = st->down;
+    const int64_t D = gate->ne[0], F = gate->ne[1], E = gate->ne[2], K = st->K;
+    const int32_t T = st->T;
+    const int64_t TK = (int64_t)T * K;
+    /* group the T*K slots by expert, keeping token order inside an expert */
+    int32_t *count = be->e_count, *offset = be->e_offset, *active = be->e_active;
+    int32_t *slot_pos = be->slot_pos, *pos_tok = be->pos_tok;
+    memset(count, 0, (size_t)E * sizeof *count);
+    for (int64_t s = 0; s < TK; s++)
+        count[st->ids[s]]++;
+    int64_t n_act = 0;
+    for (int64_t e = 0, off = 0; e < E; e++) {
+        offset[e] = (int32_t)off;
+        off += count[e];
+        if (count[e])
+            active[n_act++] = (int32_t)e;
+    }
+    for (int64_t e = 0; e < E; e++)
+        count[e] = 0;
+    for (int64_t s = 0; s < TK; s++) {
+        const int32_t e = st->ids[s], p = offset[e] + count[e]++;
+        slot_pos[s] = p;
+        pos_tok[p] = (int32_t)(s / K);
+    }
+    const moe_cpu_kernel_table *tab = table();
+    const uint64_t ax = moe_act_row_bytes(gate->kern->act, D);
+    const uint64_t ad = moe_act_row_bytes(down->kern->act, F);
+    uint8_t *act_x = be->act, *act_g = act_x + (uint64_t)T * ax;
+    uint8_t *act_d = act_g + (uint64_t)TK * ax;
+    float *g = be->fg, *u = be->fu, *o = be->slot_out;
+    const units gu = plan_units(F, gate->kern->rows > up->kern->rows ? gate->kern->rows : up->kern->rows,
+                                n_act, be->n_threads);
+    const units du = plan_units(D, down->kern->rows, n_act, be->n_threads);
+    const int nth = be->n_threads < 1 ? 1 : be->n_threads;
+#pragma omp parallel num_threads(nth)
+    {
+#pragma omp for schedule(static)
+        for (int32_t t = 0; t < T; t++)
+            tab->quantize[gate->kern->act](st->x + (int64_t)t * D, act_x + (uint64_t)t * ax, D);
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < TK; p++)
+            memcpy(act_g + (uint64_t)p * ax, act_x + (uint64_t)pos_tok[p] * ax, ax);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t i = 0; i < n_act * gu.n_chunks; i++) {
+            const int32_t e = active[i / gu.n_chunks];
+            const int64_t r0 = i % gu.n_chunks * gu.chunk_rows;
+            const int64_t r1 = r0 + gu.chunk_rows < F ? r0 + gu.chunk_rows : F;
+            const uint8_t *a = act_g + (uint64_t)offset[e] * ax;
+            mm_vec(gate->kern)(gate->data + (uint64_t)e * gate->expert_bytes, gate->row_bytes, D, r0,
+                           r1, a, ax, count[e], g + (int64_t)offset[e] * F, F);
+            mm_vec(up->kern)(up->data + (uint64_t)e * up->expert_bytes, up->row_bytes, D, r0, r1, a,
+                         ax, count[e], u + (int64_t)offset[e] * F, F);
+        }
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < TK; p++) {
+            float *gp = g + p * F;
+            const float *up_row = u + p * F;
+            moe_cpu_silu(gp, F);
+            for (int64_t i = 0; i < F; i++)
+                gp[i] *= up_row[i];
+            tab->quantize[down->kern->act](gp, act_d + (uint64_t)p * ad, F);
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t i = 0; i < n_act * du.n_chunks; i++) {
+            const int32_t e = active[i / du.n_chunks];
+            const int64_t r0 = i % du.n_chunks * du.chunk_rows;
+            const int64_t r1 = r0 + du.chunk_rows < D ? r0 + du.chunk_rows : D;
+            mm_vec(down->kern)(down->data + (uint64_t)e * down->expert_bytes, down->row_bytes, F, r0,
+                           r1, act_d + (uint64_t)offset[e] * ad, ad, count[e],
+                           o + (int64_t)offset[e] * D, D);
+        }
+#pragma omp for schedule(static)
+        for (int32_t t = 0; t < T; t++) {
+            float *out = st->out + (int64_t)t * D;
+            const float *wt = st->w + (int64_t)t * K;
+            const float *o0 = o + (int64_t)slot_pos[(int64_t)t * K] * D;
+            for (int64_t d = 0; d < D; d++)
+                out[d] = o0[d] * wt[0];
+            for (int64_t k = 1; k < K; k++) {
+                const float *ok = o + (int64_t)slot_pos[(int64_t)t * K + k] * D;
+                for (int64_t d = 0; d < D; d++)
+                    out[d] += ok[d] * wt[k];
+            }
+        }
+    }
+}

@@ -1,0 +1,165 @@
+/* Fast CPU kernels against their references, at ragged shapes.
+ *
+ * For every kernel of the scalar level (runtime/cpu/kernels_scalar.c):
+ *  - the scalar kernel against a double-precision sum of dequantized weights
+ *    times dequantized activations (is the stated arithmetic right?);
+ *  - every SIMD level this machine runs against the scalar kernel: the same
+ *    activation bytes, and products within 1e-5 of the row's magnitude
+ *    (sum of |w·x|), since only the order of float sums may differ;
+ *  - an interleaved type against its plain twin: bit-identical at the scalar
+ *    level (same integer sums in the same order).
+ * Shapes: T = 1, 3, 7, 64 tokens; rows not a multiple of the kernels' token
+ * tile; row ranges starting inside the matrix; row lengths of 1, 3 and 9
+ * blocks (32-value types) or 1 and 3 super-blocks. Seeds are fixed and printed. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "formats/interleave.h"
+#include "formats/quant.h"
+#include "runtime/cpu/kernels.h"
+#include "test_util.h"
+
+static float frand(void) { return (float)((double)test_rng_next() / 4294967296.0 * 2.0 - 1.0); }
+
+/* Weights of type t (n_out rows of n_in) from random floats; interleaved
+ * types are made from their plain twin. */
+static uint8_t *make_weights(moe_type t, int64_t n_in, int64_t n_out, uint64_t *row_bytes) {
+    const moe_type base = moe_type_get(t)->base;
+    moe_type_row_size(t, n_in, row_bytes, NULL);
+    float *f = malloc((size_t)(n_in * n_out) * sizeof *f);
+    uint8_t *plain = malloc((size_t)(*row_bytes * (uint64_t)n_out));
+    uint8_t *out = malloc((size_t)(*row_bytes * (uint64_t)n_out));
+    for (int64_t i = 0; i < n_in * n_out; i++)
+        f[i] = frand() * (i % 97 == 0 ? 8.0f : 1.0f); /* some outliers */
+    moe_err err = {0};
+    moe_status st = moe_quantize_rows(base, f, plain, n_out, n_in, NULL, &err);
+    if (st == MOE_OK && t != base)
+        st = moe_interleave_rows(t, plain, out, n_in, n_out, &err);
+    else
+        memcpy(out, plain, (size_t)(*row_bytes * (uint64_t)n_out));
+    CHECK(st == MOE_OK, "making %s weights: %s", moe_type_name(t), err.msg);
+    free(f);
+    free(plain);
+    return out;
+}
+
+/* Dequantized activation row (for the double-precision check). */
+static void act_to_f32(moe_act_format f, const uint8_t *a, int64_t n, float *out) {
+    if (f == MOE_ACT_Q8) {
+        const moe_act_q8 *b = (const moe_act_q8 *)a;
+        for (int64_t i = 0; i < n; i++)
+            out[i] = b[i / 32].d * (float)b[i / 32].qs[i % 32];
+    } else {
+        const moe_act_q8k *b = (const moe_act_q8k *)a;
+        for (int64_t i = 0; i < n; i++)
+            out[i] = b[i / 256].d * (float)b[i / 256].qs[i % 256];
+    }
+}
+
+typedef struct shape {
+    int64_t n_in, n_out, T, r0, r1;
+} shape;
+
+static void check_kernel(const moe_cpu_kernel *sk, const shape *s) {
+    const moe_type t = sk->type;
+    const int64_t n_in = s->n_in, n_out = s->n_out, T = s->T;
+    uint64_t rb;
+    uint8_t *w = make_weights(t, n_in, n_out, &rb);
+    float *x = malloc((size_t)(n_in * T) * sizeof *x);
+    for (int64_t i = 0; i < n_in * T; i++)
+        x[i] = frand() * 3.0f;
+    const uint64_t as = moe_act_row_bytes(sk->act, n_in);
+    uint8_t *act = malloc((size_t)(as * (uint64_t)T)), *act2 = malloc((size_t)(as * (uint64_t)T));
+    for (int64_t i = 0; i < T; i++)
+        moe_cpu_kernels_scalar()->quantize[sk->act](x + i * n_in, act + i * as, n_in);
+    float *ys = calloc((size_t)(T * n_out), sizeof *ys), *yl = calloc((size_t)(T * n_out), sizeof *yl);
+    sk->mm(w, rb, n_in, s->r0, s->r1, act, as, T, ys, n_out);
+
+    /* the scalar kernel against a double sum, and each row's magnitude */
+    float *wf = malloc((size_t)(n_in * n_out) * sizeof *wf), *xf = malloc((size_t)n_in * sizeof *xf);
+    moe_type_get(t)->to_f32(w, wf, n_in, n_out);
+    double *mag = calloc((size_t)(T * n_out), sizeof *mag);
+    int bad = 0;
+    for (int64_t ti = 0; ti < T; ti++) {
+        act_to_f32(sk->act, act + ti * as, n_in, xf);
+        for (int64_t r = s->r0; r < s->r1; r++) {
+            double sum = 0, m = 0;
+            for (int64_t i = 0; i < n_in; i++) {
+                sum += (double)wf[r * n_in + i] * xf[i];
+                m += fabs((double)wf[r * n_in + i] * xf[i]);
+            }
+            mag[ti * n_out + r] = m;
+            bad += fabs(sum - ys[ti * n_out + r]) > 1e-5 * (m + 1e-6);
+        }
+    }
+    CHECK(!bad, "%s scalar vs double: %d of %lld values off (n_in %lld, T %lld)", moe_type_name(t),
+          bad, (long long)(T * (s->r1 - s->r0)), (long long)n_in, (long long)T);
+
+    for (int level = MOE_CPU_AVX2; level <= (int)moe_cpu_level_detected(); level++) {
+        const moe_cpu_kernel_table *tab = moe_cpu_kernels((moe_cpu_level)level);
+        const moe_cpu_kernel *lk = moe_cpu_kernel_find((moe_cpu_level)level, t);
+        if (!tab || !lk)
+            continue;
+        for (int64_t i = 0; i < T; i++)
+            tab->quantize[sk->act](x + i * n_in, act2 + i * as, n_in);
+        CHECK(!memcmp(act, act2, (size_t)(as * (uint64_t)T)), "%s: %s activations differ from the scalar level's",
+              moe_type_name(t), moe_cpu_level_name((moe_cpu_level)level));
+        memset(yl, 0, (size_t)(T * n_out) * sizeof *yl);
+        lk->mm(w, rb, n_in, s->r0, s->r1, act, as, T, yl, n_out);
+        int off = 0, outside = 0;
+        double worst = 0;
+        for (int64_t ti = 0; ti < T; ti++)
+            for (int64_t r = 0; r < n_out; r++) {
+                const int64_t i = ti * n_out + r;
+                if (r < s->r0 || r >= s->r1) {
+                    outside += yl[i] != 0.0f; /* rows outside the range stay untouched */
+                    continue;
+                }
+                const double d = fabs((double)yl[i] - ys[i]) / (mag[i] + 1e-6);
+                worst = d > worst ? d : worst;
+                off += d > 1e-5;
+            }
+        CHECK(!off && !outside, "%s %s vs scalar: %d values off (worst %.2e of the magnitude), %d written outside rows [%lld, %lld); n_in %lld n_out %lld T %lld",
+              moe_type_name(t), moe_cpu_level_name((moe_cpu_level)level), off, worst, outside,
+              (long long)s->r0, (long long)s->r1, (long long)n_in, (long long)n_out, (long long)T);
+    }
+
+    /* interleaved vs plain twin: identical at the scalar level */
+    const moe_type base = moe_type_get(t)->base;
+    const moe_cpu_kernel *pk = moe_cpu_kernel_find(MOE_CPU_SCALAR, base);
+    if (t != base && pk) {
+        uint8_t *plain = malloc((size_t)(rb * (uint64_t)n_out));
+        moe_err err = {0};
+        moe_status st = moe_deinterleave_rows(t, w, plain, n_in, n_out, &err);
+        memset(yl, 0, (size_t)(T * n_out) * sizeof *yl);
+        pk->mm(plain, rb, n_in, s->r0, s->r1, act, as, T, yl, n_out);
+        CHECK(st == MOE_OK && !memcmp(ys, yl, (size_t)(T * n_out) * sizeof *ys),
+              "%s differs from its plain twin %s", moe_type_name(t), moe_type_name(base));
+        free(plain);
+    }
+    free(w), free(x), free(act), free(act2), free(ys), free(yl), free(wf), free(xf), free(mag);
+}
+
+int main(void) {
+    const uint32_t seed = 20261204u;
+    test_rng_state = seed;
+    printf("seed %u; levels up to %s\n", seed, moe_cpu_level_name(moe_cpu_level_detected()));
+    const int64_t Ts[] = {1, 3, 7, 64};
+    for (const moe_cpu_kernel *k = moe_cpu_kernels_scalar()->kernels; k->type != MOE_TYPE_F32; k++) {
+        const int64_t block = k->act == MOE_ACT_Q8K ? 256 : 32, R = k->rows;
+        const int64_t lens[] = {block, 3 * block, block == 32 ? 9 * block : 3 * block};
+        for (size_t li = 0; li < 3; li++)
+            for (size_t ti = 0; ti < 4; ti++) {
+                const int64_t n_out = 5 * R;
+                shape s = {lens[li], n_out, Ts[ti], 0, n_out};
+                check_kernel(k, &s);
+                shape part = {lens[li], n_out, Ts[ti], 2 * R, 4 * R}; /* a range inside */
+                check_kernel(k, &part);
+            }
+    }
+    /* the activation formats of other shapes: 2080 values (65 blocks) */
+    shape big = {2080, 8, 7, 0, 8};
+    check_kernel(moe_cpu_kernel_find(MOE_CPU_SCALAR, MOE_TYPE_Q4_0_R8), &big);
+    TEST_DONE();
+}
