@@ -79,6 +79,8 @@ grep "context shifts\|  eval time" "$T/e.txt" | sed 's/^/    /'
 run_rc 0 "--no-context-shift stops at a full context" "$RUN" -m "$MICRO" -p "Hello" -n 400 -c 64 \
     -s 7 --ignore-eos --no-context-shift
 check "  stopped: context full" grep -q "stopped: context full" "$T/e.txt"
+run_rc 0 "-n -2 stops at a full context" "$RUN" -m "$MICRO" -p "Hello" -n -2 -c 64 -s 7 --ignore-eos
+check "  stopped: context full" grep -q "stopped: context full" "$T/e.txt"
 run_rc 0 "--keep -1 keeps the prompt" "$RUN" -m "$MICRO" -p "Hello world" -n 100 -c 32 -s 7 \
     --ignore-eos --keep -1 --defrag-thold -1
 check "  ran to the end" grep -q "stopped: -n reached" "$T/e.txt"

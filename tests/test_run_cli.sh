@@ -117,7 +117,7 @@ run_rc 0 "q8_0 KV cache" "$RUN" -m "$DEMO" -p "Hello" -n 4 -s 1 -ctk q8_0 -ctv q
 run_rc 0 "f32 KV cache" "$RUN" -m "$DEMO" -p "Hello" -n 4 -s 1 --cache-type-k f32 --cache-type-v f32
 run_rc 0 "-n 0 evaluates the prompt only" "$RUN" -m "$DEMO" -p "Hello" -n 0
 run_rc 0 "--verify on an intact model" "$RUN" -m "$DEMO" -p "Hello" -n 2 -s 1 --verify
-run_rc 0 "-n -1 runs to the end of a small context" "$RUN" -m "$DEMO" -p "Hello" -n -1 -c 24 -s 1
+run_rc 0 "-n -2 runs to the end of a small context" "$RUN" -m "$DEMO" -p "Hello" -n -2 -c 24 -s 1
 check "  stops at a full context or end of text" grep -q "context full\|end of text" "$T/e.txt"
 run_rc 0 "--help" "$RUN" --help
 check "  help on stdout" grep -q "usage: moe-run" "$T/o.txt"

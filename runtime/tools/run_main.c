@@ -536,7 +536,7 @@ static const float *sampler_logits(const float *logits, float *buf, const moe_to
 /* Samples, prints and feeds back up to -n tokens after the prompt. Stops at
  * an end-of-generation token (unless --ignore-eos) or Ctrl-C; a full context
  * is shifted (keep --keep tokens, discard half of the rest) unless
- * --no-context-shift, which stops there. */
+ * --no-context-shift or -n -2, which stop there. */
 static moe_status generate(const run_opts *o, moe_model *m, moe_context *ctx,
                            const moe_token *prompt, int32_t n_prompt, run_timings *tm,
                            moe_err *err) {
@@ -596,10 +596,11 @@ static moe_status generate(const run_opts *o, moe_model *m, moe_context *ctx,
         if (st != MOE_OK || (o->n_predict >= 0 && n_gen >= o->n_predict))
             break;
         if (n_past >= n_ctx) {
-            int32_t d = o->no_context_shift ? 0 : run_context_shift(ctx, n_keep, n_past);
+            /* -n -2 means "until the context is full", as in llama-cli */
+            bool stop = o->no_context_shift || o->n_predict == -2;
+            int32_t d = stop ? 0 : run_context_shift(ctx, n_keep, n_past);
             if (d == 0) {
-                why = o->no_context_shift ? "context full" : "context full (--keep leaves "
-                                                             "nothing to discard)";
+                why = stop ? "context full" : "context full (--keep leaves nothing to discard)";
                 break;
             }
             MOE_DEBUG("context shift: kept %" PRId32 ", discarded %" PRId32, n_keep, d);
@@ -734,8 +735,9 @@ int main(int argc, char **argv) {
         {.names = "f,file", .kind = MOE_OPT_STRING, .dest = &o.file, .arg_name = "FILE",
          .help = "read the prompt from FILE (one trailing newline dropped)"},
         {.names = "n,predict,n-predict", .kind = MOE_OPT_INT, .dest = &o.n_predict,
-         .arg_name = "N", .help = "tokens to generate; -1 (default) or -2: until end of text or "
-                                  "a full context", .min = -2, .max = INT32_MAX},
+         .arg_name = "N", .help = "tokens to generate; -1 (default): until end of text (a full "
+                                  "context is shifted); -2: until the context is full",
+         .min = -2, .max = INT32_MAX},
         {.names = "t,threads", .kind = MOE_OPT_INT, .dest = &o.threads, .arg_name = "N",
          .help = "threads (default: all cores)", .min = 1, .max = 4096},
         {.names = "c,ctx-size", .kind = MOE_OPT_INT, .dest = &o.n_ctx, .arg_name = "N",
