@@ -220,7 +220,7 @@ int32_t moe_kv_n_used(const moe_context *ctx) { return ctx->kv.used; }
 void moe_kv_defrag(moe_context *ctx) { ctx->do_defrag = true; }
 
 int32_t moe_kv_update(moe_context *ctx) {
-    moe_kv_apply_shift(&ctx->kv, ctx->model);
+    ctx->be.ops->kv_shift(&ctx->be, &ctx->kv, ctx->model);
     if (!ctx->do_defrag)
         return 0;
     ctx->do_defrag = false;

@@ -236,6 +236,29 @@ static void unpack_iq4_xs(const uint8_t *b, int k, int8_t q[256], int16_t sc[16]
     *dmin = 0.0f;
 }
 
+/* Q4_K_R4: d[0..3] the rows' scales, d[4..7] their mins' scales; the 6-bit
+ * scale and min of sub-block ib, row k (number s = 4ib + k) are split over
+ * scales_l[s] (low 4 bits each) and nibble s/16 of scales_h[s % 16] (2 bits
+ * each); sub-block ib's values sit in the 64-byte chunk group at qs + 64ib
+ * (as IQ4_NL_R4's). */
+static void unpack_q4_K_r4(const uint8_t *b, int k, int8_t q[256], int16_t sc[16],
+                           int16_t mn[16], float *d, float *dmin) {
+    const uint8_t *sl = b + offsetof(block_q4_K_r4, scales_l);
+    const uint8_t *sh = b + offsetof(block_q4_K_r4, scales_h);
+    const uint8_t *qs = b + offsetof(block_q4_K_r4, qs);
+    for (int ib = 0; ib < 8; ib++) {
+        const int s = 4 * ib + k, h = (sh[s % 16] >> 4 * (s / 16)) & 15;
+        sc[2 * ib] = sc[2 * ib + 1] = (int16_t)((sl[s] & 15) | (h & 3) << 4);
+        mn[2 * ib] = mn[2 * ib + 1] = (int16_t)((sl[s] >> 4) | (h >> 2) << 4);
+        for (int e = 0; e < 32; e++) {
+            const int chunk = ((e >> 4) & 1) | ((e >> 1) & 2);
+            q[32 * ib + e] = (int8_t)((qs[64 * ib + 16 * chunk + 4 * k + (e & 3)] >> 4 * ((e >> 3) & 1)) & 15);
+        }
+    }
+    *d = f16_at(b + offsetof(block_q4_K_r4, d), k);
+    *dmin = f16_at(b + offsetof(block_q4_K_r4, d), 4 + k);
+}
+
 static void mm_blocks256(const uint8_t *w, uint64_t row_bytes, int64_t n_in, int64_t r0,
                          int64_t r1, const uint8_t *act, uint64_t act_stride, int64_t T, float *y,
                          int64_t ldy, int R, uint64_t group_bytes, unpack256_fn unpack) {
@@ -274,6 +297,7 @@ static void mm_blocks256(const uint8_t *w, uint64_t row_bytes, int64_t n_in, int
 MM256(mm_q4_K, 1, block_q4_K, unpack_q4_K)
 MM256(mm_q6_K, 1, block_q6_K, unpack_q6_K)
 MM256(mm_iq4_xs, 1, block_iq4_xs, unpack_iq4_xs)
+MM256(mm_q4_K_r4, 4, block_q4_K_r4, unpack_q4_K_r4)
 
 static const moe_cpu_kernel scalar_kernels[] = {
     {.type = MOE_TYPE_Q4_0, .act = MOE_ACT_Q8, .rows = 1, .mm = mm_q4_0},
@@ -285,6 +309,7 @@ static const moe_cpu_kernel scalar_kernels[] = {
     {.type = MOE_TYPE_Q4_K, .act = MOE_ACT_Q8K, .rows = 1, .mm = mm_q4_K},
     {.type = MOE_TYPE_Q6_K, .act = MOE_ACT_Q8K, .rows = 1, .mm = mm_q6_K},
     {.type = MOE_TYPE_IQ4_XS, .act = MOE_ACT_Q8K, .rows = 1, .mm = mm_iq4_xs},
+    {.type = MOE_TYPE_Q4_K_R4, .act = MOE_ACT_Q8K, .rows = 4, .mm = mm_q4_K_r4},
     {.type = MOE_TYPE_F32},
 };
 
