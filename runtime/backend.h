@@ -39,6 +39,38 @@ typedef enum moe_dot_order { MOE_DOT_GEMM = 0, MOE_DOT_VEC = 1 } moe_dot_order;
 
 typedef struct moe_backend moe_backend;
 
+/* ---- LoRA terms of one step (lora.h owns the adapters) ----------------------------------
+ * A low-rank term adds s * B_e (A_e x) to a product's output: A [n_in, r, E]
+ * (r rows of n_in floats per expert), B [r, n_out, E] (n_out rows of r), F32,
+ * borrowed from the model's adapter cache. a == NULL: no term. */
+#define MOE_LORA_MAX 8 /* adapters applied to one context at once */
+
+typedef struct moe_lora_mat {
+    const float *a, *b;
+    int32_t r;
+    float s;            /* user scale * alpha / r */
+} moe_lora_mat;
+
+/* The applied adapters' terms on the gate, up and down weights of one FFN or
+ * expert step, n of each (some may have a == NULL), and r_max floats of
+ * scratch per row of the step (T rows for an FFN, T*K for experts). */
+typedef struct moe_lora_ffn {
+    int32_t n;
+    moe_lora_mat gate[MOE_LORA_MAX], up[MOE_LORA_MAX], down[MOE_LORA_MAX];
+    float *tmp;
+    int32_t r_max;
+} moe_lora_ffn;
+
+/* y[o] += m->s * sum_k B_e[o][k] (A_e[k] . x) for one row (n_in -> n_out);
+ * tmp holds m->r floats. The reference arithmetic of every LoRA term. */
+void moe_lora_row(const moe_lora_mat *m, int64_t e, const float *x, int64_t n_in, int64_t n_out,
+                  float *y, float *tmp);
+/* The terms ms[0..l->n) (those with a set) of expert e on n rows: x [n][n_in]
+ * -> y [n][n_out] += ..., rows split over nth threads; n <= the rows l->tmp
+ * was sized for. l NULL: nothing. */
+void moe_lora_rows(const moe_lora_ffn *l, const moe_lora_mat *ms, int64_t e, const float *x,
+                   int64_t n, int64_t n_in, int64_t n_out, float *y, int nth);
+
 /* One layer's routed experts: out[t] = sum_k w[t][k] * down_e(silu(gate_e x_t)
  * * up_e x_t) with e = ids[t][k]. Grouping tokens per expert, fusing and
  * splitting the work are the backend's business; an expert no token chose
@@ -54,6 +86,7 @@ typedef struct moe_expert_step {
     float *out;                         /* [T][D] */
     moe_matmul_observer observer;
     void *observer_user;
+    const moe_lora_ffn *lora;           /* NULL: no adapter applied */
 } moe_expert_step;
 
 /* A dense SwiGLU FFN (dense blocks, shared experts): out = down(silu(gate x)
@@ -65,6 +98,7 @@ typedef struct moe_ffn_step {
     float *out;                         /* [T][D] */
     moe_matmul_observer observer;
     void *observer_user;
+    const moe_lora_ffn *lora;           /* NULL: no adapter applied */
 } moe_ffn_step;
 
 /* The router of one layer, after the graph's gate_inp product: probabilities

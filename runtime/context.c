@@ -7,6 +7,7 @@
 #include "formats/cpu.h"
 #include "runtime/context.h"
 #include "runtime/cpu_ops.h"
+#include "runtime/lora.h"
 
 moe_context_params moe_context_default_params(void) {
     return (moe_context_params){.n_ctx = 0, .n_seq_max = 1, .n_batch = 512,
@@ -96,6 +97,8 @@ moe_status moe_context_create(moe_model *model, const moe_context_params *params
 void moe_context_free(moe_context *ctx) {
     if (!ctx)
         return;
+    moe_lora_clear(ctx);
+    free(ctx->lora_tmp);
     moe_backend_release(&ctx->be);
     moe_kv_free(&ctx->kv);
     free(ctx->arena);

@@ -29,6 +29,12 @@ typedef struct moe_scratch {
     int32_t *cells;              /* [T] cache cells of the batch */
 } moe_scratch;
 
+/* One adapter applied to a context (lora.h). */
+typedef struct moe_lora_applied {
+    moe_lora_adapter *adapter;
+    float scale;
+} moe_lora_applied;
+
 struct moe_context {
     moe_model *model;
     moe_context_params params;
@@ -46,6 +52,11 @@ struct moe_context {
     moe_backend be;        /* the backend the graph runs on (backend.h) */
     moe_matmul_observer observer; /* NULL: none (moe_context_set_matmul_observer) */
     void *observer_user;
+    moe_lora_applied lora[MOE_LORA_MAX]; /* applied adapters, n_lora of them */
+    int32_t n_lora;
+    int32_t lora_r_max;    /* largest rank applied so far (scratch row stride) */
+    float *lora_tmp;       /* [n_batch * max(K, 1)][lora_r_max], grown by moe_lora_apply */
+    int64_t lora_tmp_cap;
 };
 
 /* Floats of attention workspace one thread needs. */

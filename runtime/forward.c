@@ -10,6 +10,7 @@
 #include "runtime/backend.h"
 #include "runtime/context.h"
 #include "runtime/cpu/cpu_backend.h"
+#include "runtime/lora.h"
 
 /* Hands the activations of one weight product to the context's observer. */
 static void observe(moe_context *ctx, const moe_weight *w, int64_t e, const float *x, int64_t T) {
@@ -22,6 +23,7 @@ static void observe(moe_context *ctx, const moe_weight *w, int64_t e, const floa
 static void matmul(moe_context *ctx, const moe_weight *w, const float *x, int64_t T, float *y) {
     observe(ctx, w, -1, x, T);
     ctx->be.ops->mul_mat(&ctx->be, w, 0, x, T, y, MOE_DOT_GEMM);
+    moe_lora_dense(ctx, w, x, T, y); /* applied adapters' s * B (A x), if any */
 }
 
 moe_status moe_backend_init(moe_backend *be, const moe_backend_ops *ops, moe_context *ctx,
@@ -187,9 +189,11 @@ static void attention(moe_context *ctx, int64_t il, int32_t T, const int32_t *po
 
 static void dense_ffn(moe_context *ctx, const moe_weight *gate, const moe_weight *up,
                       const moe_weight *down, int32_t T, float *out) {
+    moe_lora_ffn lora;
     const moe_ffn_step st = {.gate = gate, .up = up, .down = down, .x = ctx->s.h, .T = T,
                              .out = out, .observer = ctx->observer,
-                             .observer_user = ctx->observer_user};
+                             .observer_user = ctx->observer_user,
+                             .lora = moe_lora_ffn_terms(ctx, gate, up, down, &lora)};
     ctx->be.ops->ffn(&ctx->be, &st);
 }
 
@@ -215,10 +219,12 @@ static void moe_ffn(moe_context *ctx, const moe_layer *L, int32_t T) {
     moe_scratch *s = &ctx->s;
     const int64_t D = ctx->model->hp.n_embd;
     route(ctx, L, T);
-    const moe_expert_step st = {.gate = &L->gate_exps, .up = &L->up_exps, .down = &L->down_exps,
-                                .x = s->h, .T = T, .K = (int32_t)ctx->model->hp.n_expert_used,
-                                .ids = s->topk, .w = s->topw, .out = s->tmp,
-                                .observer = ctx->observer, .observer_user = ctx->observer_user};
+    moe_lora_ffn lora;
+    const moe_expert_step st = {
+        .gate = &L->gate_exps, .up = &L->up_exps, .down = &L->down_exps, .x = s->h, .T = T,
+        .K = (int32_t)ctx->model->hp.n_expert_used, .ids = s->topk, .w = s->topw, .out = s->tmp,
+        .observer = ctx->observer, .observer_user = ctx->observer_user,
+        .lora = moe_lora_ffn_terms(ctx, &L->gate_exps, &L->up_exps, &L->down_exps, &lora)};
     ctx->be.ops->experts(&ctx->be, &st);
     if (!L->gate_shexp.data)
         return;
@@ -253,6 +259,8 @@ static void embed(moe_context *ctx, int32_t T, const moe_token *tokens) {
     for (int32_t t = 0; t < T; t++)
         tr->to_f32(w->data + (uint64_t)tokens[t] * w->row_bytes, ctx->s.x + t * w->ne[0],
                    w->ne[0], 1);
+    if (ctx->n_lora)
+        moe_lora_embed(ctx, T, tokens);
 }
 
 static void add_residual(float *x, const float *y, int64_t n) {

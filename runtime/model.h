@@ -86,6 +86,7 @@ struct moe_model {
     moe_tensor_spec *specs;   /* the schema; names borrowed by the weights */
     size_t n_specs;
     uint64_t weight_bytes, bytes_per_token;
+    struct moe_lora_adapter *lora; /* loaded LoRA adapters (lora.h), freed with the model */
 };
 
 /* Fills the RoPE constants and kq_scale from model->hp (YaRN included). */

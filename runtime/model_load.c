@@ -12,6 +12,7 @@
 #include "formats/log.h"
 #include "formats/zstd_seekable.h"
 #include "runtime/backend.h"
+#include "runtime/lora.h"
 #include "runtime/model.h"
 
 /* Where tensor bytes come from: files (mapped or read) or one decompressed
@@ -488,6 +489,7 @@ moe_status moe_model_load(const char *path, const moe_model_params *params, moe_
 void moe_model_free(moe_model *m) {
     if (!m)
         return;
+    moe_lora_free_all(m);
     for (size_t i = 0; i < m->n_owned; i++)
         free(m->owned[i]);
     free(m->owned);

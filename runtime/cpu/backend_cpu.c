@@ -79,6 +79,11 @@ static void cpu_ffn(moe_backend *be, const moe_ffn_step *st) {
     if (st->observer)
         st->observer(st->observer_user, st->up->name, -1, st->x, st->up->ne[0], st->T);
     cpu_matmul(be, st->up, 0, st->x, st->T, u, MOE_DOT_GEMM);
+    if (st->lora) { /* applied adapters' low-rank terms (lora.h) */
+        const int64_t D = st->gate->ne[0];
+        moe_lora_rows(st->lora, st->lora->gate, 0, st->x, st->T, D, F, g, be->n_threads);
+        moe_lora_rows(st->lora, st->lora->up, 0, st->x, st->T, D, F, u, be->n_threads);
+    }
     for (int64_t r = 0; r < st->T; r++)
         moe_cpu_silu(g + r * F, F);
     for (int64_t i = 0; i < st->T * F; i++)
@@ -86,6 +91,9 @@ static void cpu_ffn(moe_backend *be, const moe_ffn_step *st) {
     if (st->observer)
         st->observer(st->observer_user, st->down->name, -1, g, F, st->T);
     cpu_matmul(be, st->down, 0, g, st->T, st->out, MOE_DOT_GEMM);
+    if (st->lora)
+        moe_lora_rows(st->lora, st->lora->down, 0, g, st->T, F, st->down->ne[1], st->out,
+                      be->n_threads);
 }
 
 /* Descending exchange sort of the first k of n indices by value, strict '>'
@@ -174,12 +182,18 @@ void moe_cpu_experts_ref(moe_backend *be, const moe_expert_step *st) {
         moe_cpu_matmul(st->gate, e, be->xe, n, be->ge, be->scratch, be->n_threads, MOE_DOT_VEC);
         observe(st, st->up, e, be->xe, n);
         moe_cpu_matmul(st->up, e, be->xe, n, be->ue, be->scratch, be->n_threads, MOE_DOT_VEC);
+        if (st->lora) {
+            moe_lora_rows(st->lora, st->lora->gate, e, be->xe, n, D, F, be->ge, be->n_threads);
+            moe_lora_rows(st->lora, st->lora->up, e, be->xe, n, D, F, be->ue, be->n_threads);
+        }
         for (int64_t r = 0; r < n; r++)
             moe_cpu_silu(be->ge + r * F, F);
         for (int64_t i = 0; i < n * F; i++)
             be->ge[i] *= be->ue[i];
         observe(st, st->down, e, be->ge, n);
         moe_cpu_matmul(st->down, e, be->ge, n, be->oe, be->scratch, be->n_threads, MOE_DOT_VEC);
+        if (st->lora)
+            moe_lora_rows(st->lora, st->lora->down, e, be->ge, n, F, D, be->oe, be->n_threads);
         for (int64_t i = 0; i < n; i++)
             memcpy(be->slot_out + (int64_t)be->members[i] * D, be->oe + i * D,
                    (size_t)D * sizeof(float));

@@ -68,6 +68,27 @@ static units plan_units(int64_t rows, int64_t R, int64_t n_act, int nth) {
     return u;
 }
 
+/* The expert whose group of positions holds p (groups follow active order). */
+static int32_t expert_at(const int32_t *active, const int32_t *offset, int64_t n_act, int64_t p) {
+    int64_t lo = 0, hi = n_act - 1;
+    while (lo < hi) {
+        const int64_t mid = (lo + hi + 1) / 2;
+        if (offset[active[mid]] <= p)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return active[lo];
+}
+
+/* The applied adapters' terms ms (lora.h) of expert e on one row. */
+static void lora_one(const moe_lora_ffn *l, const moe_lora_mat *ms, int64_t e, const float *x,
+                     int64_t n_in, int64_t n_out, float *y, float *tmp) {
+    for (int32_t i = 0; i < l->n; i++)
+        if (ms[i].a)
+            moe_lora_row(&ms[i], e, x, n_in, n_out, y, tmp);
+}
+
 bool moe_cpu_experts_fast_ok(const moe_expert_step *st) {
     const moe_weight *g = st->gate, *u = st->up, *d = st->down;
     return !st->observer && g->kern && u->kern && d->kern && g->kern->act == u->kern->act;
@@ -129,8 +150,14 @@ void moe_cpu_experts_fast(moe_backend *be, const moe_expert_step *st) {
         }
 #pragma omp for schedule(static)
         for (int64_t p = 0; p < TK; p++) {
-            float *gp = g + p * F;
-            const float *up_row = u + p * F;
+            float *gp = g + p * F, *up_row = u + p * F;
+            if (st->lora) { /* fused: the low-rank terms of gate and up, before SiLU·mul */
+                const int32_t e = expert_at(active, offset, n_act, p);
+                const float *xt = st->x + (int64_t)pos_tok[p] * D;
+                float *tmp = st->lora->tmp + p * st->lora->r_max;
+                lora_one(st->lora, st->lora->gate, e, xt, D, F, gp, tmp);
+                lora_one(st->lora, st->lora->up, e, xt, D, F, up_row, tmp);
+            }
             moe_cpu_silu(gp, F);
             for (int64_t i = 0; i < F; i++)
                 gp[i] *= up_row[i];
@@ -149,6 +176,11 @@ void moe_cpu_experts_fast(moe_backend *be, const moe_expert_step *st) {
         for (int32_t t = 0; t < T; t++) {
             float *out = st->out + (int64_t)t * D;
             const float *wt = st->w + (int64_t)t * K;
+            for (int64_t k = 0; st->lora && k < K; k++) { /* fused: down's terms */
+                const int64_t p = slot_pos[(int64_t)t * K + k];
+                lora_one(st->lora, st->lora->down, st->ids[(int64_t)t * K + k], g + p * F, F, D,
+                         o + p * D, st->lora->tmp + p * st->lora->r_max);
+            }
             const float *o0 = o + (int64_t)slot_pos[(int64_t)t * K] * D;
             for (int64_t d = 0; d < D; d++)
                 out[d] = o0[d] * wt[0];

@@ -173,6 +173,41 @@ typedef void (*moe_matmul_observer)(void *user, const char *tensor, int32_t expe
                                     const float *x, int64_t n_in, int64_t n_rows);
 void moe_context_set_matmul_observer(moe_context *ctx, moe_matmul_observer fn, void *user);
 
+/* ---- LoRA adapters ---------------------------------------------------------------------
+ * llama.cpp's GGUF LoRA format (general.type "adapter", adapter.type "lora",
+ * adapter.lora.alpha, tensors "<base name>.lora_a" [n_in, r(, E)] and
+ * ".lora_b" [r, n_out(, E)]). Adapters are applied unmerged: every product
+ * with factors computes y = W x + sum_adapters s * B (A x), s = scale * alpha
+ * / r; the base weights are never touched, so removing an adapter gives the
+ * base model's results back bit for bit. An adapter's factors are read once,
+ * by moe_lora_load, into memory owned by the model (as F32) and shared by all
+ * its contexts; apply / remove / rescale only change the context's list and
+ * take effect at the next moe_decode (no file is read). */
+typedef struct moe_lora_adapter moe_lora_adapter;
+
+/* Reads the adapter at path for model into *out. Fails, naming the key or
+ * tensor, for another architecture, a file that is not a LoRA adapter, a
+ * missing alpha, a tensor naming no weight of the model (or one that is not
+ * a product), a missing half, a shape or rank that does not fit, or a type
+ * that cannot be decoded; the model is unchanged then. The adapter lives
+ * until moe_lora_free or moe_model_free. */
+moe_status moe_lora_load(moe_model *model, const char *path, moe_lora_adapter **out,
+                         moe_err *err);
+/* Frees the adapter's factors. An adapter still applied to a context is freed
+ * when the last context lets go of it (moe_lora_remove/clear, context free).
+ * NULL is a no-op. */
+void moe_lora_free(moe_lora_adapter *adapter);
+/* Applies adapter at scale to ctx, or changes its scale when already applied.
+ * At most 8 adapters per context; the adapter must belong to ctx's model. */
+moe_status moe_lora_apply(moe_context *ctx, moe_lora_adapter *adapter, float scale,
+                          moe_err *err);
+/* Removes adapter from ctx; MOE_ERR_USAGE if it was not applied. */
+moe_status moe_lora_remove(moe_context *ctx, moe_lora_adapter *adapter, moe_err *err);
+/* Removes every adapter from ctx. */
+void moe_lora_clear(moe_context *ctx);
+/* Adapters applied to ctx. */
+int32_t moe_lora_count(const moe_context *ctx);
+
 /* ---- text ----------------------------------------------------------------------------- */
 
 /* Tokenizes text (len bytes) into out (capacity cap). add_special: BOS/EOS as

@@ -37,6 +37,9 @@ typedef struct run_opts {
     int64_t n_predict, threads, n_ctx, seed, top_k, repeat_last_n, seq, keep;
     double temp, top_p, min_p, repeat_penalty, defrag_thold;
     bool no_mmap, verify, verbose, chat, no_context_shift, ignore_eos;
+    moe_opt_list lora, lora_scaled;       /* --lora FILE, --lora-scaled FILE (SCALE below) */
+    double lora_scale[MOE_OPT_LIST_MAX];  /* the SCALE of each --lora-scaled, in order */
+    int n_lora_scale;
     moe_opt_list kv;                      /* --kv, as typed */
     run_kv_op kv_ops[MOE_OPT_LIST_MAX];  /* --kv, parsed */
     int n_kv_ops;
@@ -150,6 +153,47 @@ static moe_status check_token_ids(const moe_model *m, const moe_token *t, int32_
 
 /* ---- loading -------------------------------------------------------------------------- */
 
+/* --lora FILE (scale 1) and --lora-scaled FILE SCALE: each adapter read once
+ * into the model's cache and applied to the context. */
+static moe_status apply_loras(const run_opts *o, moe_model *m, moe_context *ctx, moe_err *err) {
+    for (int i = 0; i < o->lora.count + o->lora_scaled.count; i++) {
+        const bool scaled = i >= o->lora.count;
+        const char *path = scaled ? o->lora_scaled.items[i - o->lora.count] : o->lora.items[i];
+        const float scale = scaled ? (float)o->lora_scale[i - o->lora.count] : 1.0f;
+        moe_lora_adapter *ad;
+        MOE_TRY(moe_lora_load(m, path, &ad, err));
+        MOE_TRY(moe_lora_apply(ctx, ad, scale, err));
+        MOE_INFO("%s: LoRA adapter applied at scale %g", path, (double)scale);
+    }
+    return MOE_OK;
+}
+
+/* --lora-scaled takes two values, which the option table cannot express:
+ * each "--lora-scaled FILE SCALE" (or "--lora-scaled=FILE SCALE") loses its
+ * SCALE here, kept in order in o->lora_scale, before the table parses the
+ * rest. Stops at "--". */
+static moe_status take_lora_scales(int *argc, char **argv, run_opts *o, moe_err *err) {
+    for (int i = 1; i < *argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--"))
+            break;
+        const char *name = a[0] == '-' ? a + 1 + (a[1] == '-') : "";
+        const bool eq = !strncmp(name, "lora-scaled=", 12);
+        if (strcmp(name, "lora-scaled") != 0 && !eq)
+            continue;
+        const int at = eq ? i + 1 : i + 2;
+        MOE_FAIL_IF(at >= *argc, err, MOE_ERR_USAGE, "option %s: needs FILE and SCALE", a);
+        MOE_FAIL_IF(o->n_lora_scale >= MOE_OPT_LIST_MAX, err, MOE_ERR_USAGE,
+                    "option --lora-scaled: more than %d given", MOE_OPT_LIST_MAX);
+        MOE_TRY(moe_parse_f64(argv[at], &o->lora_scale[o->n_lora_scale++],
+                              "option --lora-scaled SCALE", err));
+        memmove(&argv[at], &argv[at + 1], (size_t)(*argc - at) * sizeof *argv); /* keeps NULL */
+        (*argc)--;
+        i = at - 1;
+    }
+    return MOE_OK;
+}
+
 static moe_status load(const run_opts *o, int32_t n_batch, moe_model **model, moe_context **ctx,
                        moe_err *err) {
     moe_model_params mp = moe_model_default_params();
@@ -179,6 +223,7 @@ static moe_status load(const run_opts *o, int32_t n_batch, moe_model **model, mo
     MOE_TRY(parse_cache_type(o->cache_k, "option --cache-type-k", &cp.type_k, err));
     MOE_TRY(parse_cache_type(o->cache_v, "option --cache-type-v", &cp.type_v, err));
     MOE_TRY(moe_context_create(*model, &cp, ctx, err));
+    MOE_TRY(apply_loras(o, *model, *ctx, err));
     MOE_INFO("%s: %s, n_vocab %" PRId64 ", n_embd %" PRId64 ", %.2f MiB of weights, %.2f MiB "
              "read per token; context %" PRId32 " (trained %" PRId64 "), KV cache %s/%s",
              o->model, moe_model_arch_name(*model), moe_model_n_vocab(*model),
@@ -780,6 +825,11 @@ int main(int argc, char **argv) {
          .arg_name = "IDS", .help = "conformance: ids then fed one at a time"},
         {.names = "logits-out", .kind = MOE_OPT_STRING, .dest = &o.logits_out,
          .arg_name = "FILE", .help = "conformance: write the logits rows here"},
+        {.names = "lora", .kind = MOE_OPT_LIST, .dest = &o.lora, .arg_name = "FILE",
+         .help = "repeatable: apply the LoRA adapter in FILE (llama.cpp's GGUF format) at "
+                 "scale 1, unmerged"},
+        {.names = "lora-scaled", .kind = MOE_OPT_LIST, .dest = &o.lora_scaled,
+         .arg_name = "FILE SCALE", .help = "repeatable: apply the LoRA adapter in FILE at SCALE"},
         {.names = "kv", .kind = MOE_OPT_LIST, .dest = &o.kv, .arg_name = "OP",
          .help = "conformance, repeatable: after the prompt batch, in order: \"rm SEQ P0 P1\", "
                  "\"add SEQ P0 P1 DELTA\", \"cp SRC DST P0 P1\", \"keep SEQ\", \"div SEQ P0 P1 "
@@ -811,7 +861,9 @@ int main(int argc, char **argv) {
     moe_log_set_prog(PROG);
     moe_err err = {0};
     bool help = false;
-    moe_status st = moe_cli_parse(&cli, argc, argv, NULL, NULL, &help, &err);
+    moe_status st = take_lora_scales(&argc, argv, &o, &err);
+    if (st == MOE_OK)
+        st = moe_cli_parse(&cli, argc, argv, NULL, NULL, &help, &err);
     if (st == MOE_OK && !help)
         st = check_opts(&o, &err);
     if (st != MOE_OK) {
