@@ -6,6 +6,7 @@
 
 #include "formats/cursor.h"
 #include "formats/fp16.h"
+#include "runtime/cpu/kernels.h"
 
 /* Interleaved types decode up to 16 rows at once: each thread gets room for that. */
 enum { MAX_ROW_GROUP = 16 };
@@ -97,7 +98,7 @@ float moe_reduce16(const float v[16]) {
     return (h4[0] + h4[2]) + (h4[1] + h4[3]);
 }
 
-float moe_dot_vec(const float *a, const float *b, int64_t n) {
+static float dot_vec_scalar(const float *a, const float *b, int64_t n) {
     float acc[4][16] = {{0}};
     const int64_t np = n & ~(int64_t)63;
     for (int64_t i = 0; i < np; i += 64)
@@ -115,14 +116,38 @@ float moe_dot_vec(const float *a, const float *b, int64_t n) {
     return (float)sum;
 }
 
-float moe_dot_gemm(const float *a, const float *b, int64_t n) {
+static float dot_gemm_scalar(const float *a, const float *b, int64_t n) {
     if (n % 16 != 0)
-        return moe_dot_vec(a, b, n);
+        return dot_vec_scalar(a, b, n);
     float acc[16] = {0};
     for (int64_t i = 0; i < n; i += 16)
         for (int l = 0; l < 16; l++)
             acc[l] = fmaf(a[i + l], b[i + l], acc[l]);
     return moe_reduce16(acc);
+}
+
+static void fma_row_scalar(float p, const float *v, float *acc, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        acc[i] = fmaf(p, v[i], acc[i]);
+}
+
+static void f16_row_scalar(const uint8_t *src, float *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = moe_f16_to_f32(moe_load_le16(src + 2 * i));
+}
+
+const moe_cpu_float_ops *moe_cpu_float_ops_scalar(void) {
+    static const moe_cpu_float_ops ops = {.dot_gemm = dot_gemm_scalar, .dot_vec = dot_vec_scalar,
+                                          .fma_row = fma_row_scalar, .f16_row = f16_row_scalar};
+    return &ops;
+}
+
+float moe_dot_gemm(const float *a, const float *b, int64_t n) {
+    return moe_cpu_float_ops_active()->dot_gemm(a, b, n);
+}
+
+float moe_dot_vec(const float *a, const float *b, int64_t n) {
+    return moe_cpu_float_ops_active()->dot_vec(a, b, n);
 }
 
 /* Rows [g0*group, g1*group) of one expert against all T tokens. */
@@ -146,7 +171,10 @@ static void matmul_rows(const moe_weight *w, const uint8_t *base, const float *x
     const bool has_min = tr->base == MOE_TYPE_Q4_1 || tr->base == MOE_TYPE_Q5_1;
     for (int64_t g = g0; g < g1; g++) {
         const uint8_t *src = base + (uint64_t)(g * group) * w->row_bytes;
-        tr->to_f32(src, row, n_in, group);
+        if (w->type == MOE_TYPE_F16)
+            moe_cpu_float_ops_active()->f16_row(src, row, n_in * group);
+        else
+            tr->to_f32(src, row, n_in, group);
         for (int64_t rr = 0; rr < group; rr++)
             for (int64_t t = 0; t < T; t++) {
                 float v = dot(row + rr * n_in, xa + t * n_in, n_in);

@@ -141,6 +141,44 @@ static void check_kernel(const moe_cpu_kernel *sk, const shape *s) {
     free(w), free(x), free(act), free(act2), free(ys), free(yl), free(wf), free(xf), free(mag);
 }
 
+/* The float helpers of each level give the scalar helpers' bits exactly. */
+static void check_float_ops(void) {
+    const moe_cpu_float_ops *ref = moe_cpu_float_ops_scalar();
+    const int64_t ns[] = {1, 7, 15, 16, 17, 63, 64, 65, 100, 256, 1000};
+    float a[1000], b[1000], acc0[1000], acc1[1000], f0[1000], f1[1000];
+    uint8_t h[2000];
+    for (int i = 0; i < 1000; i++) {
+        a[i] = frand() * 4.0f;
+        b[i] = frand() * (i % 31 == 0 ? 1000.0f : 1.0f);
+        acc0[i] = frand();
+        const uint16_t v = (uint16_t)(test_rng_next() & 0x7bff); /* finite halves, both signs */
+        h[2 * i] = (uint8_t)v, h[2 * i + 1] = (uint8_t)(v >> 8);
+    }
+    for (int level = MOE_CPU_AVX2; level <= (int)moe_cpu_level_detected(); level++) {
+        const moe_cpu_kernel_table *tab = moe_cpu_kernels((moe_cpu_level)level);
+        if (!tab || !tab->fops)
+            continue;
+        const moe_cpu_float_ops *f = tab->fops;
+        const char *name = moe_cpu_level_name((moe_cpu_level)level);
+        for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+            const int64_t n = ns[k];
+            const float g0 = ref->dot_gemm(a, b, n), g1 = f->dot_gemm(a, b, n);
+            const float v0 = ref->dot_vec(a, b, n), v1 = f->dot_vec(a, b, n);
+            CHECK(!memcmp(&g0, &g1, 4), "%s dot_gemm n=%lld: %.9g vs %.9g", name, (long long)n, g1, g0);
+            CHECK(!memcmp(&v0, &v1, 4), "%s dot_vec n=%lld: %.9g vs %.9g", name, (long long)n, v1, v0);
+            memcpy(acc1, acc0, sizeof acc0);
+            float acc2[1000];
+            memcpy(acc2, acc0, sizeof acc0);
+            ref->fma_row(0.37f, a, acc1, n);
+            f->fma_row(0.37f, a, acc2, n);
+            CHECK(!memcmp(acc1, acc2, (size_t)n * 4), "%s fma_row n=%lld differs", name, (long long)n);
+            ref->f16_row(h, f0, n);
+            f->f16_row(h, f1, n);
+            CHECK(!memcmp(f0, f1, (size_t)n * 4), "%s f16_row n=%lld differs", name, (long long)n);
+        }
+    }
+}
+
 int main(void) {
     const uint32_t seed = 20261204u;
     test_rng_state = seed;
@@ -159,6 +197,7 @@ int main(void) {
             }
     }
     /* the activation formats of other shapes: 2080 values (65 blocks) */
+    check_float_ops();
     shape big = {2080, 8, 7, 0, 8};
     check_kernel(moe_cpu_kernel_find(MOE_CPU_SCALAR, MOE_TYPE_Q4_0_R8), &big);
     TEST_DONE();

@@ -6,6 +6,7 @@
 
 #include "formats/fp16.h"
 #include "runtime/cpu/cpu_backend.h"
+#include "runtime/cpu/kernels.h"
 #include "runtime/cpu_ops.h"
 
 static float round_f16(float v) { return moe_f16_to_f32(moe_f32_to_f16(v)); }
@@ -24,44 +25,55 @@ static bool visible(const moe_kv_cell *cell, int32_t pos, int32_t seq) {
     return cell->pos >= 0 && cell->pos <= pos && (cell->seqs >> seq & 1);
 }
 
+/* Row of the cache in f32: F16 rows through the level's exact conversion. */
+static void load_row(moe_type type, const uint8_t *rows, uint64_t bytes, int32_t cell, int64_t n,
+                     float *out) {
+    const uint8_t *src = rows + (uint64_t)cell * bytes;
+    if (type == MOE_TYPE_F16)
+        moe_cpu_float_ops_active()->f16_row(src, out, n);
+    else
+        moe_type_get(type)->to_f32(src, out, n, 1);
+}
+
 /* out[h][d] = sum over cells c < n_kv of p[h][c] * v[c][h/group][d], in the
- * lane order of llama.cpp's product (see attend_token). lanes holds 64
- * accumulators per output value. */
+ * lane order of llama.cpp's product (see attend_token): cell c adds into lane
+ * c % W of every output value. lanes holds W rows of H*dv accumulators (lane
+ * l of value i at lanes[l * H*dv + i]), so one cell's update is a row. */
 static void weighted_sum(const moe_hparams *hp, const moe_attn_step *st, int32_t pos,
                          int32_t seq, const float *scores, float *vrow, float *lanes, float *out,
                          bool batched) {
     const moe_kv_cache *kv = st->kv;
-    const int64_t H = hp->n_head, dv = hp->head_dim_v, group = H / hp->n_head_kv;
+    const moe_cpu_float_ops *fops = moe_cpu_float_ops_active();
+    const int64_t H = hp->n_head, dv = hp->head_dim_v, group = H / hp->n_head_kv, HD = H * dv;
     const int32_t n_kv = st->n_kv;
     const int W = batched ? 16 : 64;                  /* lanes per output */
     const int32_t full = batched ? n_kv : n_kv & ~63; /* VEC sums the rest in double */
     double tail[1024];
-    const bool big = H * dv > 1024;
-    memset(lanes, 0, (size_t)(W * H * dv) * sizeof *lanes);
-    for (int64_t i = 0; i < H * dv && !big; i++)
-        tail[i] = 0.0;
+    const bool big = HD > 1024;
+    double *tl = big ? (double *)(lanes + W * HD) : tail;
+    memset(lanes, 0, (size_t)(W * HD) * sizeof *lanes);
+    for (int64_t i = 0; i < HD; i++)
+        tl[i] = 0.0;
     for (int32_t c = 0; c < n_kv; c++) {
         if (!visible(&kv->cells[c], pos, seq))
             continue; /* weight 0: adds nothing */
-        moe_kv_load_v(kv, st->layer, c, vrow);
+        load_row(kv->type_v, kv->v[st->layer], kv->bytes_v, c, kv->row_v, vrow);
         for (int64_t h = 0; h < H; h++) {
             const float p = scores[h * n_kv + c];
             const float *vh = vrow + (h / group) * dv;
             if (c < full) {
-                float *acc = lanes + h * dv * W + c % W;
-                for (int64_t d = 0; d < dv; d++)
-                    acc[d * W] = fmaf(p, vh[d], acc[d * W]);
+                fops->fma_row(p, vh, lanes + (int64_t)(c % W) * HD + h * dv, dv);
             } else {
                 /* the VEC tail: float products summed in double */
-                double *tl = big ? (double *)(lanes + W * H * dv) : tail;
                 for (int64_t d = 0; d < dv; d++)
                     tl[h * dv + d] += (double)(p * vh[d]);
             }
         }
     }
-    const double *tl = big ? (const double *)(lanes + W * H * dv) : tail;
-    for (int64_t i = 0; i < H * dv; i++) {
-        float *acc = lanes + i * W;
+    for (int64_t i = 0; i < HD; i++) {
+        float acc[64];
+        for (int l = 0; l < W; l++)
+            acc[l] = lanes[(int64_t)l * HD + i];
         if (batched) {
             out[i] = moe_reduce16(acc);
             continue;
@@ -96,7 +108,7 @@ static void attend_token(const moe_model *m, const moe_attn_step *st, int32_t po
     for (int32_t c = 0; c < n_kv; c++) {
         const bool vis = visible(&kv->cells[c], pos, seq);
         if (vis)
-            moe_kv_load_k(kv, st->layer, c, krow);
+            load_row(kv->type_k, kv->k[st->layer], kv->bytes_k, c, kv->row_k, krow);
         for (int64_t h = 0; h < H; h++)
             scores[h * n_kv + c] =
                 vis ? (batched ? moe_dot_gemm : moe_dot_vec)(qr + h * dk, krow + (h / group) * dk,

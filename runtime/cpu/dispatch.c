@@ -95,3 +95,12 @@ uint64_t moe_act_row_bytes(moe_act_format f, int64_t n) {
     return f == MOE_ACT_Q8K ? (uint64_t)(n / 256) * sizeof(moe_act_q8k)
                             : (uint64_t)(n / 32) * sizeof(moe_act_q8);
 }
+
+const moe_cpu_float_ops *moe_cpu_float_ops_active(void) {
+    static const moe_cpu_float_ops *cached;
+    if (!cached) {
+        const moe_cpu_kernel_table *t = moe_cpu_kernels(moe_cpu_level_active());
+        cached = t && t->fops ? t->fops : moe_cpu_float_ops_scalar();
+    }
+    return cached;
+}

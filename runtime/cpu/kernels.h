@@ -96,8 +96,24 @@ typedef struct moe_cpu_kernel {
     moe_mm_fn mm_vec;
 } moe_cpu_kernel;
 
+/* Float helpers of the reference-order paths (attention, float weights):
+ * each returns exactly what the scalar code in cpu_ops.c returns (same
+ * operations in the same order, fused multiply-adds where it has fmaf), only
+ * vectorised, so every level keeps the reference's bits there. */
+typedef struct moe_cpu_float_ops {
+    float (*dot_gemm)(const float *a, const float *b, int64_t n); /* moe_dot_gemm's order */
+    float (*dot_vec)(const float *a, const float *b, int64_t n);  /* moe_dot_vec's order */
+    void (*fma_row)(float p, const float *v, float *acc, int64_t n); /* acc[i] = fmaf(p, v[i], acc[i]) */
+    void (*f16_row)(const uint8_t *src, float *dst, int64_t n);     /* n fp16 values to f32 */
+} moe_cpu_float_ops;
+
+/* The float helpers of the active level (the scalar ones at ref and scalar). */
+const moe_cpu_float_ops *moe_cpu_float_ops_active(void);
+const moe_cpu_float_ops *moe_cpu_float_ops_scalar(void);
+
 typedef struct moe_cpu_kernel_table {
     moe_cpu_level level;
+    const moe_cpu_float_ops *fops;
     moe_act_quantize_fn quantize[3]; /* indexed by moe_act_format */
     const moe_cpu_kernel *kernels;   /* terminated by type == MOE_TYPE_F32 */
 } moe_cpu_kernel_table;

@@ -315,6 +315,7 @@ static const moe_cpu_kernel scalar_kernels[] = {
 
 static const moe_cpu_kernel_table scalar_table = {
     .level = MOE_CPU_SCALAR,
+    .fops = NULL, /* the scalar float helpers (cpu_ops.c) */
     .quantize = {NULL, moe_act_quantize_q8_ref, moe_act_quantize_q8k_ref},
     .kernels = scalar_kernels,
 };

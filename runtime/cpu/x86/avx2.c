@@ -22,6 +22,7 @@ static inline __m256i dot_s8s8(__m256i acc, __m256i a, __m256i b) {
 const moe_cpu_kernel_table *moe_cpu_kernels_avx2(void) {
     static const moe_cpu_kernel_table table = {
         .level = MOE_CPU_AVX2,
+        .fops = &fops_avx2,
         .quantize = {NULL, quantize_q8_avx2, moe_act_quantize_q8k_ref},
         .kernels = kernels_avx2,
     };

@@ -19,6 +19,7 @@ static inline __m256i dot_s8s8(__m256i acc, __m256i a, __m256i b) {
 const moe_cpu_kernel_table *moe_cpu_kernels_avx512(void) {
     static const moe_cpu_kernel_table table = {
         .level = MOE_CPU_AVX512,
+        .fops = &fops_avx512,
         .quantize = {NULL, quantize_q8_avx512, moe_act_quantize_q8k_ref},
         .kernels = kernels_avx512,
     };
