@@ -42,7 +42,9 @@ static moe_weight *slot_weight(moe_model *m, int64_t slot) {
     return (moe_weight *)&m->layers[slot / LAYER_WEIGHTS] + slot % LAYER_WEIGHTS;
 }
 
-/* ---- arithmetic --------------------------------------------------------------------------- */
+/* ---- arithmetic
+ * ---------------------------------------------------------------------------
+ */
 
 static float dot(const float *a, const float *b, int64_t n) {
     float s[8] = {0};
@@ -96,8 +98,8 @@ void moe_lora_dense(moe_context *ctx, const moe_weight *w, const float *x, int64
         const moe_lora_factors *f = &ad->slots[slot];
         if (!f->a)
             continue;
-        const moe_lora_mat mat = {.a = f->a, .b = f->b, .r = f->r,
-                                  .s = eff_scale(ad, ctx->lora[i].scale, f->r)};
+        const moe_lora_mat mat = {
+            .a = f->a, .b = f->b, .r = f->r, .s = eff_scale(ad, ctx->lora[i].scale, f->r)};
         float *tmp = ctx->lora_tmp;
         const int32_t r_max = ctx->lora_r_max;
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (T >= 4)
@@ -112,8 +114,8 @@ static moe_lora_mat term(const moe_context *ctx, int32_t i, const moe_weight *w)
     if (slot < 0 || !ad->slots[slot].a)
         return (moe_lora_mat){0};
     const moe_lora_factors *f = &ad->slots[slot];
-    return (moe_lora_mat){.a = f->a, .b = f->b, .r = f->r,
-                          .s = eff_scale(ad, ctx->lora[i].scale, f->r)};
+    return (moe_lora_mat){
+        .a = f->a, .b = f->b, .r = f->r, .s = eff_scale(ad, ctx->lora[i].scale, f->r)};
 }
 
 const moe_lora_ffn *moe_lora_ffn_terms(moe_context *ctx, const moe_weight *gate,
@@ -151,7 +153,9 @@ void moe_lora_embed(moe_context *ctx, int32_t T, const moe_token *tokens) {
     }
 }
 
-/* ---- loading ------------------------------------------------------------------------------ */
+/* ---- loading
+ * ------------------------------------------------------------------------------
+ */
 
 static moe_status check_str_key(const moe_gguf *g, const char *key, const char *want,
                                 moe_err *err) {
@@ -162,13 +166,12 @@ static moe_status check_str_key(const moe_gguf *g, const char *key, const char *
     return MOE_OK;
 }
 
-static moe_status check_header(const moe_model *m, const moe_gguf *g, float *alpha,
-                               moe_err *err) {
+static moe_status check_header(const moe_model *m, const moe_gguf *g, float *alpha, moe_err *err) {
     const char *arch;
     MOE_TRY(check_str_key(g, "general.type", "adapter", err));
     MOE_TRY(check_str_key(g, "adapter.type", "lora", err));
     MOE_TRY(moe_gguf_get_str(g, "general.architecture", &arch, err));
-    MOE_FAIL_IF(strcmp(arch, m->arch->name) != 0, err, MOE_ERR_USAGE,
+    MOE_FAIL_IF(strcmp(arch, m->arch->name) != 0, err, MOE_ERR_UNSUPPORTED,
                 "the adapter is for architecture '%s', the model is '%s'", arch, m->arch->name);
     MOE_FAIL_IF(moe_gguf_find_key(g, "adapter.lora.alpha") < 0, err, MOE_ERR_FORMAT,
                 "missing key 'adapter.lora.alpha' (the LoRA alpha)");
@@ -193,7 +196,8 @@ static int64_t find_slot(moe_model *m, const char *base) {
     return -1;
 }
 
-/* Pairs every tensor with its base weight's slot: ia/ib[slot] = tensor index. */
+/* Pairs every tensor with its base weight's slot: ia/ib[slot] = tensor index.
+ */
 static moe_status pair_tensors(moe_model *m, const moe_gguf *g, int64_t *ia, int64_t *ib,
                                moe_err *err) {
     for (uint64_t i = 0; i < g->n_tensors; i++) {
@@ -203,18 +207,17 @@ static moe_status pair_tensors(moe_model *m, const moe_gguf *g, int64_t *ia, int
             if (has_suffix(name, "_norm.weight")) /* llama.cpp ignores these */
                 continue;
             return moe_fail(err, MOE_ERR_FORMAT,
-                            "tensor '%s' has an unexpected suffix (want .lora_a or .lora_b)",
-                            name);
+                            "tensor '%s' has an unexpected suffix (want .lora_a or .lora_b)", name);
         }
         char base[MOE_GGUF_MAX_NAME];
         size_t n = strlen(name) - strlen(".lora_a");
         memcpy(base, name, n);
         base[n] = '\0';
         int64_t s = find_slot(m, base);
-        MOE_FAIL_IF(s < 0, err, MOE_ERR_USAGE, "tensor '%s': the model has no weight '%s'", name,
-                    base);
+        MOE_FAIL_IF(s < 0, err, MOE_ERR_UNSUPPORTED, "tensor '%s': the model has no weight '%s'",
+                    name, base);
         const moe_weight *w = slot_weight(m, s);
-        MOE_FAIL_IF(w->ne[1] == 1 && s != 0, err, MOE_ERR_USAGE,
+        MOE_FAIL_IF(w->ne[1] == 1 && s != 0, err, MOE_ERR_UNSUPPORTED,
                     "tensor '%s': '%s' is not a matrix product", name, base);
         (is_a ? ia : ib)[s] = (int64_t)i;
     }
@@ -225,34 +228,39 @@ static moe_status check_pair(const moe_weight *w, bool embd, const moe_gguf_tens
                              const moe_gguf_tensor *B, moe_err *err) {
     const moe_type_traits *ta = moe_type_get(A->type), *tb = moe_type_get(B->type);
     MOE_FAIL_IF(!ta || !ta->to_f32 || !tb || !tb->to_f32, err, MOE_ERR_UNSUPPORTED,
-                "tensor '%s': factor type %s cannot be decoded", (!ta || !ta->to_f32) ? A->name : B->name,
+                "tensor '%s': factor type %s cannot be decoded",
+                (!ta || !ta->to_f32) ? A->name : B->name,
                 (!ta || !ta->to_f32) ? moe_type_name(A->type) : moe_type_name(B->type));
-    MOE_FAIL_IF(A->ne[3] != 1 || B->ne[3] != 1 || A->ne[2] != w->ne[2] || B->ne[2] != w->ne[2],
-                err, MOE_ERR_USAGE, "tensors '%s' / '%s': %lld / %lld experts, the weight has %lld",
-                A->name, B->name, (long long)A->ne[2], (long long)B->ne[2], (long long)w->ne[2]);
+    MOE_FAIL_IF(A->ne[3] != 1 || B->ne[3] != 1 || A->ne[2] != w->ne[2] || B->ne[2] != w->ne[2], err,
+                MOE_ERR_UNSUPPORTED,
+                "tensors '%s' / '%s': %lld / %lld experts, the weight has %lld", A->name, B->name,
+                (long long)A->ne[2], (long long)B->ne[2], (long long)w->ne[2]);
     if (embd) {
-        MOE_FAIL_IF(A->ne[0] != B->ne[0], err, MOE_ERR_USAGE,
+        MOE_FAIL_IF(A->ne[0] != B->ne[0], err, MOE_ERR_UNSUPPORTED,
                     "tensors '%s' / '%s': ranks %lld and %lld differ", A->name, B->name,
                     (long long)A->ne[0], (long long)B->ne[0]);
-        MOE_FAIL_IF(B->ne[1] != w->ne[0] || A->ne[1] != w->ne[1], err, MOE_ERR_USAGE,
-                    "tensors '%s' / '%s': shapes [%lld, %lld] / [%lld, %lld] do not fit '%s' "
-                    "[%lld, %lld]", A->name, B->name, (long long)A->ne[0], (long long)A->ne[1],
-                    (long long)B->ne[0], (long long)B->ne[1], w->name, (long long)w->ne[0],
-                    (long long)w->ne[1]);
+        MOE_FAIL_IF(B->ne[1] != w->ne[0] || A->ne[1] != w->ne[1], err, MOE_ERR_UNSUPPORTED,
+                    "tensors '%s' / '%s': shapes [%lld, %lld] / [%lld, %lld] do "
+                    "not fit '%s' "
+                    "[%lld, %lld]",
+                    A->name, B->name, (long long)A->ne[0], (long long)A->ne[1], (long long)B->ne[0],
+                    (long long)B->ne[1], w->name, (long long)w->ne[0], (long long)w->ne[1]);
         return MOE_OK;
     }
-    MOE_FAIL_IF(A->ne[1] != B->ne[0], err, MOE_ERR_USAGE,
-                "tensors '%s' / '%s': ranks %lld and %lld differ (is lora_a transposed?)",
-                A->name, B->name, (long long)A->ne[1], (long long)B->ne[0]);
-    MOE_FAIL_IF(A->ne[0] != w->ne[0] || B->ne[1] != w->ne[1], err, MOE_ERR_USAGE,
+    MOE_FAIL_IF(A->ne[1] != B->ne[0], err, MOE_ERR_UNSUPPORTED,
+                "tensors '%s' / '%s': ranks %lld and %lld differ (is lora_a transposed?)", A->name,
+                B->name, (long long)A->ne[1], (long long)B->ne[0]);
+    MOE_FAIL_IF(A->ne[0] != w->ne[0] || B->ne[1] != w->ne[1], err, MOE_ERR_UNSUPPORTED,
                 "tensors '%s' / '%s': shapes [%lld, %lld] / [%lld, %lld] do not fit '%s' "
-                "[%lld, %lld]", A->name, B->name, (long long)A->ne[0], (long long)A->ne[1],
-                (long long)B->ne[0], (long long)B->ne[1], w->name, (long long)w->ne[0],
-                (long long)w->ne[1]);
+                "[%lld, %lld]",
+                A->name, B->name, (long long)A->ne[0], (long long)A->ne[1], (long long)B->ne[0],
+                (long long)B->ne[1], w->name, (long long)w->ne[0], (long long)w->ne[1]);
     return MOE_OK;
 }
 
-static int64_t n_elems(const moe_gguf_tensor *t) { return t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]; }
+static int64_t n_elems(const moe_gguf_tensor *t) {
+    return t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+}
 
 /* Reads tensor t of f and decodes it into dst (F32). */
 static moe_status read_f32(const moe_gguf_file *f, const moe_gguf_tensor *t, float *dst,
@@ -288,8 +296,10 @@ static moe_status load_factors(moe_lora_adapter *ad, const moe_gguf_file *f, con
     ad->data = malloc((size_t)ad->bytes);
     uint8_t *buf = malloc((size_t)max_bytes);
     moe_status st = ad->data && buf ? MOE_OK
-                                    : moe_fail(err, MOE_ERR_NOMEM, "out of memory for %.1f MB "
-                                               "of LoRA factors", (double)ad->bytes / 1e6);
+                                    : moe_fail(err, MOE_ERR_NOMEM,
+                                               "out of memory for %.1f MB "
+                                               "of LoRA factors",
+                                               (double)ad->bytes / 1e6);
     float *p = ad->data;
     for (int64_t s = 0; s < n_slots && st == MOE_OK; s++) {
         if (ia[s] < 0)
@@ -316,8 +326,7 @@ static void destroy(moe_lora_adapter *ad) {
     free(ad);
 }
 
-moe_status moe_lora_load(moe_model *model, const char *path, moe_lora_adapter **out,
-                         moe_err *err) {
+moe_status moe_lora_load(moe_model *model, const char *path, moe_lora_adapter **out, moe_err *err) {
     *out = NULL;
     moe_gguf_file *f = NULL;
     MOE_TRY(moe_gguf_file_open(path, false, &f, err));
@@ -380,7 +389,8 @@ void moe_lora_free_all(moe_model *m) {
     }
 }
 
-/* ---- the context's applied list ------------------------------------------------------------ */
+/* ---- the context's applied list
+ * ------------------------------------------------------------ */
 
 moe_status moe_lora_apply(moe_context *ctx, moe_lora_adapter *ad, float scale, moe_err *err) {
     MOE_FAIL_IF(!ad || ad->model != ctx->model || ad->orphan, err, MOE_ERR_USAGE,

@@ -29,13 +29,13 @@ typedef struct moe_lora_factors {
 struct moe_lora_adapter {
     moe_model *model;
     float alpha;
-    int32_t r_max;            /* largest rank of any pair */
-    int64_t n_pairs;          /* weights with factors */
-    float *data;              /* every factor, F32 (owned) */
+    int32_t r_max;   /* largest rank of any pair */
+    int64_t n_pairs; /* weights with factors */
+    float *data;     /* every factor, F32 (owned) */
     uint64_t bytes;
-    moe_lora_factors *slots;  /* [moe_lora_n_slots(model)] */
-    int32_t n_refs;           /* contexts it is applied to */
-    bool orphan;              /* moe_lora_free called while applied */
+    moe_lora_factors *slots;       /* [moe_lora_n_slots(model)] */
+    int32_t n_refs;                /* contexts it is applied to */
+    bool orphan;                   /* moe_lora_free called while applied */
     struct moe_lora_adapter *next; /* the model's list */
 };
 
@@ -45,7 +45,8 @@ int64_t moe_lora_n_slots(const moe_model *m);
 int64_t moe_lora_slot(const moe_model *m, const moe_weight *w);
 
 /* Graph hooks; each does nothing when ctx applies no adapter.
- * Adds every applied adapter's term for w to y[T][w->ne[1]] (x: [T][w->ne[0]]). */
+ * Adds every applied adapter's term for w to y[T][w->ne[1]] (x: [T][w->ne[0]]).
+ */
 void moe_lora_dense(moe_context *ctx, const moe_weight *w, const float *x, int64_t T, float *y);
 /* Fills *out with the terms of gate/up/down (NULL weights allowed) and returns
  * it, or NULL when no applied adapter has factors for any of them. */

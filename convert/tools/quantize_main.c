@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "convert/lora_merge.h"
 #include "convert/quantize.h"
 #include "formats/cli.h"
 #include "formats/cpu.h"
@@ -15,6 +16,7 @@
 typedef struct quantize_cli {
     const char *type, *imatrix, *output_type, *token_embd_type, *interleave_pattern;
     moe_opt_list tensor_types;
+    moe_opt_list merge_lora; /* --merge-lora FILE[:SCALE] */
     bool pure, interleave, dry_run, json, stats, force, quiet, allow_requantize;
     int64_t threads;
 } quantize_cli;
@@ -83,6 +85,24 @@ static moe_status parse_type_opt(const char *name, const char *what, moe_type *o
     return MOE_OK;
 }
 
+/* --merge-lora: writes in with every adapter merged (touched tensors as F32)
+ * to a temp file beside out, whose path goes to merged; the caller removes it. */
+static moe_status merge_loras(const quantize_cli *o, const char *in, const char *out,
+                              char *merged, size_t cap, moe_err *err) {
+    static char bufs[MOE_OPT_LIST_MAX][4096];
+    moe_lora_merge_spec specs[MOE_OPT_LIST_MAX];
+    for (int i = 0; i < o->merge_lora.count; i++)
+        MOE_TRY(moe_lora_merge_parse(o->merge_lora.items[i], bufs[i], sizeof bufs[i], &specs[i],
+                                     err));
+    MOE_FAIL_IF((size_t)snprintf(merged, cap, "%s.lora-merged.%ld.tmp", out, (long)getpid()) >= cap,
+                err, MOE_ERR_USAGE, "output path too long");
+    MOE_TRY(moe_lora_merge_file(in, specs, o->merge_lora.count, merged, true, false, err));
+    moe_status st = moe_tempfile_register(merged, err);
+    if (st != MOE_OK)
+        unlink(merged);
+    return st;
+}
+
 static moe_status run(const quantize_cli *o, const char *in, const char *out, moe_err *err) {
     moe_quantize_opts q = {.pure = o->pure, .imatrix_path = o->imatrix,
                            .interleave = o->interleave, .interleave_pattern = o->interleave_pattern,
@@ -95,7 +115,16 @@ static moe_status run(const quantize_cli *o, const char *in, const char *out, mo
     MOE_TRY(parse_type_opt(o->output_type, "--output-tensor-type", &q.output_type, err));
     MOE_TRY(parse_type_opt(o->token_embd_type, "--token-embedding-type", &q.token_embd_type, err));
     moe_quantize_report rep;
-    MOE_TRY(moe_quantize_file(in, out, &q, &rep, err));
+    char merged[4200];
+    if (o->merge_lora.count) { /* adapters baked in first (float), then quantized */
+        MOE_TRY(merge_loras(o, in, out, merged, sizeof merged, err));
+        moe_status st = moe_quantize_file(merged, out, &q, &rep, err);
+        unlink(merged);
+        moe_tempfile_unregister(merged);
+        MOE_TRY(st);
+    } else {
+        MOE_TRY(moe_quantize_file(in, out, &q, &rep, err));
+    }
     if (o->json)
         print_json(&rep, o, o->dry_run);
     else if (o->dry_run || moe_log_get_level() >= MOE_LOG_INFO)
@@ -140,6 +169,9 @@ int main(int argc, char **argv) {
          .arg_name = "REGEX", .help = "interleave only tensors matching REGEX ('.' = all eligible)"},
         {.names = "allow-requantize", .kind = MOE_OPT_FLAG, .dest = &o.allow_requantize,
          .help = "accepted for llama-quantize compatibility (requantizing only warns)"},
+        {.names = "merge-lora", .kind = MOE_OPT_LIST, .dest = &o.merge_lora,
+         .arg_name = "FILE[:SCALE]", .help = "bake this LoRA adapter into the weights first "
+                                            "(float math, then TYPE); repeatable, scale 1 default"},
         {.names = "dry-run", .kind = MOE_OPT_FLAG, .dest = &o.dry_run,
          .help = "print each tensor's type choice and write nothing"},
         {.names = "json", .kind = MOE_OPT_FLAG, .dest = &o.json, .help = "machine-readable report"},
