@@ -6,6 +6,7 @@
 
 #include "formats/cpu.h"
 #include "runtime/context.h"
+#include "runtime/cpu/cpu_backend.h"
 #include "runtime/cpu_ops.h"
 #include "runtime/lora.h"
 

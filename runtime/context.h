@@ -59,10 +59,6 @@ struct moe_context {
     int64_t lora_tmp_cap;
 };
 
-/* Floats of attention workspace one thread needs. */
-int64_t moe_attention_workspace(const moe_hparams *hp, int64_t row_k, int64_t row_v,
-                                int32_t n_cells);
-
 /* Runs the forward pass of one validated batch whose tokens already own cache
  * cells (s.cells) and positions; fills logits rows for logit_row >= 0. */
 moe_status moe_forward(moe_context *ctx, int32_t T, const moe_token *tokens, const int32_t *pos,

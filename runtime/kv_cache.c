@@ -283,10 +283,6 @@ void moe_kv_load_k(const moe_kv_cache *kv, int64_t layer, int32_t cell, float *o
     moe_type_get(kv->type_k)->to_f32(kv->k[layer] + (uint64_t)cell * kv->bytes_k, out, kv->row_k, 1);
 }
 
-void moe_kv_load_v(const moe_kv_cache *kv, int64_t layer, int32_t cell, float *out) {
-    moe_type_get(kv->type_v)->to_f32(kv->v[layer] + (uint64_t)cell * kv->bytes_v, out, kv->row_v, 1);
-}
-
 void moe_kv_apply_shift(moe_kv_cache *kv, const moe_model *m) {
     if (!kv->has_shift)
         return;

@@ -98,6 +98,5 @@ void moe_kv_apply_shift(moe_kv_cache *kv, const moe_model *model);
 /* Row access in f32: store rounds to the cache type; load dequantizes. */
 void moe_kv_store(moe_kv_cache *kv, int64_t layer, int32_t cell, const float *k, const float *v);
 void moe_kv_load_k(const moe_kv_cache *kv, int64_t layer, int32_t cell, float *out);
-void moe_kv_load_v(const moe_kv_cache *kv, int64_t layer, int32_t cell, float *out);
 
 #endif

@@ -39,11 +39,6 @@ static void cpu_matmul(moe_backend *be, const moe_weight *w, int64_t e, const fl
         moe_cpu_matmul(w, e, x, T, y, be->scratch, be->n_threads, order);
 }
 
-static void cpu_mul_mat(moe_backend *be, const moe_weight *w, int64_t e, const float *x,
-                        int64_t T, float *y, moe_dot_order order) {
-    cpu_matmul(be, w, e, x, T, y, order);
-}
-
 static void cpu_experts(moe_backend *be, const moe_expert_step *st) {
     if (moe_cpu_experts_fast_ok(st))
         moe_cpu_experts_fast(be, st);
@@ -69,27 +64,36 @@ static void cpu_kv_shift(moe_backend *be, moe_kv_cache *kv, const moe_model *m) 
     moe_kv_apply_shift(kv, m);
 }
 
+/* Hands one product's input rows to the step's observer (moe.h), if any. */
+static void observe(moe_matmul_observer fn, void *user, const moe_weight *w, int64_t e,
+                    const float *x, int64_t n) {
+    if (fn)
+        fn(user, w->name, (int32_t)e, x, w->ne[0], n);
+}
+
+/* g = silu(g) * u over n rows of F values (the SwiGLU gate). */
+static void silu_mul(float *g, const float *u, int64_t n, int64_t F) {
+    for (int64_t r = 0; r < n; r++)
+        moe_cpu_silu(g + r * F, F);
+    for (int64_t i = 0; i < n * F; i++)
+        g[i] *= u[i];
+}
+
 /* out = down(silu(gate x) * up x), llama.cpp's mul_mat order. */
 static void cpu_ffn(moe_backend *be, const moe_ffn_step *st) {
     const int64_t F = st->gate->ne[1];
     float *g = be->ge, *u = be->ue;
-    if (st->observer)
-        st->observer(st->observer_user, st->gate->name, -1, st->x, st->gate->ne[0], st->T);
+    observe(st->observer, st->observer_user, st->gate, -1, st->x, st->T);
     cpu_matmul(be, st->gate, 0, st->x, st->T, g, MOE_DOT_GEMM);
-    if (st->observer)
-        st->observer(st->observer_user, st->up->name, -1, st->x, st->up->ne[0], st->T);
+    observe(st->observer, st->observer_user, st->up, -1, st->x, st->T);
     cpu_matmul(be, st->up, 0, st->x, st->T, u, MOE_DOT_GEMM);
     if (st->lora) { /* applied adapters' low-rank terms (lora.h) */
         const int64_t D = st->gate->ne[0];
         moe_lora_rows(st->lora, st->lora->gate, 0, st->x, st->T, D, F, g, be->n_threads);
         moe_lora_rows(st->lora, st->lora->up, 0, st->x, st->T, D, F, u, be->n_threads);
     }
-    for (int64_t r = 0; r < st->T; r++)
-        moe_cpu_silu(g + r * F, F);
-    for (int64_t i = 0; i < st->T * F; i++)
-        g[i] *= u[i];
-    if (st->observer)
-        st->observer(st->observer_user, st->down->name, -1, g, F, st->T);
+    silu_mul(g, u, st->T, F);
+    observe(st->observer, st->observer_user, st->down, -1, g, st->T);
     cpu_matmul(be, st->down, 0, g, st->T, st->out, MOE_DOT_GEMM);
     if (st->lora)
         moe_lora_rows(st->lora, st->lora->down, 0, g, st->T, F, st->down->ne[1], st->out,
@@ -144,7 +148,7 @@ static const moe_backend_ops cpu_ops = {
     .name = "CPU",
     .supports_weight = cpu_supports_weight,
     .bind_weight = cpu_bind_weight,
-    .mul_mat = cpu_mul_mat,
+    .mul_mat = cpu_matmul,
     .experts = cpu_experts,
     .ffn = cpu_ffn,
     .route = cpu_route,
@@ -157,12 +161,6 @@ static const moe_backend_ops cpu_ops = {
 const moe_backend_ops *moe_backend_cpu(void) { return &cpu_ops; }
 
 /* ---- the reference routed experts -------------------------------------------------------- */
-
-static void observe(const moe_expert_step *st, const moe_weight *w, int64_t e, const float *x,
-                    int64_t n) {
-    if (st->observer)
-        st->observer(st->observer_user, w->name, (int32_t)e, x, w->ne[0], n);
-}
 
 void moe_cpu_experts_ref(moe_backend *be, const moe_expert_step *st) {
     const int64_t D = st->gate->ne[0], F = st->gate->ne[1], E = st->gate->ne[2], K = st->K;
@@ -178,19 +176,16 @@ void moe_cpu_experts_ref(moe_backend *be, const moe_expert_step *st) {
                 }
         if (!n)
             continue;
-        observe(st, st->gate, e, be->xe, n);
+        observe(st->observer, st->observer_user, st->gate, e, be->xe, n);
         moe_cpu_matmul(st->gate, e, be->xe, n, be->ge, be->scratch, be->n_threads, MOE_DOT_VEC);
-        observe(st, st->up, e, be->xe, n);
+        observe(st->observer, st->observer_user, st->up, e, be->xe, n);
         moe_cpu_matmul(st->up, e, be->xe, n, be->ue, be->scratch, be->n_threads, MOE_DOT_VEC);
         if (st->lora) {
             moe_lora_rows(st->lora, st->lora->gate, e, be->xe, n, D, F, be->ge, be->n_threads);
             moe_lora_rows(st->lora, st->lora->up, e, be->xe, n, D, F, be->ue, be->n_threads);
         }
-        for (int64_t r = 0; r < n; r++)
-            moe_cpu_silu(be->ge + r * F, F);
-        for (int64_t i = 0; i < n * F; i++)
-            be->ge[i] *= be->ue[i];
-        observe(st, st->down, e, be->ge, n);
+        silu_mul(be->ge, be->ue, n, F);
+        observe(st->observer, st->observer_user, st->down, e, be->ge, n);
         moe_cpu_matmul(st->down, e, be->ge, n, be->oe, be->scratch, be->n_threads, MOE_DOT_VEC);
         if (st->lora)
             moe_lora_rows(st->lora, st->lora->down, e, be->ge, n, F, D, be->oe, be->n_threads);
