@@ -14,8 +14,10 @@
  * bytes and keeps its own pointer (moe_weight.dev) apart from the host
  * mapping (moe_weight.data).
  *
- * Buffers passed to ops are host memory of the backend's device (today: CPU
- * memory); pointer arguments are borrowed for the duration of the call.
+ * Buffers passed to the steps are memory of the backend's device (the graph
+ * moves activations between devices with upload/download, device.h); small
+ * integer arrays (positions, cells, token ids) are host arrays. Pointer
+ * arguments are borrowed for the duration of the call.
  * Does not own: the graph, cell bookkeeping of the KV cache (kv_cache.h),
  * model loading.
  * Shape alphabet: D n_embd, T tokens, E experts, K experts used, F widths.
@@ -38,6 +40,7 @@
 typedef enum moe_dot_order { MOE_DOT_GEMM = 0, MOE_DOT_VEC = 1 } moe_dot_order;
 
 typedef struct moe_backend moe_backend;
+struct moe_scratch; /* context.h: one device's buffers */
 
 /* ---- LoRA terms of one step (lora.h owns the adapters) ----------------------------------
  * A low-rank term adds s * B_e (A_e x) to a product's output: A [n_in, r, E]
@@ -109,7 +112,7 @@ typedef struct moe_route_step {
     int32_t T;
     int32_t E, K;
     bool sigmoid;
-    const float *bias;      /* [E] or NULL (exp_probs_b) */
+    const moe_weight *bias; /* [E] exp_probs_b, or NULL */
     bool norm;
     float scale;            /* 1 = none */
     int32_t *ids;           /* [T][K] out */
@@ -132,29 +135,67 @@ typedef struct moe_attn_step {
 
 typedef struct moe_backend_ops {
     const char *name;
+    /* Whether the device's memory is host memory the CPU may read and write
+     * (CPU, CPU1): LoRA terms and matmul observers need it. */
+    bool host_memory;
+    /* Whether the device computes with row-interleaved types (_R4/_R8). */
+    bool interleaved;
     /* Capability query: true when the backend computes with w exactly as the
      * reference does (within its documented numerics). Otherwise false with a
      * message naming the tensor and the reason in why (cap bytes). */
     bool (*supports_weight)(const moe_backend *be, const moe_weight *w, char *why, size_t cap);
-    /* Prepares w once at load: kernel choice, upload. May change only the
-     * backend-owned fields of w (kern, dev). */
+    /* Prepares w once at load: kernel choice, upload of its bytes into the
+     * device's own memory (w->dev). May change only the backend-owned fields
+     * of w (kern, dev, and data for a host-memory device that keeps its own
+     * copy). unbind_weight releases what bind_weight made (NULL: nothing). */
     moe_status (*bind_weight)(moe_backend *be, moe_weight *w, moe_err *err);
+    void (*unbind_weight)(moe_weight *w);
+
+    /* ---- memory: buffers of the device, explicit copies, ordering ---- */
+    void *(*alloc)(moe_backend *be, size_t bytes);   /* NULL when out of memory */
+    void (*free)(moe_backend *be, void *p);
+    /* Host -> device and device -> host copies; a device with queues may
+     * return before the copy is done (the host buffer must stay untouched
+     * until synchronize). */
+    void (*upload)(moe_backend *be, void *dst, const void *host_src, size_t bytes);
+    void (*download)(moe_backend *be, void *host_dst, const void *src, size_t bytes);
+    /* Waits for everything queued on the device. */
+    void (*synchronize)(moe_backend *be);
+
+    /* ---- steps; every float buffer is memory of this device ---- */
     /* y[t][r] = sum_i W[e][r][i] x[t][i], r < ne[1], t < T (e = 0 for 2-D w). */
     void (*mul_mat)(moe_backend *be, const moe_weight *w, int64_t e, const float *x, int64_t T,
                     float *y, moe_dot_order order);
     void (*experts)(moe_backend *be, const moe_expert_step *step);
     void (*ffn)(moe_backend *be, const moe_ffn_step *step);
     void (*route)(moe_backend *be, const moe_route_step *step);
-    /* out[t] = x[t] / rms(x[t]) * w for T rows of n (w may be NULL; out may be x). */
-    void (*rms_norm)(moe_backend *be, const float *x, const float *w, int64_t T, int64_t n,
-                     float eps, float *out);
-    /* Rotates the first n_dims values of each of n_heads heads (stride floats
-     * apart) of one token by position pos. */
-    void (*rope)(moe_backend *be, float *v, int64_t n_heads, int64_t stride, int32_t pos,
-                 const moe_rope_params *r);
+    /* out[t] = x[t] / rms(x[t]) * w for T rows of n, rows x_stride / out_stride
+     * floats apart (w may be absent; out may be x). */
+    void (*rms_norm)(moe_backend *be, const float *x, int64_t x_stride, const moe_weight *w,
+                     int64_t T, int64_t n, float eps, float *out, int64_t out_stride);
+    /* Rotates the first n_dims values of each of n_heads heads (head_stride
+     * floats apart) of T tokens (token_stride apart), token t by pos[t] (a
+     * host array). */
+    void (*rope)(moe_backend *be, float *v, int64_t T, int64_t token_stride, int64_t n_heads,
+                 int64_t head_stride, const int32_t *pos, const moe_rope_params *r);
     void (*attention)(moe_backend *be, const moe_model *m, const moe_attn_step *step);
     /* Applies the cache's pending K-shift (re-rotates shifted keys). */
     void (*kv_shift)(moe_backend *be, moe_kv_cache *kv, const moe_model *m);
+    /* Rows ids[0..T) (a host array) of w, as f32, into out [T][ne[0]]. */
+    void (*get_rows)(moe_backend *be, const moe_weight *w, const int32_t *ids, int32_t T,
+                     float *out);
+    /* x[t][i] += b[i] for T rows of n (b a 1-D weight). */
+    void (*add_bias)(moe_backend *be, float *x, const moe_weight *b, int64_t T, int64_t n);
+    /* x[i] += g_t * y[i] over T rows of n, g_t = sigmoid(gate[t]) computed as
+     * llama.cpp does (silu(v) / v), or 1 when gate is NULL. */
+    void (*add_gated)(moe_backend *be, float *x, const float *y, const float *gate, int64_t T,
+                      int64_t n);
+    /* deepseek2 MLA: per token, K = [kv nope part | the shared rope head kpe]
+     * and V = kv's value part for each of H heads. kv [T][H*(nope+dv)], kpe
+     * rows kpe_stride floats apart, k [T][H*(nope+n_rope)], v [T][H*dv]. */
+    void (*mla_kv)(moe_backend *be, const float *kv, const float *kpe, int64_t kpe_stride,
+                   int64_t T, int64_t H, int64_t nope, int64_t n_rope, int64_t dv, float *k,
+                   float *v);
 } moe_backend_ops;
 
 /* A backend instance: one per context (threads and scratch are per context). */
@@ -178,7 +219,7 @@ struct moe_backend {
 /* Points be at ops with the context's threads and scratch (its arena) and
  * allocates the backend's own buffers for the context's batch size. */
 moe_status moe_backend_init(moe_backend *be, const moe_backend_ops *ops, moe_context *ctx,
-                            moe_err *err);
+                            struct moe_scratch *s, moe_err *err);
 /* Frees what moe_backend_init allocated; be may be zeroed or NULL. */
 void moe_backend_release(moe_backend *be);
 
@@ -186,8 +227,8 @@ void moe_backend_release(moe_backend *be);
  * (moe_cpu_level); the reference level reproduces llama.cpp's arithmetic. */
 const moe_backend_ops *moe_backend_cpu(void);
 
-/* Binds every weight of model to ops (capability check + kernel choice);
- * fails naming the first tensor the backend cannot compute with. */
-moe_status moe_backend_bind_model(const moe_backend_ops *ops, moe_model *model, moe_err *err);
+/* CPU1: a second CPU device with memory of its own (the same kernels), so the
+ * scheduler's split, copies and synchronisation run without a GPU. */
+const moe_backend_ops *moe_backend_cpu1(void);
 
 #endif

@@ -18,46 +18,127 @@ moe_context_params moe_context_default_params(void) {
 
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
-/* Lays out every activation buffer of ctx->s inside one allocation. */
-static moe_status build_arena(moe_context *ctx, moe_err *err) {
-    const moe_hparams *hp = &ctx->model->hp;
+/* Lays out device d's buffers (ctx->dev[d].s) inside one allocation of its
+ * memory; the logits buffer only where the output head runs off the CPU. */
+static moe_status build_arena(moe_context *ctx, int d, moe_err *err) {
+    const moe_model *m = ctx->model;
+    const moe_hparams *hp = &m->hp;
+    moe_device_ctx *dc = &ctx->dev[d];
     const int64_t T = ctx->params.n_batch, D = hp->n_embd, H = hp->n_head;
     const int64_t dk = hp->head_dim_k, dv = hp->head_dim_v, E = hp->n_expert;
     const int64_t K = hp->n_expert_used, th = ctx->n_threads;
     const int64_t rope = hp->n_rot, rkv = hp->kv_lora_rank, rq = hp->q_lora_rank;
     const int64_t F = max64(hp->n_ff, max64(hp->n_ff_exp, hp->n_ff_shexp));
-    int64_t n_in = max64(D, max64(F, max64(H * dv, max64(rq, rkv))));
-    struct { float **p; int64_t n; } parts[] = {
-        {&ctx->s.x, T * D}, {&ctx->s.h, T * D}, {&ctx->s.tmp, T * D},
-        {&ctx->s.q, T * H * dk}, {&ctx->s.k, T * ctx->kv.row_k}, {&ctx->s.v, T * ctx->kv.row_v},
-        {&ctx->s.att, T * H * dv}, {&ctx->s.qa, T * rq}, {&ctx->s.kvpe, T * (rkv + rope)},
-        {&ctx->s.kvc, T * rkv}, {&ctx->s.kv, T * H * (dk - rope + dv)},
-        {&ctx->s.attn_ws, th * moe_attention_workspace(hp, ctx->kv.row_k, ctx->kv.row_v, ctx->kv.size)},
-        {&ctx->s.router, T * E}, {&ctx->s.topw, T * K}, {&ctx->s.xe, T * D},
-        {&ctx->s.ge, T * F}, {&ctx->s.ue, T * F}, {&ctx->s.oe, T * D},
-        {&ctx->s.slot_out, T * K * D},
-        {&ctx->s.mm, (int64_t)moe_cpu_matmul_scratch(n_in, T, (int)th)},
+    const int64_t n_in = max64(D, max64(F, max64(H * dv, max64(rq, rkv))));
+    const bool logits_here = d != 0 && m->output.device == d;
+    void **b = dc->s.buf;
+    struct { void **p; int64_t n; } parts[] = {
+        {&b[MOE_BUF_X], T * D}, {&b[MOE_BUF_H], T * D}, {&b[MOE_BUF_TMP], T * D},
+        {&b[MOE_BUF_Q], T * H * dk}, {&b[MOE_BUF_K], T * ctx->kv.row_k},
+        {&b[MOE_BUF_V], T * ctx->kv.row_v}, {&b[MOE_BUF_ATT], T * H * dv},
+        {&b[MOE_BUF_QA], T * rq}, {&b[MOE_BUF_KVPE], T * (rkv + rope)},
+        {&b[MOE_BUF_KVC], T * rkv}, {&b[MOE_BUF_KV], T * H * (dk - rope + dv)},
+        {&b[MOE_BUF_ROUTER], T * E}, {&b[MOE_BUF_TOPK], T * K}, {&b[MOE_BUF_TOPW], T * K},
+        {&b[MOE_BUF_SHEXP], T * D}, {&b[MOE_BUF_SHGATE], T},
+        {&b[MOE_BUF_LOGITS], logits_here ? T * hp->n_vocab : 0},
+        {(void **)&dc->s.attn_ws,
+         th * moe_attention_workspace(hp, ctx->kv.row_k, ctx->kv.row_v, ctx->kv.size)},
+        {(void **)&dc->s.members, T * K}, {(void **)&dc->s.xe, T * D},
+        {(void **)&dc->s.ge, T * F}, {(void **)&dc->s.ue, T * F}, {(void **)&dc->s.oe, T * D},
+        {(void **)&dc->s.slot_out, T * K * D},
+        {(void **)&dc->s.mm, (int64_t)moe_cpu_matmul_scratch(n_in, T, (int)th)},
     };
-    int64_t total = 0;
+    int64_t total = 0; /* 4-byte elements, regions 16-byte aligned */
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
-        total += (parts[i].n + 3) & ~(int64_t)3; /* 16-byte aligned regions */
-    ctx->arena = malloc((size_t)total * sizeof(float));
-    int32_t *ints = calloc((size_t)(T * (2 * K + 3) + 1), sizeof *ints);
-    MOE_FAIL_IF(!ctx->arena || !ints, err, MOE_ERR_NOMEM,
-                "out of memory for a %lld-token batch (%.1f MB of activations)", (long long)T,
-                (double)total * 4 / 1e6);
-    float *p = ctx->arena;
+        total += (parts[i].n + 3) & ~(int64_t)3;
+    dc->arena = dc->be.ops->alloc(&dc->be, (size_t)total * 4);
+    MOE_FAIL_IF(!dc->arena, err, MOE_ERR_NOMEM,
+                "%s: out of memory for a %lld-token batch (%.1f MB of activations)",
+                m->dev[d].info.name, (long long)T, (double)total * 4 / 1e6);
+    float *p = dc->arena;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         *parts[i].p = p;
         p += (parts[i].n + 3) & ~(int64_t)3;
     }
-    ctx->s.topk = ints;
-    ctx->s.members = ints + T * K;
-    ctx->s.cells = ints + 2 * T * K;
-    ctx->pos_buf = ints + 2 * T * K + T;
-    ctx->seq_buf = ints + 2 * T * K + 2 * T;
-    ctx->logit_row = malloc((size_t)T * sizeof *ctx->logit_row);
-    MOE_FAIL_IF(!ctx->logit_row, err, MOE_ERR_NOMEM, "out of memory");
+    return MOE_OK;
+}
+
+/* The host's per-batch bookkeeping: cells, positions, sequences, logit rows. */
+static moe_status alloc_batch_state(moe_context *ctx, moe_err *err) {
+    const int64_t T = ctx->params.n_batch;
+    ctx->cells = calloc((size_t)(4 * T), sizeof *ctx->cells);
+    MOE_FAIL_IF(!ctx->cells, err, MOE_ERR_NOMEM, "out of memory");
+    ctx->pos_buf = ctx->cells + T;
+    ctx->seq_buf = ctx->cells + 2 * T;
+    ctx->logit_row = ctx->cells + 3 * T;
+    return MOE_OK;
+}
+
+moe_status moe_backend_init(moe_backend *be, const moe_backend_ops *ops, moe_context *ctx,
+                            moe_scratch *s, moe_err *err) {
+    const moe_hparams *hp = &ctx->model->hp;
+    *be = (moe_backend){.ops = ops, .n_threads = ctx->n_threads, .scratch = s->mm,
+                        .attn_ws = s->attn_ws, .xe = s->xe, .ge = s->ge, .ue = s->ue,
+                        .oe = s->oe, .slot_out = s->slot_out, .members = s->members};
+    be->attn_ws_floats = moe_attention_workspace(hp, ctx->kv.row_k, ctx->kv.row_v, ctx->kv.size);
+    /* quantized activations take at most 40 bytes per 32 values */
+    const int64_t T = ctx->params.n_batch, K = hp->n_expert_used, E = hp->n_expert;
+    const int64_t D = hp->n_embd, Fe = hp->n_ff_exp;
+    int64_t n_in = D;
+    const int64_t widths[] = {hp->n_ff, Fe, hp->n_ff_shexp, hp->n_head * hp->head_dim_v,
+                              hp->q_lora_rank, hp->kv_lora_rank};
+    for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++)
+        n_in = widths[i] > n_in ? widths[i] : n_in;
+    const int64_t row = n_in / 32 * 40 + 64;
+    const int64_t act_dense = T * row, act_experts = T * row + T * K * row * 2;
+    be->act = malloc((size_t)(act_dense > act_experts ? act_dense : act_experts));
+    be->fg = malloc((size_t)(T * K * Fe + 1) * sizeof(float));
+    be->fu = malloc((size_t)(T * K * Fe + 1) * sizeof(float));
+    int32_t *ints = malloc((size_t)(3 * E + 2 * T * K + 1) * sizeof *ints);
+    if (!be->act || !be->fg || !be->fu || !ints) {
+        free(ints);
+        moe_backend_release(be);
+        return moe_fail(err, MOE_ERR_NOMEM, "out of memory for the %s backend's buffers",
+                        ops->name);
+    }
+    be->e_count = ints;
+    be->e_offset = ints + E;
+    be->e_active = ints + 2 * E;
+    be->slot_pos = ints + 3 * E;
+    be->pos_tok = ints + 3 * E + T * K;
+    return MOE_OK;
+}
+
+void moe_backend_release(moe_backend *be) {
+    if (!be)
+        return;
+    free(be->act);
+    free(be->fg);
+    free(be->fu);
+    free(be->e_count);
+    be->act = NULL;
+    be->fg = be->fu = NULL;
+    be->e_count = NULL;
+}
+
+
+/* A backend instance and buffers on every device the model uses. */
+static moe_status init_devices(moe_context *ctx, moe_err *err) {
+    const moe_model *m = ctx->model;
+    for (int d = 0; d < m->n_dev; d++) {
+        if (!(m->dev_used & (1u << d)) && d != 0)
+            continue;
+        moe_device_ctx *dc = &ctx->dev[d];
+        dc->be = (moe_backend){.ops = m->dev[d].ops, .n_threads = ctx->n_threads};
+        MOE_TRY(build_arena(ctx, d, err));
+        dc->active = true;
+        moe_backend keep = dc->be;
+        moe_status st = moe_backend_init(&dc->be, m->dev[d].ops, ctx, &dc->s, err);
+        if (st != MOE_OK) {
+            dc->be = keep; /* the arena is freed through it */
+            return st;
+        }
+    }
     return MOE_OK;
 }
 
@@ -84,9 +165,9 @@ moe_status moe_context_create(moe_model *model, const moe_context_params *params
     ctx->n_threads = p.n_threads > 0 ? p.n_threads : moe_online_cpus();
     moe_status st = moe_kv_init(&ctx->kv, model, p.n_ctx, p.type_k, p.type_v, err);
     if (st == MOE_OK)
-        st = build_arena(ctx, err);
+        st = alloc_batch_state(ctx, err);
     if (st == MOE_OK)
-        st = moe_backend_init(&ctx->be, moe_backend_cpu(), ctx, err);
+        st = init_devices(ctx, err);
     if (st != MOE_OK) {
         moe_context_free(ctx);
         return st;
@@ -100,12 +181,15 @@ void moe_context_free(moe_context *ctx) {
         return;
     moe_lora_clear(ctx);
     free(ctx->lora_tmp);
-    moe_backend_release(&ctx->be);
+    for (int d = 0; d < MOE_MAX_DEVICES; d++) {
+        moe_device_ctx *dc = &ctx->dev[d];
+        moe_backend_release(&dc->be);
+        if (dc->arena)
+            dc->be.ops->free(&dc->be, dc->arena);
+    }
     moe_kv_free(&ctx->kv);
-    free(ctx->arena);
-    free(ctx->s.topk);
+    free(ctx->cells);
     free(ctx->logits);
-    free(ctx->logit_row);
     free(ctx);
 }
 
@@ -166,7 +250,7 @@ moe_status moe_decode(moe_context *ctx, const moe_batch *b, moe_err *err) {
     /* the lazy update: pending K-shift, then a requested defragmentation, so
      * the batch's cells are claimed from a compact cache */
     moe_kv_update(ctx);
-    MOE_TRY(moe_kv_claim(&ctx->kv, b->n_tokens, ctx->pos_buf, ctx->seq_buf, ctx->s.cells, err));
+    MOE_TRY(moe_kv_claim(&ctx->kv, b->n_tokens, ctx->pos_buf, ctx->seq_buf, ctx->cells, err));
     for (int32_t t = 0, n = 0; t < b->n_tokens; t++) {
         bool want = b->logits ? b->logits[t] != 0 : t == b->n_tokens - 1;
         ctx->logit_row[t] = want ? n++ : -1;
@@ -224,7 +308,7 @@ int32_t moe_kv_n_used(const moe_context *ctx) { return ctx->kv.used; }
 void moe_kv_defrag(moe_context *ctx) { ctx->do_defrag = true; }
 
 int32_t moe_kv_update(moe_context *ctx) {
-    ctx->be.ops->kv_shift(&ctx->be, &ctx->kv, ctx->model);
+    moe_context_kv_shift(ctx);
     if (!ctx->do_defrag)
         return 0;
     ctx->do_defrag = false;

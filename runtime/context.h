@@ -6,6 +6,7 @@
 #define MOE_RUNTIME_CONTEXT_H
 
 #include "runtime/backend.h"
+#include "runtime/device.h"
 #include "runtime/kv_cache.h"
 #include "runtime/model.h"
 
@@ -13,21 +14,48 @@
 /* llama.cpp pads the attended cells to a multiple of 32 (no flash attention) */
 #define MOE_KV_PADDING 32
 
-/* Activation buffers of one decode (T <= n_batch tokens), rows token-major. */
+/* The graph's activations: each may have a copy on several devices
+ * (forward.c keeps track of which copies are current and copies between
+ * them). Rows are token-major. */
+typedef enum moe_buf {
+    MOE_BUF_X,      /* [T][D] residual stream */
+    MOE_BUF_H,      /* [T][D] normed input of a block */
+    MOE_BUF_TMP,    /* [T][D] branch output */
+    MOE_BUF_Q,      /* [T][H*dk] */
+    MOE_BUF_K,      /* [T][Hkv*dk] */
+    MOE_BUF_V,      /* [T][Hkv*dv] */
+    MOE_BUF_ATT,    /* [T][H*dv] */
+    MOE_BUF_QA,     /* deepseek2 MLA intermediates */
+    MOE_BUF_KVPE,
+    MOE_BUF_KVC,
+    MOE_BUF_KV,
+    MOE_BUF_ROUTER, /* [T][E] router logits, then probabilities */
+    MOE_BUF_TOPK,   /* [T][K] int32 expert ids */
+    MOE_BUF_TOPW,   /* [T][K] routing weights */
+    MOE_BUF_SHEXP,  /* [T][D] shared-expert output */
+    MOE_BUF_SHGATE, /* [T] shared-expert gate logits */
+    MOE_BUF_LOGITS, /* [T][n_vocab], on a device holding the output head other than the CPU */
+    MOE_BUF_COUNT
+} moe_buf;
+
+/* One device's buffers for a decode of up to n_batch tokens: the graph's
+ * activations and the backend's working memory. */
 typedef struct moe_scratch {
-    float *x, *h, *tmp;          /* [T][D] residual stream, normed, branch output */
-    float *q, *k, *v, *att;      /* [T][H*dk], [T][Hkv*dk], [T][Hkv*dv], [T][H*dv] */
-    float *qa, *kvpe, *kvc, *kv; /* deepseek2 MLA intermediates */
+    void *buf[MOE_BUF_COUNT];
     float *attn_ws;              /* [threads][moe_attention_workspace()] */
-    float *router;               /* [T][E] */
-    int32_t *topk;               /* [T][K] */
-    float *topw;                 /* [T][K] */
     int32_t *members;            /* [T*K] (token, slot) pairs routed to one expert */
     float *xe, *ge, *ue, *oe;    /* gathered inputs, gate/up, outputs of one expert */
     float *slot_out;             /* [T][K][D] expert outputs before the weighted sum */
     float *mm;                   /* matmul scratch */
-    int32_t *cells;              /* [T] cache cells of the batch */
 } moe_scratch;
+
+/* A device a context computes on: its backend instance and buffers. */
+typedef struct moe_device_ctx {
+    bool active;                 /* the model placed something on it */
+    moe_backend be;
+    moe_scratch s;
+    void *arena;                 /* device memory holding s */
+} moe_device_ctx;
 
 /* One adapter applied to a context (lora.h). */
 typedef struct moe_lora_applied {
@@ -40,8 +68,11 @@ struct moe_context {
     moe_context_params params;
     int n_threads;
     moe_kv_cache kv;
-    moe_scratch s;
-    float *arena;
+    moe_device_ctx dev[MOE_MAX_DEVICES]; /* indexed as the model's devices; 0 = CPU */
+    uint32_t valid[MOE_BUF_COUNT];       /* bit d: device d's copy of the buffer is current */
+    int64_t valid_n[MOE_BUF_COUNT];      /* 4-byte elements written by the last step */
+    moe_perf perf;                       /* where decoding time went (moe_context_perf) */
+    int32_t *cells;        /* [n_batch] cache cells of the batch (host) */
     float *logits;         /* [n_logit_rows][n_vocab] */
     int32_t logits_cap;    /* rows allocated */
     int32_t *logit_row;    /* [n_batch] batch index -> row, -1 none */
@@ -49,7 +80,6 @@ struct moe_context {
     int32_t n_kv;          /* cells attended over in the current layer pass */
     int32_t *pos_buf, *seq_buf; /* [n_batch] resolved positions and sequences */
     bool do_defrag;        /* defragment at the next update (moe_kv_update / decode) */
-    moe_backend be;        /* the backend the graph runs on (backend.h) */
     moe_matmul_observer observer; /* NULL: none (moe_context_set_matmul_observer) */
     void *observer_user;
     moe_lora_applied lora[MOE_LORA_MAX]; /* applied adapters, n_lora of them */
@@ -59,8 +89,12 @@ struct moe_context {
     int64_t lora_tmp_cap;
 };
 
+/* Applies the cache's pending K-shift (its keys are host memory, rotated by
+ * the CPU backend). */
+void moe_context_kv_shift(moe_context *ctx);
+
 /* Runs the forward pass of one validated batch whose tokens already own cache
- * cells (s.cells) and positions; fills logits rows for logit_row >= 0. */
+ * cells (ctx->cells) and positions; fills logits rows for logit_row >= 0. */
 moe_status moe_forward(moe_context *ctx, int32_t T, const moe_token *tokens, const int32_t *pos,
                        const int32_t *seq, moe_err *err);
 

@@ -1,16 +1,88 @@
 /* The forward pass: one generic transformer block for every architecture,
  * switched by the arch table (q/k norms, biases, MLA, MoE routing, shared
- * experts). Steps run per layer on explicit activation buffers (ctx->s), so a
- * scheduler can later place each step on a device. Shape alphabet: D n_embd,
- * T tokens, H/Hkv heads, dk/dv head sizes, E experts, K used, Fe expert width. */
+ * experts), and the scheduler that runs each step where it belongs.
+ *
+ * Where: a step with a weight runs on the weight's device; a layer's RoPE,
+ * attention and residual adds on the layer's device (where its KV cache is);
+ * the router's selection where the router weight is; the shared-expert gate
+ * where the routed experts ran. Every activation (context.h, moe_buf) may
+ * have a copy on several devices: a step asks for its inputs on its device
+ * (rd: copied there, explicitly, only when that copy is stale) and declares
+ * its outputs (wr: that device's copy becomes the only current one). With
+ * one device nothing is ever copied.
+ * Shape alphabet: D n_embd, T tokens, H/Hkv heads, dk/dv head sizes, E
+ * experts, K used, Fe expert width. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "runtime/backend.h"
 #include "runtime/context.h"
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/lora.h"
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static moe_backend *BE(moe_context *ctx, int d) { return &ctx->dev[d].be; }
+
+/* ---- activations across devices --------------------------------------------------------- */
+
+/* Copies the current elements of b from device src to dst: host <-> device by
+ * the device's upload/download, device <-> device through the CPU's copy. */
+static void copy_buf(moe_context *ctx, moe_buf b, int src, int dst) {
+    const double t0 = now_ms();
+    const size_t bytes = (size_t)ctx->valid_n[b] * 4;
+    void *to = ctx->dev[dst].s.buf[b];
+    const void *from = ctx->dev[src].s.buf[b];
+    if (src != 0 && dst != 0) {
+        copy_buf(ctx, b, src, 0);
+        ctx->valid[b] |= 1u;
+        copy_buf(ctx, b, 0, dst);
+        return;
+    }
+    if (dst == 0) {
+        BE(ctx, src)->ops->download(BE(ctx, src), to, from, bytes);
+        BE(ctx, src)->ops->synchronize(BE(ctx, src)); /* the host reads it next */
+    } else {
+        BE(ctx, dst)->ops->upload(BE(ctx, dst), to, from, bytes);
+    }
+    ctx->perf.copy_ms += now_ms() - t0;
+    ctx->perf.n_copies++;
+    ctx->perf.copy_bytes += (int64_t)bytes;
+}
+
+/* b's copy on device d, made current first. */
+static void *rd(moe_context *ctx, int d, moe_buf b) {
+    if (!(ctx->valid[b] & (1u << d))) {
+        int src = 0;
+        while (!(ctx->valid[b] & (1u << src)))
+            src++;
+        copy_buf(ctx, b, src, d);
+        ctx->valid[b] |= 1u << d;
+    }
+    return ctx->dev[d].s.buf[b];
+}
+
+/* b's copy on device d, about to receive n elements: the only current copy. */
+static void *wr(moe_context *ctx, int d, moe_buf b, int64_t n) {
+    ctx->valid[b] = 1u << d;
+    ctx->valid_n[b] = n;
+    return ctx->dev[d].s.buf[b];
+}
+
+/* b's copy on device d, made current, about to be changed in place. */
+static void *rw(moe_context *ctx, int d, moe_buf b) {
+    void *p = rd(ctx, d, b);
+    ctx->valid[b] = 1u << d;
+    return p;
+}
+
+/* ---- steps ------------------------------------------------------------------------------- */
 
 /* Hands the activations of one weight product to the context's observer. */
 static void observe(moe_context *ctx, const moe_weight *w, int64_t e, const float *x, int64_t T) {
@@ -18,144 +90,104 @@ static void observe(moe_context *ctx, const moe_weight *w, int64_t e, const floa
         ctx->observer(ctx->observer_user, w->name, (int32_t)e, x, w->ne[0], T);
 }
 
-/* Every dense weight product of the graph: llama.cpp's mul_mat order (GEMM
- * for batches). */
-static void matmul(moe_context *ctx, const moe_weight *w, const float *x, int64_t T, float *y) {
+/* Every dense weight product of the graph, on the weight's device: llama.cpp's
+ * mul_mat order (GEMM for batches). */
+static void matmul(moe_context *ctx, const moe_weight *w, moe_buf in, int64_t T, moe_buf out) {
+    const int d = w->device;
+    const float *x = rd(ctx, d, in);
+    float *y = wr(ctx, d, out, T * w->ne[1]);
     observe(ctx, w, -1, x, T);
-    ctx->be.ops->mul_mat(&ctx->be, w, 0, x, T, y, MOE_DOT_GEMM);
+    BE(ctx, d)->ops->mul_mat(BE(ctx, d), w, 0, x, T, y, MOE_DOT_GEMM);
     moe_lora_dense(ctx, w, x, T, y); /* applied adapters' s * B (A x), if any */
 }
 
-moe_status moe_backend_init(moe_backend *be, const moe_backend_ops *ops, moe_context *ctx,
-                            moe_err *err) {
-    moe_scratch *s = &ctx->s;
-    const moe_hparams *hp = &ctx->model->hp;
-    *be = (moe_backend){.ops = ops, .n_threads = ctx->n_threads, .scratch = s->mm,
-                        .attn_ws = s->attn_ws, .xe = s->xe, .ge = s->ge, .ue = s->ue,
-                        .oe = s->oe, .slot_out = s->slot_out, .members = s->members};
-    be->attn_ws_floats = moe_attention_workspace(hp, ctx->kv.row_k, ctx->kv.row_v, ctx->kv.size);
-    /* quantized activations take at most 40 bytes per 32 values */
-    const int64_t T = ctx->params.n_batch, K = hp->n_expert_used, E = hp->n_expert;
-    const int64_t D = hp->n_embd, Fe = hp->n_ff_exp;
-    int64_t n_in = D;
-    const int64_t widths[] = {hp->n_ff, Fe, hp->n_ff_shexp, hp->n_head * hp->head_dim_v,
-                              hp->q_lora_rank, hp->kv_lora_rank};
-    for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++)
-        n_in = widths[i] > n_in ? widths[i] : n_in;
-    const int64_t row = n_in / 32 * 40 + 64;
-    const int64_t act_dense = T * row, act_experts = T * row + T * K * row * 2;
-    be->act = malloc((size_t)(act_dense > act_experts ? act_dense : act_experts));
-    be->fg = malloc((size_t)(T * K * Fe + 1) * sizeof(float));
-    be->fu = malloc((size_t)(T * K * Fe + 1) * sizeof(float));
-    int32_t *ints = malloc((size_t)(3 * E + 2 * T * K + 1) * sizeof *ints);
-    if (!be->act || !be->fg || !be->fu || !ints) {
-        free(ints);
-        moe_backend_release(be);
-        return moe_fail(err, MOE_ERR_NOMEM, "out of memory for the %s backend's buffers",
-                        ops->name);
-    }
-    be->e_count = ints;
-    be->e_offset = ints + E;
-    be->e_active = ints + 2 * E;
-    be->slot_pos = ints + 3 * E;
-    be->pos_tok = ints + 3 * E + T * K;
-    return MOE_OK;
+/* RMS norm of T rows of n (rows `stride` apart in both buffers) from in into
+ * out, on the norm weight's device. */
+static void norm(moe_context *ctx, const moe_weight *w, moe_buf in, int64_t T, int64_t n,
+                 int64_t stride, moe_buf out) {
+    const int d = w->device;
+    const float *x = rd(ctx, d, in);
+    float *y = in == out ? rw(ctx, d, out) : wr(ctx, d, out, T * stride);
+    BE(ctx, d)->ops->rms_norm(BE(ctx, d), x, stride, w, T, n, ctx->model->hp.rms_eps, y, stride);
 }
 
-void moe_backend_release(moe_backend *be) {
-    if (!be)
+static void rope(moe_context *ctx, int d, moe_buf b, int64_t off, int32_t T, int64_t tok_stride,
+                 int64_t n_heads, int64_t head_stride, const int32_t *pos) {
+    float *v = (float *)rw(ctx, d, b) + off;
+    BE(ctx, d)->ops->rope(BE(ctx, d), v, T, tok_stride, n_heads, head_stride, pos,
+                          &ctx->model->rope);
+}
+
+static void add_bias(moe_context *ctx, moe_buf b, const moe_weight *bias, int64_t T, int64_t n) {
+    if (!bias->data)
         return;
-    free(be->act);
-    free(be->fg);
-    free(be->fu);
-    free(be->e_count);
-    be->act = NULL;
-    be->fg = be->fu = NULL;
-    be->e_count = NULL;
+    const int d = bias->device;
+    BE(ctx, d)->ops->add_bias(BE(ctx, d), rw(ctx, d, b), bias, T, n);
 }
 
-void moe_context_set_matmul_observer(moe_context *ctx, moe_matmul_observer fn, void *user) {
-    ctx->observer = fn;
-    ctx->observer_user = fn ? user : NULL;
-}
-
-static void norm_rows(moe_context *ctx, const float *x, const moe_weight *w, int64_t T,
-                      int64_t n, float *out) {
-    ctx->be.ops->rms_norm(&ctx->be, x, moe_weight_f32(w), T, n, ctx->model->hp.rms_eps, out);
-}
-
-static void rope(moe_context *ctx, float *v, int64_t n_heads, int64_t stride, int32_t pos) {
-    ctx->be.ops->rope(&ctx->be, v, n_heads, stride, pos, &ctx->model->rope);
-}
-
-static void add_bias(float *x, const moe_weight *b, int64_t n) {
-    const float *bias = moe_weight_f32(b);
-    if (bias)
-        for (int64_t i = 0; i < n; i++)
-            x[i] += bias[i];
+/* x += g * y on device d (gate NULL: g = 1). */
+static void add_into(moe_context *ctx, int d, moe_buf x, moe_buf y, const float *gate, int64_t T,
+                     int64_t n) {
+    const float *yp = rd(ctx, d, y);
+    BE(ctx, d)->ops->add_gated(BE(ctx, d), rw(ctx, d, x), yp, gate, T, n);
 }
 
 /* q, k, v for the llama / qwen2moe / qwen3moe / olmoe block. */
-static void qkv_standard(moe_context *ctx, const moe_layer *L, int32_t T, const int32_t *pos) {
-    moe_scratch *s = &ctx->s;
+static void qkv_standard(moe_context *ctx, const moe_layer *L, int d, int32_t T,
+                         const int32_t *pos) {
     const moe_hparams *hp = &ctx->model->hp;
-    const int64_t H = hp->n_head, Hkv = hp->n_head_kv, dk = hp->head_dim_k, dv = hp->head_dim_v;
-    matmul(ctx, &L->wq, s->h, T, s->q);
-    matmul(ctx, &L->wk, s->h, T, s->k);
-    matmul(ctx, &L->wv, s->h, T, s->v);
-    for (int32_t t = 0; t < T; t++) {
-        float *q = s->q + t * H * dk, *k = s->k + t * Hkv * dk, *v = s->v + t * Hkv * dv;
-        add_bias(q, &L->bq, H * dk);
-        add_bias(k, &L->bk, Hkv * dk);
-        add_bias(v, &L->bv, Hkv * dv);
-        switch (ctx->model->arch->qk_norm) {
-        case MOE_QK_NORM_FULL: /* olmoe: the whole projection, before splitting heads */
-            norm_rows(ctx, q, &L->q_norm, 1, H * dk, q);
-            norm_rows(ctx, k, &L->k_norm, 1, Hkv * dk, k);
-            break;
-        case MOE_QK_NORM_HEAD: /* qwen3moe: every head on its own */
-            norm_rows(ctx, q, &L->q_norm, H, dk, q);
-            norm_rows(ctx, k, &L->k_norm, Hkv, dk, k);
-            break;
-        case MOE_QK_NORM_NONE:
-            break;
-        }
-        rope(ctx, q, H, dk, pos[t]);
-        rope(ctx, k, Hkv, dk, pos[t]);
+    const int64_t H = hp->n_head, Hkv = hp->n_head_kv, dk = hp->head_dim_k;
+    matmul(ctx, &L->wq, MOE_BUF_H, T, MOE_BUF_Q);
+    matmul(ctx, &L->wk, MOE_BUF_H, T, MOE_BUF_K);
+    matmul(ctx, &L->wv, MOE_BUF_H, T, MOE_BUF_V);
+    add_bias(ctx, MOE_BUF_Q, &L->bq, T, H * dk);
+    add_bias(ctx, MOE_BUF_K, &L->bk, T, Hkv * dk);
+    add_bias(ctx, MOE_BUF_V, &L->bv, T, Hkv * hp->head_dim_v);
+    switch (ctx->model->arch->qk_norm) {
+    case MOE_QK_NORM_FULL: /* olmoe: the whole projection, before splitting heads */
+        norm(ctx, &L->q_norm, MOE_BUF_Q, T, H * dk, H * dk, MOE_BUF_Q);
+        norm(ctx, &L->k_norm, MOE_BUF_K, T, Hkv * dk, Hkv * dk, MOE_BUF_K);
+        break;
+    case MOE_QK_NORM_HEAD: /* qwen3moe: every head on its own */
+        norm(ctx, &L->q_norm, MOE_BUF_Q, T * H, dk, dk, MOE_BUF_Q);
+        norm(ctx, &L->k_norm, MOE_BUF_K, T * Hkv, dk, dk, MOE_BUF_K);
+        break;
+    case MOE_QK_NORM_NONE:
+        break;
     }
+    rope(ctx, d, MOE_BUF_Q, 0, T, H * dk, H, dk, pos);
+    rope(ctx, d, MOE_BUF_K, 0, T, Hkv * dk, Hkv, dk, pos);
 }
 
 /* deepseek2 multi-head latent attention, computed the reference way: the
  * latent c is expanded by attn_kv_b into per-head K (nope part) and V; the
  * rope part of K is one shared head (model.md §2.7). */
-static void qkv_mla(moe_context *ctx, const moe_layer *L, int32_t T, const int32_t *pos) {
-    moe_scratch *s = &ctx->s;
+static void qkv_mla(moe_context *ctx, const moe_layer *L, int d, int32_t T, const int32_t *pos) {
     const moe_hparams *hp = &ctx->model->hp;
     const int64_t H = hp->n_head, dk = hp->head_dim_k, dv = hp->head_dim_v;
     const int64_t n_rope = hp->n_rot, nope = dk - n_rope, rkv = hp->kv_lora_rank;
     if (L->wq_a.data) {
-        matmul(ctx, &L->wq_a, s->h, T, s->qa);
-        norm_rows(ctx, s->qa, &L->q_a_norm, T, hp->q_lora_rank, s->qa);
-        matmul(ctx, &L->wq_b, s->qa, T, s->q);
+        matmul(ctx, &L->wq_a, MOE_BUF_H, T, MOE_BUF_QA);
+        norm(ctx, &L->q_a_norm, MOE_BUF_QA, T, hp->q_lora_rank, hp->q_lora_rank, MOE_BUF_QA);
+        matmul(ctx, &L->wq_b, MOE_BUF_QA, T, MOE_BUF_Q);
     } else {
-        matmul(ctx, &L->wq, s->h, T, s->q);
+        matmul(ctx, &L->wq, MOE_BUF_H, T, MOE_BUF_Q);
     }
-    matmul(ctx, &L->wkv_a_mqa, s->h, T, s->kvpe);
-    for (int32_t t = 0; t < T; t++) /* the latent is the first rkv values of each row */
-        norm_rows(ctx, s->kvpe + t * (rkv + n_rope), &L->kv_a_norm, 1, rkv, s->kvc + t * rkv);
-    matmul(ctx, &L->wkv_b, s->kvc, T, s->kv);
-    for (int32_t t = 0; t < T; t++) {
-        float *q = s->q + t * H * dk, *kpe = s->kvpe + t * (rkv + n_rope) + rkv;
-        const float *kv = s->kv + t * H * (nope + dv);
-        rope(ctx, q + nope, H, dk, pos[t]);
-        rope(ctx, kpe, 1, n_rope, pos[t]);
-        float *k = s->k + t * H * dk, *v = s->v + t * H * dv;
-        for (int64_t h = 0; h < H; h++) {
-            memcpy(k + h * dk, kv + h * (nope + dv), (size_t)nope * sizeof(float));
-            memcpy(k + h * dk + nope, kpe, (size_t)n_rope * sizeof(float));
-            memcpy(v + h * dv, kv + h * (nope + dv) + nope, (size_t)dv * sizeof(float));
-        }
+    matmul(ctx, &L->wkv_a_mqa, MOE_BUF_H, T, MOE_BUF_KVPE);
+    { /* the latent is the first rkv values of each row */
+        const int dn = L->kv_a_norm.device;
+        const float *kvpe = rd(ctx, dn, MOE_BUF_KVPE);
+        float *kvc = wr(ctx, dn, MOE_BUF_KVC, T * rkv);
+        BE(ctx, dn)->ops->rms_norm(BE(ctx, dn), kvpe, rkv + n_rope, &L->kv_a_norm, T, rkv,
+                                   hp->rms_eps, kvc, rkv);
     }
+    matmul(ctx, &L->wkv_b, MOE_BUF_KVC, T, MOE_BUF_KV);
+    rope(ctx, d, MOE_BUF_Q, nope, T, H * dk, H, dk, pos);
+    rope(ctx, d, MOE_BUF_KVPE, rkv, T, rkv + n_rope, 1, n_rope, pos);
+    const float *kv = rd(ctx, d, MOE_BUF_KV);
+    const float *kpe = (const float *)rd(ctx, d, MOE_BUF_KVPE) + rkv;
+    float *k = wr(ctx, d, MOE_BUF_K, T * H * dk), *v = wr(ctx, d, MOE_BUF_V, T * H * dv);
+    BE(ctx, d)->ops->mla_kv(BE(ctx, d), kv, kpe, rkv + n_rope, T, H, nope, n_rope, dv, k, v);
 }
 
 /* The cells attended over: llama.cpp attends over the used cells rounded up
@@ -172,75 +204,89 @@ static int32_t attended_cells(const moe_kv_cache *kv) {
 static void attention(moe_context *ctx, int64_t il, int32_t T, const int32_t *pos,
                       const int32_t *seq) {
     const moe_layer *L = &ctx->model->layers[il];
-    moe_scratch *s = &ctx->s;
+    const moe_hparams *hp = &ctx->model->hp;
+    const int d = ctx->model->layer_dev[il];
     if (ctx->model->arch->mla)
-        qkv_mla(ctx, L, T, pos);
+        qkv_mla(ctx, L, d, T, pos);
     else
-        qkv_standard(ctx, L, T, pos);
+        qkv_standard(ctx, L, d, T, pos);
     ctx->n_kv = attended_cells(&ctx->kv);
+    const float *q = rd(ctx, d, MOE_BUF_Q), *k = rd(ctx, d, MOE_BUF_K);
+    const float *v = rd(ctx, d, MOE_BUF_V);
+    float *out = wr(ctx, d, MOE_BUF_ATT, T * hp->n_head * hp->head_dim_v);
     const moe_attn_step st = {.kv = &ctx->kv, .layer = il, .T = T, .n_kv = ctx->n_kv,
-                              .pos = pos, .seq = seq, .cells = s->cells, .q = s->q, .k = s->k,
-                              .v = s->v, .out = s->att};
-    ctx->be.ops->attention(&ctx->be, ctx->model, &st);
-    matmul(ctx, &L->wo, s->att, T, s->tmp);
+                              .pos = pos, .seq = seq, .cells = ctx->cells, .q = q, .k = k,
+                              .v = v, .out = out};
+    BE(ctx, d)->ops->attention(BE(ctx, d), ctx->model, &st);
+    matmul(ctx, &L->wo, MOE_BUF_ATT, T, MOE_BUF_TMP);
 }
 
 /* ---- feed-forward ----------------------------------------------------------------------- */
 
 static void dense_ffn(moe_context *ctx, const moe_weight *gate, const moe_weight *up,
-                      const moe_weight *down, int32_t T, float *out) {
+                      const moe_weight *down, int32_t T, moe_buf out) {
+    const int d = gate->device; /* placement keeps the three together */
     moe_lora_ffn lora;
-    const moe_ffn_step st = {.gate = gate, .up = up, .down = down, .x = ctx->s.h, .T = T,
-                             .out = out, .observer = ctx->observer,
+    const moe_ffn_step st = {.gate = gate, .up = up, .down = down,
+                             .x = rd(ctx, d, MOE_BUF_H), .T = T,
+                             .out = wr(ctx, d, out, T * down->ne[1]), .observer = ctx->observer,
                              .observer_user = ctx->observer_user,
                              .lora = moe_lora_ffn_terms(ctx, gate, up, down, &lora)};
-    ctx->be.ops->ffn(&ctx->be, &st);
+    BE(ctx, d)->ops->ffn(BE(ctx, d), &st);
 }
 
 /* Router: logits by the graph, the rest (probabilities, selection with the
  * exp_probs_b bias, weights) by the backend, per the arch's table. */
 static void route(moe_context *ctx, const moe_layer *L, int32_t T) {
-    moe_scratch *s = &ctx->s;
     const moe_model *m = ctx->model;
     const moe_hparams *hp = &m->hp;
-    matmul(ctx, &L->gate_inp, s->h, T, s->router);
+    const int d = L->gate_inp.device;
+    matmul(ctx, &L->gate_inp, MOE_BUF_H, T, MOE_BUF_ROUTER);
+    const int64_t K = hp->n_expert_used;
     const moe_route_step st = {
-        .probs = s->router, .T = T, .E = (int32_t)hp->n_expert, .K = (int32_t)hp->n_expert_used,
-        .sigmoid = hp->gating == MOE_GATING_SIGMOID, .bias = moe_weight_f32(&L->exp_probs_b),
+        .probs = rw(ctx, d, MOE_BUF_ROUTER), .T = T, .E = (int32_t)hp->n_expert,
+        .K = (int32_t)K, .sigmoid = hp->gating == MOE_GATING_SIGMOID,
+        .bias = L->exp_probs_b.data ? &L->exp_probs_b : NULL,
         .norm = m->arch->norm_w_key ? hp->expert_weights_norm : m->arch->norm_w,
-        .scale = m->arch->scale_w ? hp->expert_weights_scale : 1.0f, .ids = s->topk,
-        .w = s->topw};
-    ctx->be.ops->route(&ctx->be, &st);
+        .scale = m->arch->scale_w ? hp->expert_weights_scale : 1.0f,
+        .ids = wr(ctx, d, MOE_BUF_TOPK, T * K), .w = wr(ctx, d, MOE_BUF_TOPW, T * K)};
+    BE(ctx, d)->ops->route(BE(ctx, d), &st);
 }
 
-/* Routed experts, then the shared experts (qwen2moe: behind a scalar sigmoid
- * gate per token). */
-static void moe_ffn(moe_context *ctx, const moe_layer *L, int32_t T) {
-    moe_scratch *s = &ctx->s;
+static void routed_experts(moe_context *ctx, const moe_layer *L, int32_t T) {
+    const int d = L->gate_exps.device; /* placement keeps the three together */
     const int64_t D = ctx->model->hp.n_embd;
-    route(ctx, L, T);
     moe_lora_ffn lora;
     const moe_expert_step st = {
-        .gate = &L->gate_exps, .up = &L->up_exps, .down = &L->down_exps, .x = s->h, .T = T,
-        .K = (int32_t)ctx->model->hp.n_expert_used, .ids = s->topk, .w = s->topw, .out = s->tmp,
-        .observer = ctx->observer, .observer_user = ctx->observer_user,
+        .gate = &L->gate_exps, .up = &L->up_exps, .down = &L->down_exps,
+        .x = rd(ctx, d, MOE_BUF_H), .T = T, .K = (int32_t)ctx->model->hp.n_expert_used,
+        .ids = rd(ctx, d, MOE_BUF_TOPK), .w = rd(ctx, d, MOE_BUF_TOPW),
+        .out = wr(ctx, d, MOE_BUF_TMP, T * D), .observer = ctx->observer,
+        .observer_user = ctx->observer_user,
         .lora = moe_lora_ffn_terms(ctx, &L->gate_exps, &L->up_exps, &L->down_exps, &lora)};
-    ctx->be.ops->experts(&ctx->be, &st);
-    if (!L->gate_shexp.data)
-        return;
-    dense_ffn(ctx, &L->gate_shexp, &L->up_shexp, &L->down_shexp, T, s->oe);
-    float *gate = s->router; /* the router's probabilities are no longer needed */
-    if (L->gate_inp_shexp.data)
-        matmul(ctx, &L->gate_inp_shexp, s->h, T, gate);
-    for (int32_t t = 0; t < T; t++) {
-        float g = 1.0f;
-        if (L->gate_inp_shexp.data) { /* llama.cpp computes this sigmoid as silu(v)/v */
-            const float v = gate[t];
-            g = v / (1.0f + expf(-v)) / v;
-        }
-        for (int64_t d = 0; d < D; d++)
-            s->tmp[t * D + d] += g * s->oe[t * D + d];
+    const double t0 = now_ms();
+    BE(ctx, d)->ops->experts(BE(ctx, d), &st);
+    ctx->perf.experts_ms += now_ms() - t0;
+}
+
+/* Routed experts plus the shared experts (qwen2moe: behind a scalar sigmoid
+ * gate per token). The shared expert is queued first: on another device it
+ * then runs while the routed experts compute. */
+static void moe_ffn(moe_context *ctx, const moe_layer *L, int32_t T) {
+    const int64_t D = ctx->model->hp.n_embd;
+    route(ctx, L, T);
+    const bool shared = L->gate_shexp.data != NULL;
+    if (shared) {
+        dense_ffn(ctx, &L->gate_shexp, &L->up_shexp, &L->down_shexp, T, MOE_BUF_SHEXP);
+        if (L->gate_inp_shexp.data)
+            matmul(ctx, &L->gate_inp_shexp, MOE_BUF_H, T, MOE_BUF_SHGATE);
     }
+    routed_experts(ctx, L, T);
+    if (!shared)
+        return;
+    const int d = L->gate_exps.device;
+    const float *gate = L->gate_inp_shexp.data ? rd(ctx, d, MOE_BUF_SHGATE) : NULL;
+    add_into(ctx, d, MOE_BUF_TMP, MOE_BUF_SHEXP, gate, T, D);
 }
 
 static void ffn(moe_context *ctx, int64_t il, int32_t T) {
@@ -248,54 +294,102 @@ static void ffn(moe_context *ctx, int64_t il, int32_t T) {
     if (L->is_moe)
         moe_ffn(ctx, L, T);
     else
-        dense_ffn(ctx, &L->ffn_gate, &L->ffn_up, &L->ffn_down, T, ctx->s.tmp);
+        dense_ffn(ctx, &L->ffn_gate, &L->ffn_up, &L->ffn_down, T, MOE_BUF_TMP);
 }
 
 /* ---- the pass ------------------------------------------------------------------------------- */
 
 static void embed(moe_context *ctx, int32_t T, const moe_token *tokens) {
     const moe_weight *w = &ctx->model->tok_embd;
-    const moe_type_traits *tr = moe_type_get(w->type);
-    for (int32_t t = 0; t < T; t++)
-        tr->to_f32(w->data + (uint64_t)tokens[t] * w->row_bytes, ctx->s.x + t * w->ne[0],
-                   w->ne[0], 1);
+    const int d = w->device;
+    float *x = wr(ctx, d, MOE_BUF_X, T * w->ne[0]);
+    BE(ctx, d)->ops->get_rows(BE(ctx, d), w, tokens, T, x);
     if (ctx->n_lora)
-        moe_lora_embed(ctx, T, tokens);
+        moe_lora_embed(ctx, T, tokens, x);
 }
 
-static void add_residual(float *x, const float *y, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        x[i] += y[i];
+/* The output head for the rows that asked for logits: the norm gathers them
+ * (one call per run of consecutive rows), the product writes the logits. */
+static void output(moe_context *ctx, int32_t T) {
+    const moe_model *m = ctx->model;
+    const int64_t D = m->hp.n_embd, V = m->hp.n_vocab;
+    const int dn = m->output_norm.device;
+    const float *x = rd(ctx, dn, MOE_BUF_X);
+    float *h = wr(ctx, dn, MOE_BUF_H, 0);
+    int32_t n = 0;
+    for (int32_t t = 0; t < T;) {
+        if (ctx->logit_row[t] < 0) {
+            t++;
+            continue;
+        }
+        int32_t run = 1;
+        while (t + run < T && ctx->logit_row[t + run] >= 0)
+            run++;
+        BE(ctx, dn)->ops->rms_norm(BE(ctx, dn), x + t * D, D, &m->output_norm, run, D,
+                                   m->hp.rms_eps, h + n * D, D);
+        n += run;
+        t += run;
+    }
+    if (!n)
+        return;
+    ctx->valid_n[MOE_BUF_H] = n * D;
+    const moe_weight *w = &m->output;
+    const int d = w->device;
+    const float *hx = rd(ctx, d, MOE_BUF_H);
+    float *y = d == 0 ? ctx->logits : wr(ctx, d, MOE_BUF_LOGITS, n * V);
+    observe(ctx, w, -1, hx, n);
+    BE(ctx, d)->ops->mul_mat(BE(ctx, d), w, 0, hx, n, y, MOE_DOT_GEMM);
+    moe_lora_dense(ctx, w, hx, n, y);
+    if (d != 0) { /* the logits are the host's */
+        const double t0 = now_ms();
+        BE(ctx, d)->ops->download(BE(ctx, d), ctx->logits, y, (size_t)(n * V) * sizeof(float));
+        BE(ctx, d)->ops->synchronize(BE(ctx, d));
+        ctx->perf.copy_ms += now_ms() - t0;
+        ctx->perf.n_copies++;
+        ctx->perf.copy_bytes += n * V * 4;
+    }
 }
 
 moe_status moe_forward(moe_context *ctx, int32_t T, const moe_token *tokens, const int32_t *pos,
                        const int32_t *seq, moe_err *err) {
     const moe_model *m = ctx->model;
     const moe_hparams *hp = &m->hp;
-    moe_scratch *s = &ctx->s;
     const int64_t D = hp->n_embd;
+    const double t0 = now_ms();
+    const double busy0 = ctx->perf.experts_ms + ctx->perf.copy_ms;
+    memset(ctx->valid, 0, sizeof ctx->valid);
     embed(ctx, T, tokens);
     for (int64_t il = 0; il < hp->n_layer; il++) {
         const moe_layer *L = &m->layers[il];
-        norm_rows(ctx, s->x, &L->attn_norm, T, D, s->h);
+        const int d = m->layer_dev[il];
+        norm(ctx, &L->attn_norm, MOE_BUF_X, T, D, D, MOE_BUF_H);
         attention(ctx, il, T, pos, seq);
-        add_residual(s->x, s->tmp, T * D);
-        norm_rows(ctx, s->x, &L->ffn_norm, T, D, s->h);
+        add_into(ctx, d, MOE_BUF_X, MOE_BUF_TMP, NULL, T, D);
+        norm(ctx, &L->ffn_norm, MOE_BUF_X, T, D, D, MOE_BUF_H);
         ffn(ctx, il, T);
-        add_residual(s->x, s->tmp, T * D);
+        add_into(ctx, d, MOE_BUF_X, MOE_BUF_TMP, NULL, T, D);
     }
-    /* only the rows that asked for logits go through the output head */
-    int32_t n = 0;
-    for (int32_t t = 0; t < T; t++) {
-        if (ctx->logit_row[t] < 0)
-            continue;
-        memcpy(s->tmp + (int64_t)n * D, s->x + t * D, (size_t)D * sizeof(float));
-        n++;
-    }
-    if (n) {
-        norm_rows(ctx, s->tmp, &m->output_norm, n, D, s->h);
-        matmul(ctx, &m->output, s->h, n, ctx->logits);
-    }
+    output(ctx, T);
+    for (int dd = 0; dd < m->n_dev; dd++) /* every queued step is done when decode returns */
+        if (ctx->dev[dd].active)
+            BE(ctx, dd)->ops->synchronize(BE(ctx, dd));
+    const double total = now_ms() - t0;
+    ctx->perf.other_ms += total - (ctx->perf.experts_ms + ctx->perf.copy_ms - busy0);
+    ctx->perf.n_decodes++;
+    ctx->perf.n_tokens += T;
     (void)err;
     return MOE_OK;
+}
+
+void moe_context_perf(const moe_context *ctx, moe_perf *out) { *out = ctx->perf; }
+
+void moe_context_perf_reset(moe_context *ctx) { memset(&ctx->perf, 0, sizeof ctx->perf); }
+
+void moe_context_kv_shift(moe_context *ctx) {
+    BE(ctx, 0)->ops->kv_shift(BE(ctx, 0), &ctx->kv, ctx->model);
+}
+
+void moe_context_set_matmul_observer(moe_context *ctx, moe_matmul_observer fn, void *user) {
+    ctx->observer = fn;
+    ctx->observer_user = fn ? user : NULL;
 }

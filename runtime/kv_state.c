@@ -234,7 +234,7 @@ moe_status moe_state_save_file(moe_context *ctx, const char *path, const moe_tok
                                int32_t n_tokens, moe_err *err) {
     MOE_FAIL_IF(n_tokens < 0 || (n_tokens > 0 && !tokens), err, MOE_ERR_USAGE,
                 "state: %d tokens without ids", n_tokens);
-    ctx->be.ops->kv_shift(&ctx->be, &ctx->kv, ctx->model); /* the file holds no pending deltas */
+    moe_context_kv_shift(ctx); /* the file holds no pending deltas */
     size_t len = strlen(path) + 16;
     char *tmp = malloc(len);
     MOE_FAIL_IF(!tmp, err, MOE_ERR_NOMEM, "out of memory");

@@ -136,7 +136,7 @@ const moe_lora_ffn *moe_lora_ffn_terms(moe_context *ctx, const moe_weight *gate,
     return any ? out : NULL;
 }
 
-void moe_lora_embed(moe_context *ctx, int32_t T, const moe_token *tokens) {
+void moe_lora_embed(moe_context *ctx, int32_t T, const moe_token *tokens, float *x_rows) {
     const int64_t D = ctx->model->hp.n_embd;
     for (int32_t i = 0; i < ctx->n_lora; i++) {
         const moe_lora_adapter *ad = ctx->lora[i].adapter;
@@ -146,7 +146,7 @@ void moe_lora_embed(moe_context *ctx, int32_t T, const moe_token *tokens) {
         const float s = eff_scale(ad, ctx->lora[i].scale, f->r);
         for (int32_t t = 0; t < T; t++) { /* A's row of the token is already A x */
             const float *a = f->a + (int64_t)tokens[t] * f->r;
-            float *x = ctx->s.x + t * D;
+            float *x = x_rows + t * D;
             for (int64_t d = 0; d < D; d++)
                 x[d] += s * dot(f->b + d * f->r, a, f->r);
         }
@@ -400,6 +400,10 @@ moe_status moe_lora_apply(moe_context *ctx, moe_lora_adapter *ad, float scale, m
             ctx->lora[i].scale = scale;
             return MOE_OK;
         }
+    for (int d = 0; d < ctx->model->n_dev; d++) /* the terms are computed by the host */
+        MOE_FAIL_IF(ctx->dev[d].active && !ctx->model->dev[d].ops->host_memory, err,
+                    MOE_ERR_UNSUPPORTED, "LoRA adapters need every weight in host memory, but "
+                    "the model is placed on %s too", ctx->model->dev[d].info.name);
     MOE_FAIL_IF(ctx->n_lora >= MOE_LORA_MAX, err, MOE_ERR_USAGE,
                 "at most %d LoRA adapters can be applied at once", MOE_LORA_MAX);
     /* per-row scratch for the largest step: T tokens, or T*K expert slots */

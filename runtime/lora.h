@@ -53,8 +53,8 @@ void moe_lora_dense(moe_context *ctx, const moe_weight *w, const float *x, int64
 const moe_lora_ffn *moe_lora_ffn_terms(moe_context *ctx, const moe_weight *gate,
                                        const moe_weight *up, const moe_weight *down,
                                        moe_lora_ffn *out);
-/* Adds the token_embd terms to the embedded rows ctx->s.x[T][D]. */
-void moe_lora_embed(moe_context *ctx, int32_t T, const moe_token *tokens);
+/* Adds the token_embd terms to the embedded rows x_rows[T][D]. */
+void moe_lora_embed(moe_context *ctx, int32_t T, const moe_token *tokens, float *x_rows);
 
 /* Frees every adapter of the model (moe_model_free). */
 void moe_lora_free_all(moe_model *m);

@@ -19,9 +19,6 @@
 #include "runtime/include/moe.h"
 #include "runtime/vocab.h"
 
-/* Where a weight lives. Only the CPU exists today; the CUDA backend adds more. */
-typedef enum moe_device { MOE_DEVICE_CPU = 0 } moe_device;
-
 /* One weight tensor in ggml order: ne[0] is the row length (inputs of a
  * matmul), ne[1] the rows (outputs), ne[2] the experts. NULL data = absent. */
 typedef struct moe_weight {
@@ -30,7 +27,7 @@ typedef struct moe_weight {
     int64_t ne[4];
     uint64_t row_bytes;    /* bytes of one row of ne[0] values */
     uint64_t expert_bytes; /* bytes of one ne[0] x ne[1] matrix */
-    moe_device device;
+    int8_t device;         /* index into the model's devices (device.h); 0 = CPU */
     const char *name;      /* borrowed from the spec list */
     /* set by the backend the weight is bound to (backend.h), once at load */
     const struct moe_cpu_kernel *kern; /* CPU: the product kernel for this type and ISA */
@@ -87,6 +84,12 @@ struct moe_model {
     size_t n_specs;
     uint64_t weight_bytes, bytes_per_token;
     struct moe_lora_adapter *lora; /* loaded LoRA adapters (lora.h), freed with the model */
+    /* placement (device.h) */
+    int n_dev;
+    struct moe_device_entry *dev; /* [n_dev] every device known at load */
+    int8_t *layer_dev;            /* [n_layer] where a layer's attention and KV cache live */
+    uint32_t dev_used;            /* bit d: device d holds a weight or a layer */
+    bool bound;                   /* weights bound to their devices (unbind at free) */
 };
 
 /* Fills the RoPE constants and kq_scale from model->hp (YaRN included). */

@@ -12,6 +12,7 @@
 #include "formats/log.h"
 #include "formats/zstd_seekable.h"
 #include "runtime/backend.h"
+#include "runtime/device.h"
 #include "runtime/lora.h"
 #include "runtime/model.h"
 
@@ -247,7 +248,7 @@ static void set_weight(moe_weight *w, const moe_tensor_spec *s, moe_type type,
     memcpy(w->ne, ne, sizeof w->ne);
     moe_type_row_size(type, ne[0], &w->row_bytes, NULL);
     w->expert_bytes = w->row_bytes * (uint64_t)ne[1];
-    w->device = MOE_DEVICE_CPU;
+    w->device = 0; /* the CPU until placement (device.h) */
     w->name = s->name;
 }
 
@@ -446,14 +447,14 @@ static moe_status load(loader *L, const char *path) {
                 "expert gating function %d is not supported (softmax 1 and sigmoid 2 are)",
                 (int)m->hp.gating);
     MOE_TRY(bind_all(L));
-    MOE_TRY(moe_backend_bind_model(moe_backend_cpu(), m, L->err));
+    account_bytes(m); /* before placement: copies on devices are not more weights */
+    MOE_TRY(moe_placement_apply(m, L->params, L->err));
     MOE_TRY(load_vocab(L));
     if (m->vocab && moe_vocab_n_tokens(m->vocab) != m->hp.n_vocab)
         return moe_fail(L->err, MOE_ERR_FORMAT,
                         "the vocabulary has %lld tokens but token_embd has %lld rows",
                         (long long)moe_vocab_n_tokens(m->vocab), (long long)m->hp.n_vocab);
     moe_model_derive_rope(m);
-    account_bytes(m);
     return MOE_OK;
 }
 
@@ -490,6 +491,7 @@ void moe_model_free(moe_model *m) {
     if (!m)
         return;
     moe_lora_free_all(m);
+    moe_placement_release(m);
     for (size_t i = 0; i < m->n_owned; i++)
         free(m->owned[i]);
     free(m->owned);

@@ -48,3 +48,17 @@ if(TARGET moe_runtime)
   moe_add_c_test(test_kernels SOURCES ${MOE_TEST_DIR}/test_kernels.c LABELS unit kernels
                  LIBS moe_runtime ${MATH_LIB})
 endif()
+
+# Split execution over CPU and CPU1 (runtime/device.h): placement rules and
+# errors, then every pack model split at every layer boundary, with
+# --cpu-moe and with single tensors moved: logits bit-identical.
+if(TARGET moe_runtime)
+  moe_add_c_test(test_split_rules SOURCES ${MOE_TEST_DIR}/test_split.c LABELS unit
+                 LIBS moe_runtime ${MATH_LIB} ARGS rules)
+  if(MOE_HAVE_CONFORMANCE)
+    foreach(m tiny-llama tiny-llama-q4_0 tiny-llama-q4_K tiny-llama-split tiny-qwen2moe
+              tiny-olmoe tiny-qwen3moe tiny-deepseek2 tiny-deepseek2-lite)
+      moe_add_c_test(split_${m} TARGET test_split_rules LABELS golden ARGS logits ${m})
+    endforeach()
+  endif()
+endif()

@@ -2,6 +2,7 @@
  * the reference steps. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "runtime/cpu/cpu_backend.h"
@@ -46,17 +47,19 @@ static void cpu_experts(moe_backend *be, const moe_expert_step *st) {
         moe_cpu_experts_ref(be, st);
 }
 
-static void cpu_rms_norm(moe_backend *be, const float *x, const float *w, int64_t T, int64_t n,
-                         float eps, float *out) {
+static void cpu_rms_norm(moe_backend *be, const float *x, int64_t x_stride, const moe_weight *w,
+                         int64_t T, int64_t n, float eps, float *out, int64_t out_stride) {
     (void)be;
+    const float *wf = w ? moe_weight_f32(w) : NULL;
     for (int64_t t = 0; t < T; t++)
-        moe_cpu_rms_norm(x + t * n, w, n, eps, out + t * n);
+        moe_cpu_rms_norm(x + t * x_stride, wf, n, eps, out + t * out_stride);
 }
 
-static void cpu_rope(moe_backend *be, float *v, int64_t n_heads, int64_t stride, int32_t pos,
-                     const moe_rope_params *r) {
+static void cpu_rope(moe_backend *be, float *v, int64_t T, int64_t token_stride, int64_t n_heads,
+                     int64_t head_stride, const int32_t *pos, const moe_rope_params *r) {
     (void)be;
-    moe_cpu_rope(v, n_heads, stride, pos, r);
+    for (int64_t t = 0; t < T; t++)
+        moe_cpu_rope(v + t * token_stride, n_heads, head_stride, pos[t], r);
 }
 
 static void cpu_kv_shift(moe_backend *be, moe_kv_cache *kv, const moe_model *m) {
@@ -119,6 +122,7 @@ static void top_k(const float *v, int64_t n, int64_t k, int32_t *idx) {
 static void cpu_route(moe_backend *be, const moe_route_step *st) {
     (void)be;
     const int64_t E = st->E, K = st->K;
+    const float *bias = st->bias ? moe_weight_f32(st->bias) : NULL;
     for (int32_t t = 0; t < st->T; t++) {
         float *p = st->probs + t * E;
         if (st->sigmoid)
@@ -128,7 +132,7 @@ static void cpu_route(moe_backend *be, const moe_route_step *st) {
             moe_cpu_softmax(p, E);
         float sel[MOE_MAX_EXPERTS];
         for (int64_t e = 0; e < E; e++)
-            sel[e] = st->bias ? p[e] + st->bias[e] : p[e];
+            sel[e] = bias ? p[e] + bias[e] : p[e];
         int32_t *ids = st->ids + t * K;
         float *w = st->w + t * K;
         top_k(sel, E, K, ids);
@@ -144,21 +148,123 @@ static void cpu_route(moe_backend *be, const moe_route_step *st) {
     }
 }
 
+/* ---- element-wise steps ------------------------------------------------------------------ */
+
+static void cpu_get_rows(moe_backend *be, const moe_weight *w, const int32_t *ids, int32_t T,
+                         float *out) {
+    (void)be;
+    const moe_type_traits *tr = moe_type_get(w->type);
+    for (int32_t t = 0; t < T; t++)
+        tr->to_f32(w->data + (uint64_t)ids[t] * w->row_bytes, out + t * w->ne[0], w->ne[0], 1);
+}
+
+static void cpu_add_bias(moe_backend *be, float *x, const moe_weight *b, int64_t T, int64_t n) {
+    (void)be;
+    const float *bias = moe_weight_f32(b);
+    for (int64_t t = 0; bias && t < T; t++)
+        moe_cpu_add_bias(x + t * n, bias, n);
+}
+
+static void cpu_add_gated(moe_backend *be, float *x, const float *y, const float *gate,
+                          int64_t T, int64_t n) {
+    (void)be;
+    for (int64_t t = 0; t < T; t++) {
+        float g = 1.0f;
+        if (gate) { /* llama.cpp computes this sigmoid as silu(v)/v */
+            const float v = gate[t];
+            g = v / (1.0f + expf(-v)) / v;
+        }
+        for (int64_t i = 0; i < n; i++)
+            x[t * n + i] += g * y[t * n + i];
+    }
+}
+
+static void cpu_mla_kv(moe_backend *be, const float *kv, const float *kpe, int64_t kpe_stride,
+                       int64_t T, int64_t H, int64_t nope, int64_t n_rope, int64_t dv, float *k,
+                       float *v) {
+    (void)be;
+    const int64_t dk = nope + n_rope;
+    for (int64_t t = 0; t < T; t++) {
+        const float *kvt = kv + t * H * (nope + dv), *pe = kpe + t * kpe_stride;
+        float *kt = k + t * H * dk, *vt = v + t * H * dv;
+        for (int64_t h = 0; h < H; h++) {
+            memcpy(kt + h * dk, kvt + h * (nope + dv), (size_t)nope * sizeof(float));
+            memcpy(kt + h * dk + nope, pe, (size_t)n_rope * sizeof(float));
+            memcpy(vt + h * dv, kvt + h * (nope + dv) + nope, (size_t)dv * sizeof(float));
+        }
+    }
+}
+
+/* ---- memory: plain host memory, copies are memcpy ------------------------------------------ */
+
+static void *cpu_alloc(moe_backend *be, size_t bytes) {
+    (void)be;
+    return malloc(bytes ? bytes : 1);
+}
+
+static void cpu_free(moe_backend *be, void *p) {
+    (void)be;
+    free(p);
+}
+
+static void cpu_copy(moe_backend *be, void *dst, const void *src, size_t bytes) {
+    (void)be;
+    memcpy(dst, src, bytes);
+}
+
+static void cpu_synchronize(moe_backend *be) { (void)be; }
+
+/* The members CPU and CPU1 share: the same kernels and plain host memory. */
+#define MOE_CPU_OPS_COMMON                                                                      \
+    .host_memory = true, .interleaved = true, .supports_weight = cpu_supports_weight,           \
+    .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy, .download = cpu_copy,             \
+    .synchronize = cpu_synchronize, .mul_mat = cpu_matmul, .experts = cpu_experts,              \
+    .ffn = cpu_ffn, .route = cpu_route, .rms_norm = cpu_rms_norm, .rope = cpu_rope,             \
+    .attention = moe_cpu_attention_ref, .kv_shift = cpu_kv_shift, .get_rows = cpu_get_rows,     \
+    .add_bias = cpu_add_bias, .add_gated = cpu_add_gated, .mla_kv = cpu_mla_kv
+
 static const moe_backend_ops cpu_ops = {
     .name = "CPU",
-    .supports_weight = cpu_supports_weight,
     .bind_weight = cpu_bind_weight,
-    .mul_mat = cpu_matmul,
-    .experts = cpu_experts,
-    .ffn = cpu_ffn,
-    .route = cpu_route,
-    .rms_norm = cpu_rms_norm,
-    .rope = cpu_rope,
-    .attention = moe_cpu_attention_ref,
-    .kv_shift = cpu_kv_shift,
+    MOE_CPU_OPS_COMMON,
 };
 
 const moe_backend_ops *moe_backend_cpu(void) { return &cpu_ops; }
+
+/* ---- CPU1: a second CPU device with memory of its own ----------------------------------------
+ * The same kernels as CPU, but every weight placed on it is copied into
+ * memory CPU1 owns at load, and activations reach it only through the
+ * graph's explicit copies: the split, copy and synchronisation logic of the
+ * scheduler runs (and is tested) on machines without a GPU. Any placement
+ * over CPU and CPU1 gives the single-device logits bit for bit. */
+
+static moe_status cpu1_bind_weight(moe_backend *be, moe_weight *w, moe_err *err) {
+    const uint64_t bytes = w->expert_bytes * (uint64_t)(w->ne[2] * w->ne[3]);
+    void *copy = malloc(bytes ? bytes : 1);
+    MOE_FAIL_IF(!copy, err, MOE_ERR_NOMEM, "out of memory copying tensor '%s' (%.1f MiB) to CPU1",
+                w->name, (double)bytes / 1048576.0);
+    memcpy(copy, w->data, bytes);
+    w->dev = copy;
+    w->data = copy;
+    if (w->ne[1] == 1) /* 1-D weights: F32 values for the graph, no kernel */
+        return MOE_OK;
+    return cpu_bind_weight(be, w, err);
+}
+
+static void cpu1_unbind_weight(moe_weight *w) {
+    free(w->dev);
+    w->dev = NULL;
+    w->data = NULL;
+}
+
+static const moe_backend_ops cpu1_ops = {
+    .name = "CPU1",
+    .bind_weight = cpu1_bind_weight,
+    .unbind_weight = cpu1_unbind_weight,
+    MOE_CPU_OPS_COMMON,
+};
+
+const moe_backend_ops *moe_backend_cpu1(void) { return &cpu1_ops; }
 
 /* ---- the reference routed experts -------------------------------------------------------- */
 
@@ -202,29 +308,4 @@ void moe_cpu_experts_ref(moe_backend *be, const moe_expert_step *st) {
             for (int64_t d = 0; d < D; d++)
                 out[d] += be->slot_out[(t * K + k) * D + d] * w[k];
     }
-}
-
-/* ---- binding ----------------------------------------------------------------------------- */
-
-static moe_status bind_one(const moe_backend_ops *ops, moe_backend *probe, moe_weight *w,
-                           moe_err *err) {
-    char why[256];
-    if (!w->data || w->ne[1] == 1) /* absent, or 1-D: stays host F32 for the graph */
-        return MOE_OK;
-    MOE_FAIL_IF(!ops->supports_weight(probe, w, why, sizeof why), err, MOE_ERR_UNSUPPORTED, "%s",
-                why);
-    return ops->bind_weight(probe, w, err);
-}
-
-moe_status moe_backend_bind_model(const moe_backend_ops *ops, moe_model *m, moe_err *err) {
-    moe_backend probe = {.ops = ops, .n_threads = 1};
-    MOE_TRY(bind_one(ops, &probe, &m->tok_embd, err));
-    MOE_TRY(bind_one(ops, &probe, &m->output, err));
-    for (int64_t il = 0; il < m->hp.n_layer; il++) {
-        moe_layer *L = &m->layers[il];
-#define BIND(f) MOE_TRY(bind_one(ops, &probe, &L->f, err));
-        MOE_LAYER_WEIGHTS(BIND)
-#undef BIND
-    }
-    return MOE_OK;
 }

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "formats/status.h"
 #include "formats/types.h"
@@ -31,10 +32,45 @@ typedef struct moe_context moe_context;
 
 /* ---- model ------------------------------------------------------------------------- */
 
+/* ---- devices --------------------------------------------------------------------------
+ * Where weights live and steps run. "CPU" (index 0) always exists; "CPU1" is a
+ * second CPU device with memory of its own (the same kernels; it exists so
+ * that split execution, copies and synchronisation can be used and tested on
+ * any machine); "CUDA0", "CUDA1"... when the CUDA backend is built and a GPU
+ * is present. */
+#define MOE_MAX_DEVICES 8
+
+typedef struct moe_device_info {
+    char name[16];          /* "CPU", "CPU1", "CUDA0" */
+    char description[128];  /* "NVIDIA H200 (sm_90)" */
+    bool gpu;               /* an offload device -ngl uses by default */
+    uint64_t free_bytes, total_bytes; /* 0 when unknown (host devices) */
+} moe_device_info;
+
+int moe_device_count(void);
+/* Fills *out for device i; false if there is no such device. */
+bool moe_device_get(int i, moe_device_info *out);
+
+/* ---- model ------------------------------------------------------------------------- */
+
 typedef struct moe_model_params {
     bool use_mmap;   /* default true; false reads weights into memory */
     bool verify;     /* check stored XXH3 checksums before use */
     int n_threads;   /* for loading (decompression, legacy-layout stacking); 0 = all */
+    /* Placement, as llama.cpp's flags. A tensor goes to the device of the first
+     * tensor override whose pattern (ECMAScript-style regex, searched in the
+     * GGUF name) matches; then --n-cpu-moe / --cpu-moe put expert tensors on
+     * the CPU; then -ngl: the last n_gpu_layers layers (more than the layer
+     * count: the output head too) are split evenly, in order, over the
+     * offload devices; the rest stays on the CPU. A layer's attention and KV
+     * cache live on its -ngl device; every other step runs where its weight
+     * is, activations crossing devices by explicit copies. */
+    int32_t n_gpu_layers;                 /* -ngl N; default 0 */
+    const char *devices;                  /* -dev A,B: offload devices; NULL = every GPU */
+    const char *const *tensor_overrides;  /* -ot PATTERN=DEVICE, n_tensor_overrides of them */
+    int32_t n_tensor_overrides;
+    bool cpu_moe;                         /* --cpu-moe: every expert tensor on the CPU */
+    int32_t n_cpu_moe;                    /* --n-cpu-moe N: the experts of layers < N */
 } moe_model_params;
 
 moe_model_params moe_model_default_params(void);
@@ -57,6 +93,12 @@ const char *moe_model_arch_name(const moe_model *model);
 uint64_t moe_model_bytes_per_token(const moe_model *model);
 /* Total bytes of weight data. */
 uint64_t moe_model_weight_bytes(const moe_model *model);
+/* Writes where every tensor went (name, type, MiB, device) and the bytes and
+ * layers per device, one line each, to f. */
+void moe_model_print_placement(const moe_model *model, FILE *f);
+/* The device (an index for moe_device_get) tensor name was placed on, or -1
+ * when the model has no such tensor. */
+int moe_model_tensor_device(const moe_model *model, const char *name);
 
 /* ---- context ----------------------------------------------------------------------- */
 
@@ -100,6 +142,19 @@ moe_status moe_decode(moe_context *ctx, const moe_batch *batch, moe_err *err);
  * that token did not request logits or the last decode failed. Every pointer
  * returned is invalidated by the next moe_decode, successful or not. */
 const float *moe_get_logits_ith(moe_context *ctx, int32_t i);
+
+/* Where decoding time went since the context was made or last reset: routed
+ * experts, every other step, and copies between devices with the waits for
+ * device queues. Steps queued on a device that runs asynchronously are
+ * counted when the host waits for them. */
+typedef struct moe_perf {
+    double experts_ms, other_ms, copy_ms;
+    int64_t n_copies, copy_bytes;
+    int64_t n_decodes, n_tokens;
+} moe_perf;
+
+void moe_context_perf(const moe_context *ctx, moe_perf *out);
+void moe_context_perf_reset(moe_context *ctx);
 
 /* ---- KV cache (llama.cpp semantics: p1 < 0 means "to the end") ------------------------
  * A sequence id outside 0..n_seq_max-1 (other than -1 = all, where allowed)

@@ -23,6 +23,7 @@
 #include "formats/log.h"
 #include "formats/tempfile.h"
 #include "runtime/include/moe.h"
+#include "runtime/tools/placement_cli.h"
 #include "runtime/tools/run_kv.h"
 
 #define PROG "moe-run"
@@ -43,6 +44,7 @@ typedef struct run_opts {
     moe_opt_list kv;                      /* --kv, as typed */
     run_kv_op kv_ops[MOE_OPT_LIST_MAX];  /* --kv, parsed */
     int n_kv_ops;
+    moe_placement_opts place;             /* -ngl, -ot, --cpu-moe... */
 } run_opts;
 
 typedef struct run_timings {
@@ -200,12 +202,15 @@ static moe_status load(const run_opts *o, int32_t n_batch, moe_model **model, mo
     mp.use_mmap = !o->no_mmap;
     mp.verify = o->verify;
     mp.n_threads = (int)o->threads;
+    moe_placement_cli_apply(&o->place, &mp);
     moe_status st = moe_model_load(o->model, &mp, model, err);
     if (st != MOE_OK) {
         if (!strstr(err->msg, o->model)) /* the user must see which file failed */
             moe_err_prefix(err, "%s", o->model);
         return st;
     }
+    if (o->verbose)
+        moe_model_print_placement(*model, stderr);
     int64_t n_train = moe_model_n_ctx_train(*model);
     moe_context_params cp = moe_context_default_params();
     if (o->n_ctx < 0)
@@ -852,7 +857,8 @@ int main(int argc, char **argv) {
          .arg_name = "FILE", .help = "reuse the KV state of the prompt's longest prefix saved in "
                                      "FILE, and save the prompt's state there"},
         {.names = "v,verbose", .kind = MOE_OPT_FLAG, .dest = &o.verbose,
-         .help = "debug logging"},
+         .help = "debug logging, and where every tensor was placed"},
+        MOE_PLACEMENT_OPTS(&o.place),
         {0},
     };
     const moe_cli cli = {.prog = PROG, .synopsis = "-m MODEL [-p PROMPT | -f FILE] [options]",
@@ -864,6 +870,10 @@ int main(int argc, char **argv) {
     moe_status st = take_lora_scales(&argc, argv, &o, &err);
     if (st == MOE_OK)
         st = moe_cli_parse(&cli, argc, argv, NULL, NULL, &help, &err);
+    if (st == MOE_OK && !help && o.place.list_devices) {
+        moe_placement_cli_list(stdout);
+        return 0;
+    }
     if (st == MOE_OK && !help)
         st = check_opts(&o, &err);
     if (st != MOE_OK) {

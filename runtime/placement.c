@@ -1,0 +1,380 @@
+/* Placement: which device holds each weight and runs each layer's attention,
+ * from llama.cpp's flags, checked and bound at load (device.h). */
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "formats/log.h"
+#include "formats/regex.h"
+#include "runtime/device.h"
+#include "runtime/model.h"
+
+/* ---- devices ------------------------------------------------------------------------------- */
+
+int moe_devices_discover(moe_device_entry *out, int cap) {
+    if (cap < 2)
+        return 0;
+    out[0] = (moe_device_entry){.ops = moe_backend_cpu()};
+    snprintf(out[0].info.name, sizeof out[0].info.name, "CPU");
+    snprintf(out[0].info.description, sizeof out[0].info.description, "host CPU");
+    out[1] = (moe_device_entry){.ops = moe_backend_cpu1()};
+    snprintf(out[1].info.name, sizeof out[1].info.name, "CPU1");
+    snprintf(out[1].info.description, sizeof out[1].info.description,
+             "second CPU device: own memory, explicit copies (for split-execution tests)");
+    return 2 + moe_devices_discover_gpus(out + 2, cap - 2);
+}
+
+int moe_device_count(void) {
+    moe_device_entry devs[MOE_MAX_DEVICES];
+    return moe_devices_discover(devs, MOE_MAX_DEVICES);
+}
+
+bool moe_device_get(int i, moe_device_info *out) {
+    moe_device_entry devs[MOE_MAX_DEVICES];
+    int n = moe_devices_discover(devs, MOE_MAX_DEVICES);
+    if (i < 0 || i >= n)
+        return false;
+    *out = devs[i].info;
+    return true;
+}
+
+static int find_device(const moe_device_entry *devs, int n, const char *name, size_t len) {
+    for (int d = 0; d < n; d++)
+        if (strlen(devs[d].info.name) == len && !strncasecmp(devs[d].info.name, name, len))
+            return d;
+    return -1;
+}
+
+/* "CPU, CPU1" for error messages. */
+static void device_names(const moe_device_entry *devs, int n, char *buf, size_t cap) {
+    size_t at = 0;
+    buf[0] = '\0';
+    for (int d = 0; d < n && at < cap; d++)
+        at += (size_t)snprintf(buf + at, cap - at, "%s%s", d ? ", " : "", devs[d].info.name);
+}
+
+moe_status moe_placement_parse_override(const char *value, const moe_device_entry *devs,
+                                        int n_devs, char **pattern, int *dev, moe_err *err) {
+    *pattern = NULL;
+    const char *eq = strrchr(value, '='); /* device names hold no '=', patterns may */
+    MOE_FAIL_IF(!eq || eq == value || !eq[1], err, MOE_ERR_USAGE,
+                "option -ot '%s': expected PATTERN=DEVICE (e.g. 'ffn_.*_exps=CPU')", value);
+    *dev = find_device(devs, n_devs, eq + 1, strlen(eq + 1));
+    if (*dev < 0) {
+        char names[160];
+        device_names(devs, n_devs, names, sizeof names);
+        return moe_fail(err, MOE_ERR_USAGE, "option -ot '%s': no device named '%s' (devices: %s)",
+                        value, eq + 1, names);
+    }
+    *pattern = strndup(value, (size_t)(eq - value));
+    MOE_FAIL_IF(!*pattern, err, MOE_ERR_NOMEM, "out of memory");
+    return MOE_OK;
+}
+
+/* ---- the weights, with the names placement matches ------------------------------------------ */
+
+/* Calls fn for every present weight with its layer (-1 for the others) and the
+ * name users write patterns for: stacked expert names even for a legacy
+ * split-expert file, "output.weight" for an output tied to the embeddings. */
+typedef moe_status (*weight_fn)(void *user, moe_weight *w, int64_t il, const char *name);
+
+static moe_status visit(moe_model *m, weight_fn fn, void *user) {
+    if (m->tok_embd.data)
+        MOE_TRY(fn(user, &m->tok_embd, -1, "token_embd.weight"));
+    if (m->output_norm.data)
+        MOE_TRY(fn(user, &m->output_norm, -1, "output_norm.weight"));
+    if (m->output.data)
+        MOE_TRY(fn(user, &m->output, -1, "output.weight"));
+    for (int64_t il = 0; il < m->hp.n_layer; il++) {
+        moe_layer *L = &m->layers[il];
+        char name[96];
+#define VISIT(f)                                                                                \
+    if (L->f.data) {                                                                            \
+        const char *nm = L->f.name;                                                             \
+        if (&L->f == &L->gate_exps || &L->f == &L->up_exps || &L->f == &L->down_exps) {         \
+            snprintf(name, sizeof name, "blk.%" PRId64 ".ffn_%s_exps.weight", il,              \
+                     &L->f == &L->gate_exps ? "gate" : &L->f == &L->up_exps ? "up" : "down");   \
+            nm = name;                                                                          \
+        }                                                                                       \
+        MOE_TRY(fn(user, &L->f, il, nm));                                                       \
+    }
+        MOE_LAYER_WEIGHTS(VISIT)
+#undef VISIT
+    }
+    return MOE_OK;
+}
+
+/* ---- resolving ----------------------------------------------------------------------------- */
+
+typedef struct override {
+    moe_regex *re;
+    int dev;
+} override;
+
+typedef struct resolver {
+    moe_model *m;
+    const moe_model_params *p;
+    override ov[64];
+    int n_ov;
+    int offload[MOE_MAX_DEVICES]; /* -dev list (or every GPU), in order */
+    int n_offload;
+    int out_dev;                  /* the output head's device */
+    moe_err *err;
+} resolver;
+
+static bool is_expert_name(const char *name) {
+    return strstr(name, "_exps.") != NULL;
+}
+
+static moe_status place_one(void *user, moe_weight *w, int64_t il, const char *name) {
+    resolver *r = user;
+    for (int i = 0; i < r->n_ov; i++)
+        if (moe_regex_search(r->ov[i].re, name)) {
+            w->device = (int8_t)r->ov[i].dev;
+            return MOE_OK;
+        }
+    const moe_model_params *p = r->p;
+    if (il >= 0 && is_expert_name(name) && (p->cpu_moe || il < p->n_cpu_moe))
+        w->device = 0;
+    else if (il >= 0)
+        w->device = r->m->layer_dev[il];
+    else if (w == &r->m->tok_embd) /* the input rows stay on the host, as in llama.cpp */
+        w->device = 0;
+    else
+        w->device = (int8_t)r->out_dev;
+    return MOE_OK;
+}
+
+/* The offload devices: -dev's list ("none" for none), or every GPU. */
+static moe_status offload_devices(resolver *r) {
+    const moe_model *m = r->m;
+    const char *list = r->p->devices;
+    r->n_offload = 0;
+    if (!list) {
+        for (int d = 0; d < m->n_dev; d++)
+            if (m->dev[d].info.gpu)
+                r->offload[r->n_offload++] = d;
+        return MOE_OK;
+    }
+    if (!strcasecmp(list, "none"))
+        return MOE_OK;
+    for (const char *s = list; *s;) {
+        size_t len = strcspn(s, ",");
+        int d = find_device(m->dev, m->n_dev, s, len);
+        if (d < 0) {
+            char names[160];
+            device_names(m->dev, m->n_dev, names, sizeof names);
+            return moe_fail(r->err, MOE_ERR_USAGE, "option -dev '%s': no device named '%.*s' "
+                            "(devices: %s)", list, (int)len, s, names);
+        }
+        MOE_FAIL_IF(r->n_offload == MOE_MAX_DEVICES, r->err, MOE_ERR_USAGE,
+                    "option -dev '%s': too many devices", list);
+        r->offload[r->n_offload++] = d;
+        s += len + (s[len] == ',');
+    }
+    return MOE_OK;
+}
+
+/* llama.cpp's -ngl: the last N layers go to the offload devices (split evenly,
+ * in order), N beyond the layer count also takes the output head. */
+static void place_layers(resolver *r) {
+    moe_model *m = r->m;
+    const int64_t n_layer = m->hp.n_layer;
+    int64_t ngl = r->p->n_gpu_layers < 0 ? n_layer + 1 : r->p->n_gpu_layers;
+    if (!r->n_offload)
+        ngl = 0;
+    const int64_t on = ngl < n_layer ? ngl : n_layer, first = n_layer - on;
+    for (int64_t il = 0; il < n_layer; il++)
+        m->layer_dev[il] = (int8_t)(il < first ? 0 : r->offload[(il - first) * r->n_offload / on]);
+    r->out_dev = ngl > n_layer ? r->offload[r->n_offload - 1] : 0;
+}
+
+bool moe_placement_check_weight(const moe_weight *w, const moe_device_entry *dev, char *why,
+                                size_t cap) {
+    const moe_type_traits *tr = moe_type_get(w->type);
+    if (tr && tr->interleave_rows > 0 && !dev->ops->interleaved) {
+        snprintf(why, cap,
+                 "tensor '%s' has the row-interleaved type %s, which only the CPU computes "
+                 "with: keep it on the CPU (e.g. -ot '%s=CPU') or convert the file with "
+                 "moe-repack --deinterleave",
+                 w->name, tr->name, w->name);
+        return false;
+    }
+    if (w->ne[1] == 1) /* 1-D weights are F32 values every device takes */
+        return true;
+    moe_backend probe = {.ops = dev->ops, .n_threads = 1};
+    if (!dev->ops->supports_weight(&probe, w, why, cap))
+        return false;
+    return true;
+}
+
+/* Steps that multiply with three weights at once run on one device. */
+static moe_status check_together(const moe_model *m, int64_t il, const moe_weight *a,
+                                 const moe_weight *b, const moe_weight *c, const char *what,
+                                 const char *pattern, moe_err *err) {
+    if (!a->data || (a->device == b->device && a->device == c->device))
+        return MOE_OK;
+    /* the device the user asked for is the one that is not the CPU */
+    const int want = a->device ? a->device : b->device ? b->device : c->device;
+    return moe_fail(err, MOE_ERR_USAGE,
+                    "the %s tensors of layer %" PRId64 " must be on one device, but gate is on "
+                    "%s, up on %s, down on %s: make the pattern cover all three (e.g. "
+                    "-ot 'blk\\.%" PRId64 "\\.%s=%s')",
+                    what, il, m->dev[a->device].info.name, m->dev[b->device].info.name,
+                    m->dev[c->device].info.name, il, pattern, m->dev[want].info.name);
+}
+
+static moe_status check_one(void *user, moe_weight *w, int64_t il, const char *name) {
+    resolver *r = user;
+    (void)il, (void)name;
+    char why[400];
+    MOE_FAIL_IF(!moe_placement_check_weight(w, &r->m->dev[w->device], why, sizeof why), r->err,
+                MOE_ERR_UNSUPPORTED, "%s: %s", r->m->dev[w->device].info.name, why);
+    r->m->dev_used |= 1u << w->device;
+    return MOE_OK;
+}
+
+static moe_status bind_one(void *user, moe_weight *w, int64_t il, const char *name) {
+    resolver *r = user;
+    (void)il, (void)name;
+    const moe_backend_ops *ops = r->m->dev[w->device].ops;
+    if (w->ne[1] == 1 && w->device == 0) /* 1-D on the host: read by the graph as is */
+        return MOE_OK;
+    moe_backend probe = {.ops = ops, .n_threads = 1};
+    return ops->bind_weight(&probe, w, r->err);
+}
+
+static void free_overrides(resolver *r) {
+    for (int i = 0; i < r->n_ov; i++)
+        moe_regex_free(r->ov[i].re);
+}
+
+static moe_status compile_overrides(resolver *r) {
+    const moe_model_params *p = r->p;
+    MOE_FAIL_IF(p->n_tensor_overrides > (int32_t)(sizeof r->ov / sizeof r->ov[0]), r->err,
+                MOE_ERR_USAGE, "more than %zu -ot overrides", sizeof r->ov / sizeof r->ov[0]);
+    for (int32_t i = 0; i < p->n_tensor_overrides; i++) {
+        char *pattern;
+        int dev;
+        MOE_TRY(moe_placement_parse_override(p->tensor_overrides[i], r->m->dev, r->m->n_dev,
+                                             &pattern, &dev, r->err));
+        moe_status st = moe_regex_compile(pattern, "-ot", &r->ov[r->n_ov].re, r->err);
+        free(pattern);
+        MOE_TRY(st);
+        r->ov[r->n_ov++].dev = dev;
+    }
+    return MOE_OK;
+}
+
+static moe_status resolve(resolver *r) {
+    moe_model *m = r->m;
+    MOE_FAIL_IF(r->p->n_cpu_moe < 0, r->err, MOE_ERR_USAGE,
+                "option --n-cpu-moe: %d is negative", r->p->n_cpu_moe);
+    MOE_TRY(compile_overrides(r));
+    MOE_TRY(offload_devices(r));
+    if (r->p->n_gpu_layers != 0 && !r->n_offload)
+        MOE_WARN("-ngl %d: no offload device (no GPU found, none named with -dev): every layer "
+                 "stays on the CPU; -dev CPU1 splits between the CPU devices",
+                 r->p->n_gpu_layers);
+    place_layers(r);
+    MOE_TRY(visit(m, place_one, r));
+    for (int64_t il = 0; il < m->hp.n_layer; il++) {
+        const moe_layer *L = &m->layers[il];
+        m->dev_used |= 1u << m->layer_dev[il];
+        MOE_TRY(check_together(m, il, &L->gate_exps, &L->up_exps, &L->down_exps, "routed expert",
+                               "ffn_.*_exps", r->err));
+        MOE_TRY(check_together(m, il, &L->ffn_gate, &L->ffn_up, &L->ffn_down, "dense FFN",
+                               "ffn_(gate|up|down)\\.", r->err));
+        MOE_TRY(check_together(m, il, &L->gate_shexp, &L->up_shexp, &L->down_shexp,
+                               "shared expert", "ffn_.*_shexp", r->err));
+    }
+    MOE_TRY(visit(m, check_one, r));
+    m->bound = true;
+    return visit(m, bind_one, r);
+}
+
+moe_status moe_placement_apply(moe_model *m, const moe_model_params *params, moe_err *err) {
+    m->dev = calloc(MOE_MAX_DEVICES, sizeof *m->dev);
+    m->layer_dev = calloc((size_t)(m->hp.n_layer > 0 ? m->hp.n_layer : 1), sizeof *m->layer_dev);
+    MOE_FAIL_IF(!m->dev || !m->layer_dev, err, MOE_ERR_NOMEM, "out of memory");
+    m->n_dev = moe_devices_discover(m->dev, MOE_MAX_DEVICES);
+    resolver r = {.m = m, .p = params, .err = err};
+    moe_status st = resolve(&r);
+    free_overrides(&r);
+    return st;
+}
+
+static moe_status unbind_one(void *user, moe_weight *w, int64_t il, const char *name) {
+    moe_model *m = user;
+    (void)il, (void)name;
+    const moe_backend_ops *ops = m->dev[w->device].ops;
+    if (ops->unbind_weight && w->dev)
+        ops->unbind_weight(w);
+    return MOE_OK;
+}
+
+void moe_placement_release(moe_model *m) {
+    if (m->bound)
+        visit(m, unbind_one, m);
+    m->bound = false;
+    free(m->dev);
+    free(m->layer_dev);
+    m->dev = NULL;
+    m->layer_dev = NULL;
+}
+
+/* ---- reporting ------------------------------------------------------------------------------ */
+
+typedef struct report {
+    const moe_model *m;
+    FILE *f;
+    uint64_t bytes[MOE_MAX_DEVICES];
+    const char *find;
+    int found;
+} report;
+
+static uint64_t weight_bytes(const moe_weight *w) {
+    return w->expert_bytes * (uint64_t)(w->ne[2] * w->ne[3]);
+}
+
+static moe_status report_one(void *user, moe_weight *w, int64_t il, const char *name) {
+    report *rp = user;
+    (void)il;
+    const uint64_t b = weight_bytes(w);
+    rp->bytes[w->device] += b;
+    fprintf(rp->f, "placement: %-34s %-9s %10.3f MiB -> %s\n", name, moe_type_name(w->type),
+            (double)b / 1048576.0, rp->m->dev[w->device].info.name);
+    return MOE_OK;
+}
+
+void moe_model_print_placement(const moe_model *m, FILE *f) {
+    report rp = {.m = m, .f = f};
+    visit((moe_model *)m, report_one, &rp);
+    for (int d = 0; d < m->n_dev; d++) {
+        if (!(m->dev_used & (1u << d)))
+            continue;
+        int64_t layers = 0;
+        for (int64_t il = 0; il < m->hp.n_layer; il++)
+            layers += m->layer_dev[il] == d;
+        fprintf(f, "placement: %s: %.2f MiB of weights, %" PRId64 " layer%s' attention and KV "
+                "cache\n", m->dev[d].info.name, (double)rp.bytes[d] / 1048576.0, layers,
+                layers == 1 ? "" : "s");
+    }
+}
+
+static moe_status find_one(void *user, moe_weight *w, int64_t il, const char *name) {
+    report *rp = user;
+    (void)il;
+    if (rp->found < 0 && !strcmp(name, rp->find))
+        rp->found = w->device;
+    return MOE_OK;
+}
+
+int moe_model_tensor_device(const moe_model *m, const char *name) {
+    report rp = {.m = m, .find = name, .found = -1};
+    visit((moe_model *)m, find_one, &rp);
+    return rp.found;
+}

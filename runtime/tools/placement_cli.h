@@ -1,0 +1,66 @@
+/* placement_cli — llama.cpp's placement flags, the same in every tool that
+ * loads a model (moe-run, moe-bench, moe-perplexity, moe-imatrix):
+ *   -ngl N, -dev A,B, --list-devices, -ot PATTERN=DEVICE (repeatable,
+ *   first match wins; --override-tensor too), --cpu-moe, --n-cpu-moe N.
+ * A tool puts MOE_PLACEMENT_OPTS(&its_placement_opts) in its option table,
+ * answers --list-devices with moe_placement_cli_list, and copies the values
+ * into its moe_model_params with moe_placement_cli_apply. */
+#ifndef MOE_RUNTIME_TOOLS_PLACEMENT_CLI_H
+#define MOE_RUNTIME_TOOLS_PLACEMENT_CLI_H
+
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "formats/cli.h"
+#include "runtime/include/moe.h"
+
+typedef struct moe_placement_opts {
+    int64_t n_gpu_layers;
+    const char *devices;
+    moe_opt_list overrides;
+    bool cpu_moe, list_devices;
+    int64_t n_cpu_moe;
+} moe_placement_opts;
+
+#define MOE_PLACEMENT_OPTS(po)                                                                  \
+    {.names = "ngl,gpu-layers,n-gpu-layers", .kind = MOE_OPT_INT, .dest = &(po)->n_gpu_layers,  \
+     .arg_name = "N", .help = "layers on the offload devices (-dev), counted from the last; "   \
+                              "more than the model has: the output head too; -1 = all",       \
+     .min = -1, .max = INT32_MAX},                                                              \
+    {.names = "dev,device", .kind = MOE_OPT_STRING, .dest = &(po)->devices,                     \
+     .arg_name = "LIST", .help = "offload devices for -ngl, comma-separated (default: every "   \
+                                 "GPU; CPU1 splits between CPU devices; none: no offload)"},  \
+    {.names = "list-devices", .kind = MOE_OPT_FLAG, .dest = &(po)->list_devices,                \
+     .help = "print the devices and exit"},                                                     \
+    {.names = "ot,override-tensor", .kind = MOE_OPT_LIST, .dest = &(po)->overrides,             \
+     .arg_name = "PATTERN=DEVICE", .help = "repeatable: tensors whose name the regex matches "   \
+                                           "go to DEVICE; the first matching one wins"},       \
+    {.names = "cpu-moe", .kind = MOE_OPT_FLAG, .dest = &(po)->cpu_moe,                          \
+     .help = "keep every routed-expert tensor on the CPU"},                                     \
+    {.names = "n-cpu-moe", .kind = MOE_OPT_INT, .dest = &(po)->n_cpu_moe, .arg_name = "N",      \
+     .help = "keep the routed-expert tensors of the first N layers on the CPU", .min = 0,       \
+     .max = INT32_MAX}
+
+static inline void moe_placement_cli_apply(const moe_placement_opts *po, moe_model_params *mp) {
+    mp->n_gpu_layers = (int32_t)po->n_gpu_layers;
+    mp->devices = po->devices;
+    mp->tensor_overrides = po->overrides.items;
+    mp->n_tensor_overrides = po->overrides.count;
+    mp->cpu_moe = po->cpu_moe;
+    mp->n_cpu_moe = (int32_t)po->n_cpu_moe;
+}
+
+/* --list-devices: one line per device, as llama.cpp prints them. */
+static inline void moe_placement_cli_list(FILE *f) {
+    fprintf(f, "Available devices:\n");
+    moe_device_info d;
+    for (int i = 0; moe_device_get(i, &d); i++) {
+        fprintf(f, "  %s: %s", d.name, d.description);
+        if (d.total_bytes)
+            fprintf(f, " (%" PRIu64 " MiB, %" PRIu64 " MiB free)", d.total_bytes >> 20,
+                    d.free_bytes >> 20);
+        fprintf(f, "\n");
+    }
+}
+
+#endif
