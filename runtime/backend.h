@@ -161,6 +161,11 @@ typedef struct moe_backend_ops {
     void (*download)(moe_backend *be, void *host_dst, const void *src, size_t bytes);
     /* Waits for everything queued on the device. */
     void (*synchronize)(moe_backend *be);
+    /* Host memory the device copies from and to asynchronously (pinned), for
+     * the CPU's activation buffers when this device is in use; NULL: the
+     * device needs none (plain host memory is used). */
+    void *(*host_alloc)(moe_backend *be, size_t bytes);
+    void (*host_free)(moe_backend *be, void *p);
 
     /* ---- steps; every float buffer is memory of this device ---- */
     /* y[t][r] = sum_i W[e][r][i] x[t][i], r < ne[1], t < T (e = 0 for 2-D w). */

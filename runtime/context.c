@@ -13,10 +13,20 @@
 moe_context_params moe_context_default_params(void) {
     return (moe_context_params){.n_ctx = 0, .n_seq_max = 1, .n_batch = 512,
                                 .type_k = MOE_TYPE_F16, .type_v = MOE_TYPE_F16, .n_threads = 0,
-                                .defrag_thold = -1.0f};
+                                .defrag_thold = -1.0f, .op_offload_min = 32};
 }
 
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* The device whose pinned host memory the CPU's buffers use: the first
+ * active device that offers it (a GPU), or none. */
+static const moe_device_ctx *pinning_device(const moe_context *ctx) {
+    const moe_model *m = ctx->model;
+    for (int d = 1; d < m->n_dev; d++)
+        if (ctx->dev[d].active && ctx->dev[d].be.ops->host_alloc)
+            return &ctx->dev[d];
+    return NULL;
+}
 
 /* Lays out device d's buffers (ctx->dev[d].s) inside one allocation of its
  * memory; the logits buffer only where the output head runs off the CPU. */
@@ -51,7 +61,9 @@ static moe_status build_arena(moe_context *ctx, int d, moe_err *err) {
     int64_t total = 0; /* 4-byte elements, regions 16-byte aligned */
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
         total += (parts[i].n + 3) & ~(int64_t)3;
-    dc->arena = dc->be.ops->alloc(&dc->be, (size_t)total * 4);
+    const moe_device_ctx *pin = pinning_device(ctx);
+    dc->arena = d == 0 && pin ? pin->be.ops->host_alloc((moe_backend *)&pin->be, (size_t)total * 4)
+                              : dc->be.ops->alloc(&dc->be, (size_t)total * 4);
     MOE_FAIL_IF(!dc->arena, err, MOE_ERR_NOMEM,
                 "%s: out of memory for a %lld-token batch (%.1f MB of activations)",
                 m->dev[d].info.name, (long long)T, (double)total * 4 / 1e6);
@@ -125,7 +137,7 @@ void moe_backend_release(moe_backend *be) {
 /* A backend instance and buffers on every device the model uses. */
 static moe_status init_devices(moe_context *ctx, moe_err *err) {
     const moe_model *m = ctx->model;
-    for (int d = 0; d < m->n_dev; d++) {
+    for (int d = m->n_dev - 1; d >= 0; d--) { /* the CPU last: it may use a GPU's pinned memory */
         if (!(m->dev_used & (1u << d)) && d != 0)
             continue;
         moe_device_ctx *dc = &ctx->dev[d];
@@ -184,8 +196,13 @@ void moe_context_free(moe_context *ctx) {
     for (int d = 0; d < MOE_MAX_DEVICES; d++) {
         moe_device_ctx *dc = &ctx->dev[d];
         moe_backend_release(&dc->be);
-        if (dc->arena)
+        const moe_device_ctx *pin = d == 0 ? pinning_device(ctx) : NULL;
+        if (dc->arena && pin)
+            pin->be.ops->host_free((moe_backend *)&pin->be, dc->arena);
+        else if (dc->arena)
             dc->be.ops->free(&dc->be, dc->arena);
+        if (dc->staging)
+            dc->be.ops->free(&dc->be, dc->staging);
     }
     moe_kv_free(&ctx->kv);
     free(ctx->cells);

@@ -55,6 +55,8 @@ typedef struct moe_device_ctx {
     moe_backend be;
     moe_scratch s;
     void *arena;                 /* device memory holding s */
+    void *staging;               /* routed experts uploaded for one layer step */
+    uint64_t staging_bytes;
 } moe_device_ctx;
 
 /* One adapter applied to a context (lora.h). */

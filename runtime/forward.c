@@ -253,13 +253,91 @@ static void route(moe_context *ctx, const moe_layer *L, int32_t T) {
     BE(ctx, d)->ops->route(BE(ctx, d), &st);
 }
 
-static void routed_experts(moe_context *ctx, const moe_layer *L, int32_t T) {
-    const int d = L->gate_exps.device; /* placement keeps the three together */
-    const int64_t D = ctx->model->hp.n_embd;
+/* ---- routed experts, and their offload for large batches ------------------------------ */
+
+/* Where the layer's experts compute for this batch: where they live, or the
+ * layer's device when they live elsewhere (--cpu-moe) and the batch routes
+ * enough rows per expert (tokens * K / E >= op_offload_min) to pay for
+ * uploading the experts it uses. */
+static int experts_device(const moe_context *ctx, int64_t il, const moe_layer *L, int32_t T) {
+    const moe_hparams *hp = &ctx->model->hp;
+    const int home = L->gate_exps.device, ld = ctx->model->layer_dev[il];
+    const int64_t min = ctx->params.op_offload_min;
+    if (ld == home || min <= 0 || (int64_t)T * hp->n_expert_used < min * hp->n_expert)
+        return home;
+    if (ctx->n_lora || ctx->observer) /* both name experts by their index in the model */
+        return home;
+    return ld;
+}
+
+/* Uploads the experts the batch routes to (ascending ids) into device d's
+ * staging buffer as three stacked weights of n_sel experts, and rewrites the
+ * batch's ids to their rank there. Returns false when staging memory cannot
+ * be had (the step then runs where the experts live). */
+static bool stage_experts(moe_context *ctx, int d, const moe_layer *L, int32_t T, int32_t *ids,
+                          moe_weight out[3]) {
+    const moe_hparams *hp = &ctx->model->hp;
+    const int64_t E = hp->n_expert, TK = (int64_t)T * hp->n_expert_used;
+    const moe_weight *src[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
+    moe_device_ctx *dc = &ctx->dev[d];
+    const uint64_t need = (src[0]->expert_bytes + src[1]->expert_bytes + src[2]->expert_bytes) *
+                          (uint64_t)E;
+    if (dc->staging_bytes < need) {
+        if (dc->staging)
+            dc->be.ops->free(&dc->be, dc->staging);
+        dc->staging = dc->be.ops->alloc(&dc->be, need);
+        dc->staging_bytes = dc->staging ? need : 0;
+        if (!dc->staging)
+            return false;
+    }
+    int32_t rank[MOE_MAX_EXPERTS];
+    int32_t n_sel = 0;
+    for (int64_t e = 0; e < E; e++)
+        rank[e] = -1;
+    for (int64_t i = 0; i < TK; i++)
+        rank[ids[i]] = 0;
+    for (int64_t e = 0; e < E; e++)
+        if (rank[e] == 0)
+            rank[e] = n_sel++ + 1;
+    const double t0 = now_ms();
+    uint8_t *at = dc->staging;
+    for (int k = 0; k < 3; k++) {
+        out[k] = *src[k];
+        out[k].ne[2] = n_sel;
+        out[k].dev = at;
+        out[k].data = dc->be.ops->host_memory ? at : NULL;
+        for (int64_t e = 0; e < E; e++)
+            if (rank[e] > 0) {
+                dc->be.ops->upload(&dc->be, at, src[k]->data + (uint64_t)e * src[k]->expert_bytes,
+                                   src[k]->expert_bytes);
+                at += src[k]->expert_bytes;
+            }
+    }
+    for (int64_t i = 0; i < TK; i++)
+        ids[i] = rank[ids[i]] - 1;
+    ctx->perf.copy_ms += now_ms() - t0;
+    ctx->perf.n_copies += 3 * n_sel;
+    ctx->perf.copy_bytes += (int64_t)(at - (uint8_t *)dc->staging);
+    ctx->perf.expert_offloads++;
+    return true;
+}
+
+static void routed_experts(moe_context *ctx, int64_t il, const moe_layer *L, int32_t T) {
+    int d = experts_device(ctx, il, L, T);
+    const int64_t D = ctx->model->hp.n_embd, K = ctx->model->hp.n_expert_used;
+    const moe_weight *w[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
+    moe_weight staged[3];
+    if (d != L->gate_exps.device) {
+        /* the ids are rewritten on the host, then go to d with the experts */
+        int32_t *ids = rw(ctx, 0, MOE_BUF_TOPK);
+        if (stage_experts(ctx, d, L, T, ids, staged))
+            w[0] = &staged[0], w[1] = &staged[1], w[2] = &staged[2];
+        else
+            d = L->gate_exps.device; /* ids untouched: staging failed before rewriting */
+    }
     moe_lora_ffn lora;
     const moe_expert_step st = {
-        .gate = &L->gate_exps, .up = &L->up_exps, .down = &L->down_exps,
-        .x = rd(ctx, d, MOE_BUF_H), .T = T, .K = (int32_t)ctx->model->hp.n_expert_used,
+        .gate = w[0], .up = w[1], .down = w[2], .x = rd(ctx, d, MOE_BUF_H), .T = T, .K = (int32_t)K,
         .ids = rd(ctx, d, MOE_BUF_TOPK), .w = rd(ctx, d, MOE_BUF_TOPW),
         .out = wr(ctx, d, MOE_BUF_TMP, T * D), .observer = ctx->observer,
         .observer_user = ctx->observer_user,
@@ -272,7 +350,7 @@ static void routed_experts(moe_context *ctx, const moe_layer *L, int32_t T) {
 /* Routed experts plus the shared experts (qwen2moe: behind a scalar sigmoid
  * gate per token). The shared expert is queued first: on another device it
  * then runs while the routed experts compute. */
-static void moe_ffn(moe_context *ctx, const moe_layer *L, int32_t T) {
+static void moe_ffn(moe_context *ctx, int64_t il, const moe_layer *L, int32_t T) {
     const int64_t D = ctx->model->hp.n_embd;
     route(ctx, L, T);
     const bool shared = L->gate_shexp.data != NULL;
@@ -281,10 +359,12 @@ static void moe_ffn(moe_context *ctx, const moe_layer *L, int32_t T) {
         if (L->gate_inp_shexp.data)
             matmul(ctx, &L->gate_inp_shexp, MOE_BUF_H, T, MOE_BUF_SHGATE);
     }
-    routed_experts(ctx, L, T);
+    routed_experts(ctx, il, L, T);
     if (!shared)
         return;
-    const int d = L->gate_exps.device;
+    const int d = ctx->valid[MOE_BUF_TMP] & (1u << L->gate_exps.device)
+                      ? L->gate_exps.device
+                      : ctx->model->layer_dev[il]; /* where the experts ran */
     const float *gate = L->gate_inp_shexp.data ? rd(ctx, d, MOE_BUF_SHGATE) : NULL;
     add_into(ctx, d, MOE_BUF_TMP, MOE_BUF_SHEXP, gate, T, D);
 }
@@ -292,7 +372,7 @@ static void moe_ffn(moe_context *ctx, const moe_layer *L, int32_t T) {
 static void ffn(moe_context *ctx, int64_t il, int32_t T) {
     const moe_layer *L = &ctx->model->layers[il];
     if (L->is_moe)
-        moe_ffn(ctx, L, T);
+        moe_ffn(ctx, il, L, T);
     else
         dense_ffn(ctx, &L->ffn_gate, &L->ffn_up, &L->ffn_down, T, MOE_BUF_TMP);
 }

@@ -29,6 +29,7 @@ typedef struct placement {
     const char *ot[4];
     bool cpu_moe;
     int32_t n_cpu_moe;
+    int32_t op_offload_min; /* 0: the default */
 } placement;
 
 static moe_model_params params_of(const placement *p) {
@@ -51,7 +52,8 @@ static char *model_path(const char *name) {
 
 /* Logits of the 16-token prompt batch and 4 single tokens after it
  * ((N_PROMPT + N_FED) rows), and how many copies the decodes made. */
-static float *run(const char *name, const placement *p, int64_t *n_copies, moe_err *err) {
+static float *run(const char *name, const placement *p, int64_t *n_copies, int64_t *n_offloads,
+                  moe_err *err) {
     moe_model_params mp = params_of(p);
     moe_model *m = NULL;
     moe_context *ctx = NULL;
@@ -61,6 +63,8 @@ static float *run(const char *name, const placement *p, int64_t *n_copies, moe_e
     moe_context_params cp = moe_context_default_params();
     cp.n_ctx = 64;
     cp.n_threads = 2;
+    if (p->op_offload_min)
+        cp.op_offload_min = p->op_offload_min;
     const int64_t V = moe_model_n_vocab(m);
     if (moe_context_create(m, &cp, &ctx, err) != MOE_OK)
         goto done;
@@ -84,6 +88,7 @@ static float *run(const char *name, const placement *p, int64_t *n_copies, moe_e
     moe_perf perf;
     moe_context_perf(ctx, &perf);
     *n_copies = perf.n_copies;
+    *n_offloads = perf.expert_offloads;
     goto done;
 fail:
     free(rows);
@@ -114,9 +119,9 @@ static bool spans_cpu1(const char *name, const placement *p) {
 
 static int cmd_logits(const char *name) {
     moe_err err = {0};
-    int64_t copies = 0;
+    int64_t copies = 0, offloads = 0;
     const placement single = {.label = "single device"};
-    float *want = run(name, &single, &copies, &err);
+    float *want = run(name, &single, &copies, &offloads, &err);
     CHECK(want != NULL, "%s: %s", name, err.msg);
     if (!want)
         TEST_DONE();
@@ -133,6 +138,7 @@ static int cmd_logits(const char *name) {
         if (moe_model_tensor_device(m, t) < 0)
             break;
     }
+    const bool layer0_experts = moe_model_tensor_device(m, "blk.0.ffn_gate_exps.weight") >= 0;
     moe_model_free(m);
     placement cases[64 + 16];
     int n = 0;
@@ -142,6 +148,13 @@ static int cmd_logits(const char *name) {
                              .devices = "CPU1", .cpu_moe = true};
     cases[n++] = (placement){.label = "--n-cpu-moe 1 -dev CPU1 -ngl 99", .ngl = 99,
                              .devices = "CPU1", .n_cpu_moe = 1};
+    /* the prompt batch's experts uploaded to the layer's device */
+    const int first_offload = n;
+    cases[n++] = (placement){.label = "--cpu-moe -dev CPU1 -ngl 99, op offload from 1 row",
+                             .ngl = 99, .devices = "CPU1", .cpu_moe = true, .op_offload_min = 1};
+    cases[n++] = (placement){.label = "--n-cpu-moe 1 -dev CPU1 -ngl 99, op offload from 1 row",
+                             .ngl = 99, .devices = "CPU1", .n_cpu_moe = 1, .op_offload_min = 1};
+    const int end_offload = n;
     const char *single_tensors[] = {
         "^token_embd\\.weight=CPU1", "^output\\.weight=CPU1", "^output_norm=CPU1",
         "blk\\.0\\.attn_q\\.weight=CPU1", "blk\\.1\\.attn_k\\.=CPU1", "blk\\.0\\.attn_v\\.=CPU1",
@@ -154,7 +167,7 @@ static int cmd_logits(const char *name) {
         cases[n++] = (placement){.label = single_tensors[i], .ot = {single_tensors[i]}};
     for (int c = 0; c < n; c++) {
         const placement *p = &cases[c];
-        float *got = run(name, p, &copies, &err);
+        float *got = run(name, p, &copies, &offloads, &err);
         CHECK(got != NULL, "%s [%s %d]: %s", name, p->label, p->ngl, err.msg);
         if (!got)
             continue;
@@ -165,6 +178,11 @@ static int cmd_logits(const char *name) {
         CHECK(first < 0, "%s [%s %d]: logits differ first at row %lld col %lld (%g vs %g)", name,
               p->label, p->ngl, (long long)(first / V), (long long)(first % V),
               first < 0 ? 0.0 : (double)got[first], first < 0 ? 0.0 : (double)want[first]);
+        /* --n-cpu-moe 1 offloads only where layer 0 has experts (not deepseek2's dense lead) */
+        const bool offload = c >= first_offload && c < end_offload &&
+                             (p->cpu_moe || layer0_experts);
+        CHECK(offload == (offloads > 0), "%s [%s]: %lld expert offloads", name, p->label,
+              (long long)offloads);
         const bool split = spans_cpu1(name, p);
         CHECK(split == (copies > 0), "%s [%s %d]: %s CPU1 but %lld copies", name, p->label,
               p->ngl, split ? "uses" : "does not use", (long long)copies);

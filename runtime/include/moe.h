@@ -113,6 +113,11 @@ typedef struct moe_context_params {
                             fragmentation (1 - (used + 32) / attended cells)
                             exceeds it, the next update defragments; < 0 (the
                             default) = only on request (moe_kv_defrag) */
+    int32_t op_offload_min; /* a batch whose routed experts live on another device
+                               than the layer (--cpu-moe with a GPU) computes them on
+                               the layer's device, uploading only the experts it
+                               routes to, when tokens * K / E >= this; 0 = never
+                               (llama.cpp's --no-op-offload); default 32 */
 } moe_context_params;
 
 moe_context_params moe_context_default_params(void);
@@ -151,6 +156,7 @@ typedef struct moe_perf {
     double experts_ms, other_ms, copy_ms;
     int64_t n_copies, copy_bytes;
     int64_t n_decodes, n_tokens;
+    int64_t expert_offloads;   /* layer steps whose experts were uploaded (op_offload_min) */
 } moe_perf;
 
 void moe_context_perf(const moe_context *ctx, moe_perf *out);

@@ -19,8 +19,10 @@
 #include "formats/cpu.h"
 #include "formats/log.h"
 #include "runtime/cpu/kernels.h"
+#include "runtime/device.h"
 #include "runtime/include/moe.h"
 #include "runtime/model.h"
+#include "runtime/tools/placement_cli.h"
 
 #define PROG "moe-bench"
 #define MAX_VALUES 16
@@ -29,8 +31,9 @@ typedef struct bench_opts {
     moe_opt_list models;
     const char *prompts, *gens, *pg, *output;
     int64_t threads, reps, sweep_step, n_ctx;
-    bool sweep, no_warmup;
+    bool sweep, no_warmup, time_split;
     uint64_t bw_bytes;
+    moe_placement_opts place;
 } bench_opts;
 
 typedef struct int_list {
@@ -106,6 +109,7 @@ typedef struct bench_result {
     bench_test test;
     double mean, sd;      /* tokens per second */
     double gbs;           /* tg: effective weight bandwidth */
+    double experts_ms, other_ms, copy_ms; /* per token, over the timed runs */
 } bench_result;
 
 static moe_token rand_token(uint32_t *state, int64_t n_vocab) {
@@ -156,6 +160,7 @@ static moe_status run_test(moe_context *ctx, const bench_test *t, const bench_op
     if (!o->no_warmup)
         MOE_TRY(run_once(ctx, t, n_vocab, n_batch, tok, pos, &s, err));
     double sum = 0, sum2 = 0;
+    moe_context_perf_reset(ctx);
     for (int64_t i = 0; i < o->reps; i++) {
         MOE_TRY(run_once(ctx, t, n_vocab, n_batch, tok, pos, &s, err));
         const double tps = (double)(t->n_prompt + t->n_gen) / s;
@@ -163,6 +168,12 @@ static moe_status run_test(moe_context *ctx, const bench_test *t, const bench_op
         sum2 += tps * tps;
     }
     r->test = *t;
+    moe_perf perf;
+    moe_context_perf(ctx, &perf);
+    const double n_tok = (double)(perf.n_tokens > 0 ? perf.n_tokens : 1);
+    r->experts_ms = perf.experts_ms / n_tok;
+    r->other_ms = perf.other_ms / n_tok;
+    r->copy_ms = perf.copy_ms / n_tok;
     r->mean = sum / (double)o->reps;
     r->sd = o->reps > 1 ? sqrt(fmax(0.0, (sum2 - sum * sum / (double)o->reps) / (double)(o->reps - 1)))
                         : 0.0;
@@ -193,7 +204,7 @@ static double n_params(const moe_model *m) {
 }
 
 static void print_row(FILE *f, const char *fmt, const model_info *mi, const char *backend,
-                      int threads, const bench_result *r, double bw, bool first) {
+                      int threads, const bench_result *r, double bw, bool first, bool split) {
     const bool tg = r->test.n_prompt == 0 && r->test.n_gen > 0;
     const double pct = tg && bw > 0 ? 100.0 * r->gbs / bw : 0.0;
     if (!strcmp(fmt, "json")) {
@@ -205,6 +216,8 @@ static void print_row(FILE *f, const char *fmt, const model_info *mi, const char
                 (long long)r->test.depth, r->mean, r->sd);
         if (tg)
             fprintf(f, ", \"weight_gb_s\": %.3f, \"read_bw_gb_s\": %.3f, \"roofline_pct\": %.1f", r->gbs, bw, pct);
+        fprintf(f, ", \"experts_ms_tok\": %.4f, \"other_ms_tok\": %.4f, \"copy_ms_tok\": %.4f",
+                r->experts_ms, r->other_ms, r->copy_ms);
         fputc('}', f);
     } else if (!strcmp(fmt, "csv")) {
         fprintf(f, "%s,%s,%.3f,%.3f,%s,%d,%s,%.3f,%.3f,%.3f,%.1f\n", mi->path, mi->arch, mi->gib,
@@ -213,8 +226,14 @@ static void print_row(FILE *f, const char *fmt, const model_info *mi, const char
         char bwcol[48] = "";
         if (tg)
             snprintf(bwcol, sizeof bwcol, "%.2f (%.0f%%)", r->gbs, pct);
-        fprintf(f, "| %s | %.2f GiB | %.2f B | %s | %d | %s | %.2f ± %.2f | %s |\n", mi->arch, mi->gib,
+        fprintf(f, "| %s | %.2f GiB | %.2f B | %s | %d | %s | %.2f ± %.2f | %s |", mi->arch, mi->gib,
                 mi->params_b, backend, threads, r->test.name, r->mean, r->sd, bwcol);
+        if (split) {
+            const double all = r->experts_ms + r->other_ms + r->copy_ms;
+            fprintf(f, " %.3f / %.3f / %.3f (%.1f%%) |", r->experts_ms, r->other_ms, r->copy_ms,
+                    all > 0 ? 100.0 * r->copy_ms / all : 0.0);
+        }
+        fputc('\n', f);
     }
 }
 
@@ -256,7 +275,9 @@ static moe_status bench_model(const char *path, const bench_opts *o, const bench
                               int n_tests, double bw, bool *first, moe_err *err) {
     moe_model *m = NULL;
     moe_context *ctx = NULL;
-    moe_status st = moe_model_load(path, NULL, &m, err);
+    moe_model_params mp = moe_model_default_params();
+    moe_placement_cli_apply(&o->place, &mp);
+    moe_status st = moe_model_load(path, &mp, &m, err);
     int64_t max_batch = 1;
     for (int i = 0; i < n_tests; i++)
         max_batch = tests[i].n_prompt > max_batch ? tests[i].n_prompt : max_batch;
@@ -268,14 +289,20 @@ static moe_status bench_model(const char *path, const bench_opts *o, const bench
     cp.n_ctx = (int32_t)o->n_ctx;
     cp.n_batch = (int32_t)max_batch;
     cp.n_threads = (int)o->threads;
+    moe_placement_cli_apply_ctx(&o->place, &cp);
     if (st == MOE_OK)
         st = moe_context_create(m, &cp, &ctx, err);
     moe_token *tok = malloc((size_t)max_batch * sizeof *tok);
     int32_t *pos = malloc((size_t)max_batch * sizeof *pos);
     if (st == MOE_OK && (!tok || !pos))
         st = moe_fail(err, MOE_ERR_NOMEM, "out of memory");
-    char backend[48];
-    snprintf(backend, sizeof backend, "CPU (%s)", moe_cpu_level_name(moe_cpu_level_active()));
+    char backend[96] = "", *at = backend;
+    for (int d = 0; st == MOE_OK && d < m->n_dev; d++) /* the devices the placement uses */
+        if (m->dev_used & (1u << d) || d == 0)
+            at += snprintf(at, (size_t)(backend + sizeof backend - at), "%s%s", d ? "+" : "",
+                           m->dev[d].info.name);
+    snprintf(at, (size_t)(backend + sizeof backend - at), " (%s)",
+             moe_cpu_level_name(moe_cpu_level_active()));
     model_info mi = {.path = path};
     if (st == MOE_OK) {
         mi.arch = moe_model_arch_name(m);
@@ -291,7 +318,7 @@ static moe_status bench_model(const char *path, const bench_opts *o, const bench
         if (st != MOE_OK)
             break;
         r.gbs = r.mean * (double)mi.bytes_per_token / 1e9;
-        print_row(stdout, o->output, &mi, backend, (int)o->threads, &r, bw, *first);
+        print_row(stdout, o->output, &mi, backend, (int)o->threads, &r, bw, *first, o->time_split);
         *first = false;
         fflush(stdout);
     }
@@ -304,7 +331,8 @@ static moe_status bench_model(const char *path, const bench_opts *o, const bench
 
 int main(int argc, char **argv) {
     bench_opts o = {.prompts = "128,512", .gens = "32,128", .output = "md", .threads = 0,
-                    .reps = 3, .sweep_step = 512, .n_ctx = 0, .bw_bytes = 1ull << 30};
+                    .reps = 3, .sweep_step = 512, .n_ctx = 0, .bw_bytes = 1ull << 30,
+                    .place = MOE_PLACEMENT_OPTS_INIT};
     const moe_opt opts[] = {
         {.names = "m,model", .kind = MOE_OPT_LIST, .dest = &o.models, .arg_name = "FILE", .help = "model to test (repeatable)"},
         {.names = "p,n-prompt", .kind = MOE_OPT_STRING, .dest = &o.prompts, .arg_name = "N,...", .help = "prompt sizes (default 128,512; '' none)"},
@@ -318,6 +346,8 @@ int main(int argc, char **argv) {
         {.names = "sweep-step", .kind = MOE_OPT_INT, .dest = &o.sweep_step, .arg_name = "N", .help = "depth step of --sweep (default 512)", .min = 1, .max = 1 << 24},
         {.names = "bw-size", .kind = MOE_OPT_SIZE, .dest = &o.bw_bytes, .arg_name = "SIZE", .help = "buffer of the read-bandwidth test (default 1G)"},
         {.names = "no-warmup", .kind = MOE_OPT_FLAG, .dest = &o.no_warmup, .arg_name = NULL, .help = "skip the untimed warm-up run"},
+        {.names = "time-split", .kind = MOE_OPT_FLAG, .dest = &o.time_split, .arg_name = NULL, .help = "add a column: ms per token in routed experts / other steps / copies between devices (and the copies' share)"},
+        MOE_PLACEMENT_OPTS(&o.place),
         {.names = NULL},
     };
     const moe_cli cli = {.prog = PROG, .synopsis = "-m MODEL [-m MODEL...] [options]",
@@ -330,6 +360,10 @@ int main(int argc, char **argv) {
     bool help = false;
     int_list pp, tg, pg;
     moe_status st = moe_cli_parse(&cli, argc, argv, NULL, NULL, &help, &err);
+    if (st == MOE_OK && !help && o.place.list_devices) {
+        moe_placement_cli_list(stdout);
+        return 0;
+    }
     if (st == MOE_OK && !help) {
         if (!o.models.count)
             st = moe_fail(&err, MOE_ERR_USAGE, "no model: give one with -m FILE");
@@ -370,8 +404,9 @@ int main(int argc, char **argv) {
     if (md) {
         printf("read bandwidth: %.2f GB/s (%d threads, %.0f MiB buffer, best of 3)\n\n", bw,
                (int)o.threads, (double)o.bw_bytes / 1048576.0);
-        printf("| model | size | params | backend | threads | test | t/s | weights GB/s (%% of read bw) |\n");
-        printf("| --- | ---: | ---: | --- | ---: | --- | ---: | ---: |\n");
+        printf("| model | size | params | backend | threads | test | t/s | weights GB/s (%% of read bw) |%s\n",
+               o.time_split ? " experts / other / copies ms/tok (copies) |" : "");
+        printf("| --- | ---: | ---: | --- | ---: | --- | ---: | ---: |%s\n", o.time_split ? " ---: |" : "");
     } else if (!strcmp(o.output, "json")) {
         printf("[\n");
     } else {

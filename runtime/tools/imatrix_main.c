@@ -15,6 +15,7 @@
 #include "formats/cli.h"
 #include "formats/gguf.h"
 #include "formats/log.h"
+#include "runtime/tools/placement_cli.h"
 #include "runtime/include/moe.h"
 #include "runtime/quality/chunks.h"
 #include "runtime/quality/imatrix_collect.h"
@@ -26,6 +27,7 @@ typedef struct im_opts {
     const char *model, *file, *out, *format;
     int64_t n_ctx, n_batch, threads, chunks;
     bool process_output, no_ppl, json, no_mmap, verbose;
+    moe_placement_opts place; /* -ngl, -ot, --cpu-moe... */
 } im_opts;
 
 typedef struct im_run {
@@ -128,6 +130,7 @@ static moe_status collect(const im_opts *o, moe_model *m, im_run *r, moe_err *er
                                           err);
     if (st == MOE_OK) {
         moe_context_params cp = moe_chunk_plan_context_params(&plan, (int)o->threads);
+        moe_placement_cli_apply_ctx(&o->place, &cp);
         st = moe_context_create(m, &cp, &ctx, err);
     }
     if (st == MOE_OK) {
@@ -171,6 +174,7 @@ static moe_status run(const im_opts *o, moe_err *err) {
     moe_model_params mp = moe_model_default_params();
     mp.use_mmap = !o->no_mmap;
     mp.n_threads = (int)o->threads;
+    moe_placement_cli_apply(&o->place, &mp);
     moe_model *m = NULL;
     moe_status st = moe_model_load(o->model, &mp, &m, err);
     if (st != MOE_OK) {
@@ -195,7 +199,8 @@ static moe_status check_opts(const im_opts *o, moe_err *err) {
 }
 
 int main(int argc, char **argv) {
-    im_opts o = {.out = "imatrix.dat", .n_ctx = 512, .n_batch = 2048, .chunks = -1};
+    im_opts o = {.out = "imatrix.dat", .n_ctx = 512, .n_batch = 2048, .chunks = -1,
+                 .place = MOE_PLACEMENT_OPTS_INIT};
     static const char summary[] =
         "Computes an importance matrix from a calibration text as llama-imatrix does: for\n"
         "every weight of the blk.* tensors, the mean square of each input column over the\n"
@@ -230,6 +235,7 @@ int main(int argc, char **argv) {
         {.names = "no-mmap", .kind = MOE_OPT_FLAG, .dest = &o.no_mmap,
          .help = "read the weights into memory instead of mapping the file"},
         {.names = "v,verbose", .kind = MOE_OPT_FLAG, .dest = &o.verbose, .help = "debug logging"},
+        MOE_PLACEMENT_OPTS(&o.place),
         {0},
     };
     const moe_cli cli = {.prog = PROG, .synopsis = "-m MODEL -f FILE [-o imatrix.dat] [options]",
@@ -238,6 +244,10 @@ int main(int argc, char **argv) {
     moe_err err = {0};
     bool help = false;
     moe_status st = moe_cli_parse(&cli, argc, argv, NULL, NULL, &help, &err);
+    if (st == MOE_OK && !help && o.place.list_devices) {
+        moe_placement_cli_list(stdout);
+        return 0;
+    }
     if (st == MOE_OK && !help)
         st = check_opts(&o, &err);
     if (st != MOE_OK) {

@@ -17,6 +17,7 @@
 
 #include "formats/cli.h"
 #include "formats/log.h"
+#include "runtime/tools/placement_cli.h"
 #include "runtime/include/moe.h"
 #include "runtime/quality/chunks.h"
 #include "runtime/quality/kld.h"
@@ -28,6 +29,7 @@ typedef struct ppl_opts {
     const char *model, *file, *kld_base;
     int64_t n_ctx, n_batch, threads, chunks;
     bool kld, json, no_mmap, verbose;
+    moe_placement_opts place; /* -ngl, -ot, --cpu-moe... */
 } ppl_opts;
 
 /* State shared by the row callbacks of one run. */
@@ -238,6 +240,7 @@ static moe_status evaluate(const ppl_opts *o, moe_model *m, ppl_run *r, moe_err 
     moe_status st = prepare(o, m, r, &plan, &tokens, err);
     if (st == MOE_OK) {
         moe_context_params cp = moe_chunk_plan_context_params(&plan, (int)o->threads);
+        moe_placement_cli_apply_ctx(&o->place, &cp);
         st = moe_context_create(m, &cp, &ctx, err);
     }
     double seconds = 0;
@@ -284,6 +287,7 @@ static moe_status run(const ppl_opts *o, moe_err *err) {
     moe_model_params mp = moe_model_default_params();
     mp.use_mmap = !o->no_mmap;
     mp.n_threads = (int)o->threads;
+    moe_placement_cli_apply(&o->place, &mp);
     moe_model *m = NULL;
     moe_status st = moe_model_load(o->model, &mp, &m, err);
     if (st != MOE_OK) {
@@ -312,7 +316,7 @@ static moe_status check_opts(const ppl_opts *o, moe_err *err) {
 }
 
 int main(int argc, char **argv) {
-    ppl_opts o = {.n_ctx = -1, .n_batch = -1, .chunks = -1};
+    ppl_opts o = {.n_ctx = -1, .n_batch = -1, .chunks = -1, .place = MOE_PLACEMENT_OPTS_INIT};
     static const char summary[] =
         "Perplexity of a model on a text file, measured as llama-perplexity does: chunks of\n"
         "-c tokens (BOS first where the vocabulary asks), the second half of each chunk\n"
@@ -347,6 +351,7 @@ int main(int argc, char **argv) {
         {.names = "no-mmap", .kind = MOE_OPT_FLAG, .dest = &o.no_mmap,
          .help = "read the weights into memory instead of mapping the file"},
         {.names = "v,verbose", .kind = MOE_OPT_FLAG, .dest = &o.verbose, .help = "debug logging"},
+        MOE_PLACEMENT_OPTS(&o.place),
         {0},
     };
     const moe_cli cli = {.prog = PROG, .synopsis = "-m MODEL -f FILE [options]",
@@ -355,6 +360,10 @@ int main(int argc, char **argv) {
     moe_err err = {0};
     bool help = false;
     moe_status st = moe_cli_parse(&cli, argc, argv, NULL, NULL, &help, &err);
+    if (st == MOE_OK && !help && o.place.list_devices) {
+        moe_placement_cli_list(stdout);
+        return 0;
+    }
     if (st == MOE_OK && !help)
         st = check_opts(&o, &err);
     if (st != MOE_OK) {

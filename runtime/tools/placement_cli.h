@@ -18,9 +18,13 @@ typedef struct moe_placement_opts {
     int64_t n_gpu_layers;
     const char *devices;
     moe_opt_list overrides;
-    bool cpu_moe, list_devices;
+    bool cpu_moe, list_devices, no_op_offload;
     int64_t n_cpu_moe;
+    int64_t op_offload_min; /* -1: the library's default */
 } moe_placement_opts;
+
+/* The defaults a tool sets before parsing. */
+#define MOE_PLACEMENT_OPTS_INIT {.op_offload_min = -1}
 
 #define MOE_PLACEMENT_OPTS(po)                                                                  \
     {.names = "ngl,gpu-layers,n-gpu-layers", .kind = MOE_OPT_INT, .dest = &(po)->n_gpu_layers,  \
@@ -39,7 +43,13 @@ typedef struct moe_placement_opts {
      .help = "keep every routed-expert tensor on the CPU"},                                     \
     {.names = "n-cpu-moe", .kind = MOE_OPT_INT, .dest = &(po)->n_cpu_moe, .arg_name = "N",      \
      .help = "keep the routed-expert tensors of the first N layers on the CPU", .min = 0,       \
-     .max = INT32_MAX}
+     .max = INT32_MAX},                                                                         \
+    {.names = "op-offload-min", .kind = MOE_OPT_INT, .dest = &(po)->op_offload_min,             \
+     .arg_name = "N", .help = "batches routing at least N rows per expert (tokens*K/E) compute " \
+                              "experts kept on the CPU on the layer's device, uploading the "  \
+                              "ones used (default 32)", .min = 1, .max = INT32_MAX},            \
+    {.names = "no-op-offload", .kind = MOE_OPT_FLAG, .dest = &(po)->no_op_offload,              \
+     .help = "never upload experts for a batch (see --op-offload-min)"}
 
 static inline void moe_placement_cli_apply(const moe_placement_opts *po, moe_model_params *mp) {
     mp->n_gpu_layers = (int32_t)po->n_gpu_layers;
@@ -48,6 +58,15 @@ static inline void moe_placement_cli_apply(const moe_placement_opts *po, moe_mod
     mp->n_tensor_overrides = po->overrides.count;
     mp->cpu_moe = po->cpu_moe;
     mp->n_cpu_moe = (int32_t)po->n_cpu_moe;
+}
+
+/* The per-context part: expert offload for large batches. */
+static inline void moe_placement_cli_apply_ctx(const moe_placement_opts *po,
+                                               moe_context_params *cp) {
+    if (po->op_offload_min > 0)
+        cp->op_offload_min = (int32_t)po->op_offload_min;
+    if (po->no_op_offload)
+        cp->op_offload_min = 0;
 }
 
 /* --list-devices: one line per device, as llama.cpp prints them. */

@@ -222,6 +222,7 @@ static moe_status load(const run_opts *o, int32_t n_batch, moe_model **model, mo
                  cp.n_ctx, n_train);
     cp.n_batch = n_batch;
     cp.n_threads = (int)o->threads;
+    moe_placement_cli_apply_ctx(&o->place, &cp);
     cp.defrag_thold = (float)o->defrag_thold;
     int32_t max_seq = run_kv_max_seq(o->kv_ops, o->n_kv_ops);
     cp.n_seq_max = (o->seq > max_seq ? (int32_t)o->seq : max_seq) + 1;
@@ -766,7 +767,7 @@ int main(int argc, char **argv) {
     run_opts o = {.n_predict = -1, .threads = 0, .n_ctx = -1, .seed = -1,
                   .top_k = sd.top_k, .repeat_last_n = sd.repeat_last_n, .temp = sd.temp,
                   .top_p = sd.top_p, .min_p = sd.min_p, .repeat_penalty = sd.repeat_penalty,
-                  .defrag_thold = 0.1 /* llama-cli's */};
+                  .defrag_thold = 0.1 /* llama-cli's */, .place = MOE_PLACEMENT_OPTS_INIT};
     static const char summary[] =
         "Generates text with a GGUF MoE model, like llama-cli: the prompt is echoed and the\n"
         "continuation written to stdout; timings and the weight bandwidth go to stderr.\n"
