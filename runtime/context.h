@@ -84,6 +84,8 @@ struct moe_context {
     bool do_defrag;        /* defragment at the next update (moe_kv_update / decode) */
     moe_matmul_observer observer; /* NULL: none (moe_context_set_matmul_observer) */
     void *observer_user;
+    moe_route_observer route_observer; /* NULL: none (moe_context_set_route_observer) */
+    void *route_observer_user;
     moe_lora_applied lora[MOE_LORA_MAX]; /* applied adapters, n_lora of them */
     int32_t n_lora;
     int32_t lora_r_max;    /* largest rank applied so far (scratch row stride) */

@@ -251,6 +251,11 @@ static void route(moe_context *ctx, const moe_layer *L, int32_t T) {
         .scale = m->arch->scale_w ? hp->expert_weights_scale : 1.0f,
         .ids = wr(ctx, d, MOE_BUF_TOPK, T * K), .w = wr(ctx, d, MOE_BUF_TOPW, T * K)};
     BE(ctx, d)->ops->route(BE(ctx, d), &st);
+    if (ctx->route_observer) {
+        const int64_t il = L - m->layers;
+        ctx->route_observer(ctx->route_observer_user, (int32_t)il, T, (int32_t)K,
+                            rd(ctx, 0, MOE_BUF_TOPK), rd(ctx, 0, MOE_BUF_TOPW));
+    }
 }
 
 /* ---- routed experts, and their offload for large batches ------------------------------ */
@@ -467,6 +472,11 @@ void moe_context_perf_reset(moe_context *ctx) { memset(&ctx->perf, 0, sizeof ctx
 
 void moe_context_kv_shift(moe_context *ctx) {
     BE(ctx, 0)->ops->kv_shift(BE(ctx, 0), &ctx->kv, ctx->model);
+}
+
+void moe_context_set_route_observer(moe_context *ctx, moe_route_observer fn, void *user) {
+    ctx->route_observer = fn;
+    ctx->route_observer_user = fn ? user : NULL;
 }
 
 void moe_context_set_matmul_observer(moe_context *ctx, moe_matmul_observer fn, void *user) {

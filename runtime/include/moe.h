@@ -234,6 +234,17 @@ typedef void (*moe_matmul_observer)(void *user, const char *tensor, int32_t expe
                                     const float *x, int64_t n_in, int64_t n_rows);
 void moe_context_set_matmul_observer(moe_context *ctx, moe_matmul_observer fn, void *user);
 
+/* ---- observing the router (expert statistics) ------------------------------------------
+ * fn is called once per MoE layer of every later moe_decode, after the router
+ * chose: layer is the block index, ids [T][K] the experts chosen for each of
+ * the batch's T tokens (in selection order), weights [T][K] their routing
+ * weights as the layer applies them. Host arrays, valid only during the call;
+ * called on the decoding thread in layer order. fn NULL turns it off. Costs a
+ * copy of the choices to the host when the router runs on another device. */
+typedef void (*moe_route_observer)(void *user, int32_t layer, int32_t T, int32_t K,
+                                   const int32_t *ids, const float *weights);
+void moe_context_set_route_observer(moe_context *ctx, moe_route_observer fn, void *user);
+
 /* ---- LoRA adapters ---------------------------------------------------------------------
  * llama.cpp's GGUF LoRA format (general.type "adapter", adapter.type "lora",
  * adapter.lora.alpha, tensors "<base name>.lora_a" [n_in, r(, E)] and
