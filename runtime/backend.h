@@ -90,6 +90,12 @@ typedef struct moe_expert_step {
     moe_matmul_observer observer;
     void *observer_user;
     const moe_lora_ffn *lora;           /* NULL: no adapter applied */
+    /* Experts split between devices: when slots is set, slots with ids < 0
+     * belong to another device and are skipped, and the step writes the
+     * unweighted output of each of its slots to slots [T][K][D] instead of
+     * the weighted sum to out; experts_combine then sums every device's
+     * slots in slot order, so a split gives the unsplit bits. */
+    float *slots;
 } moe_expert_step;
 
 /* A dense SwiGLU FFN (dense blocks, shared experts): out = down(silu(gate x)
@@ -172,6 +178,10 @@ typedef struct moe_backend_ops {
     void (*mul_mat)(moe_backend *be, const moe_weight *w, int64_t e, const float *x, int64_t T,
                     float *y, moe_dot_order order);
     void (*experts)(moe_backend *be, const moe_expert_step *step);
+    /* out[t] = sum_k w[t][k] * slots[t][k] over k in order, for T rows of D
+     * (the routed experts' weighted sum, llama.cpp's order). */
+    void (*experts_combine)(moe_backend *be, const float *slots, const float *w, int64_t T,
+                            int64_t K, int64_t D, float *out);
     void (*ffn)(moe_backend *be, const moe_ffn_step *step);
     void (*route)(moe_backend *be, const moe_route_step *step);
     /* out[t] = x[t] / rms(x[t]) * w for T rows of n, rows x_stride / out_stride

@@ -35,6 +35,9 @@ typedef enum moe_buf {
     MOE_BUF_SHEXP,  /* [T][D] shared-expert output */
     MOE_BUF_SHGATE, /* [T] shared-expert gate logits */
     MOE_BUF_LOGITS, /* [T][n_vocab], on a device holding the output head other than the CPU */
+    MOE_BUF_SPLIT_IDS, /* [T][K] a device's share of a split expert step: local ids, -1 elsewhere */
+    MOE_BUF_SLOTS,     /* [T][K][D] a device's expert outputs in a split step */
+    MOE_BUF_SLOTS_ALL, /* [T][K][D] every device's, gathered where they are summed */
     MOE_BUF_COUNT
 } moe_buf;
 

@@ -46,9 +46,18 @@ void moe_placement_release(moe_model *m);
 bool moe_placement_check_weight(const moe_weight *w, const moe_device_entry *dev, char *why,
                                 size_t cap);
 
-/* One -ot value, "PATTERN=DEVICE": the pattern and the device's index among
- * devs (names compared without case). Errors name the option and value. */
+/* A set of expert indices (bit e). */
+typedef struct moe_expert_set {
+    uint8_t bits[MOE_MAX_EXPERTS / 8];
+    int32_t max;   /* the largest index in the set, -1 when empty */
+} moe_expert_set;
+
+/* One -ot value, "PATTERN=DEVICE" or "PATTERN=DEVICE:experts=A-B,C,...": the
+ * pattern, the device's index among devs (names compared without case) and,
+ * when experts= is given, the experts it moves (*ranged true; otherwise the
+ * whole tensor). Errors name the option and value. */
 moe_status moe_placement_parse_override(const char *value, const moe_device_entry *devs,
-                                        int n_devs, char **pattern, int *dev, moe_err *err);
+                                        int n_devs, char **pattern, int *dev,
+                                        moe_expert_set *experts, bool *ranged, moe_err *err);
 
 #endif

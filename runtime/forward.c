@@ -352,6 +352,72 @@ static void routed_experts(moe_context *ctx, int64_t il, const moe_layer *L, int
     ctx->perf.experts_ms += now_ms() - t0;
 }
 
+/* A layer whose experts are split between devices: each device computes the
+ * slots of its experts (ids rewritten to its part, -1 for the others), the
+ * home device (host memory) gathers every device's slots and sums them in
+ * slot order, so the result has the unsplit bits. The other devices are
+ * queued first; the last one's work overlaps the home's. */
+/* Copies the slots device `from` computed (on the home device now) into the
+ * gathered slots of the home device. */
+static float *gather_slots(moe_context *ctx, const moe_expert_split *sp, int home, int from,
+                           const int32_t *ids, int64_t TK, int64_t D, float *all) {
+    const float *theirs = rd(ctx, home, MOE_BUF_SLOTS);
+    if (!all)
+        all = wr(ctx, home, MOE_BUF_SLOTS_ALL, TK * D);
+    for (int64_t s = 0; s < TK; s++)
+        if (sp->dev[ids[s]] == from)
+            memcpy(all + s * D, theirs + s * D, (size_t)D * sizeof *all);
+    return all;
+}
+
+static void split_experts(moe_context *ctx, const moe_layer *L, int32_t T) {
+    const moe_expert_split *sp = L->split;
+    const int home = L->gate_exps.device;
+    const int64_t D = ctx->model->hp.n_embd, K = ctx->model->hp.n_expert_used, TK = T * K;
+    const int32_t *ids = rd(ctx, 0, MOE_BUF_TOPK);
+    float *all = NULL;
+    int pending = -1; /* a device whose slots are still to be gathered */
+    for (int pass = 0; pass < 2; pass++) /* the other devices first, then the home */
+        for (int d = 0; d < ctx->model->n_dev; d++) {
+            if (!(sp->devs & (1u << d)) || (pass == 0) == (d == home))
+                continue;
+            int32_t *mine = wr(ctx, 0, MOE_BUF_SPLIT_IDS, TK);
+            int64_t n = 0;
+            for (int64_t s = 0; s < TK; s++) {
+                const int32_t e = ids[s];
+                mine[s] = sp->dev[e] == d ? sp->local[e] : -1;
+                n += mine[s] >= 0;
+            }
+            if (!n && d != home)
+                continue;
+            if (pending >= 0 && d != home) { /* before this device's slots take the buffer */
+                all = gather_slots(ctx, sp, home, pending, ids, TK, D, all);
+                pending = -1;
+            }
+            const moe_weight *w[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
+            if (d != home)
+                w[0] = &sp->part[d][0], w[1] = &sp->part[d][1], w[2] = &sp->part[d][2];
+            if (d == home && !all)
+                all = wr(ctx, home, MOE_BUF_SLOTS_ALL, TK * D);
+            if (!n) /* the home with nothing to do */
+                continue;
+            const moe_expert_step st = {
+                .gate = w[0], .up = w[1], .down = w[2], .x = rd(ctx, d, MOE_BUF_H), .T = T,
+                .K = (int32_t)K, .ids = rd(ctx, d, MOE_BUF_SPLIT_IDS),
+                .w = rd(ctx, d, MOE_BUF_TOPW), .out = NULL,
+                .slots = d == home ? all : wr(ctx, d, MOE_BUF_SLOTS, TK * D)};
+            const double t0 = now_ms();
+            BE(ctx, d)->ops->experts(BE(ctx, d), &st);
+            ctx->perf.experts_ms += now_ms() - t0;
+            if (d != home)
+                pending = d;
+        }
+    if (pending >= 0) /* the last other device, after the home's own work */
+        all = gather_slots(ctx, sp, home, pending, ids, TK, D, all);
+    BE(ctx, home)->ops->experts_combine(BE(ctx, home), all, rd(ctx, home, MOE_BUF_TOPW), T, K,
+                                        D, wr(ctx, home, MOE_BUF_TMP, T * D));
+}
+
 /* Routed experts plus the shared experts (qwen2moe: behind a scalar sigmoid
  * gate per token). The shared expert is queued first: on another device it
  * then runs while the routed experts compute. */
@@ -364,7 +430,10 @@ static void moe_ffn(moe_context *ctx, int64_t il, const moe_layer *L, int32_t T)
         if (L->gate_inp_shexp.data)
             matmul(ctx, &L->gate_inp_shexp, MOE_BUF_H, T, MOE_BUF_SHGATE);
     }
-    routed_experts(ctx, il, L, T);
+    if (L->split)
+        split_experts(ctx, L, T);
+    else
+        routed_experts(ctx, il, L, T);
     if (!shared)
         return;
     const int d = ctx->valid[MOE_BUF_TMP] & (1u << L->gate_exps.device)

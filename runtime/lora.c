@@ -404,6 +404,9 @@ moe_status moe_lora_apply(moe_context *ctx, moe_lora_adapter *ad, float scale, m
         MOE_FAIL_IF(ctx->dev[d].active && !ctx->model->dev[d].ops->host_memory, err,
                     MOE_ERR_UNSUPPORTED, "LoRA adapters need every weight in host memory, but "
                     "the model is placed on %s too", ctx->model->dev[d].info.name);
+    MOE_FAIL_IF(ctx->model->expert_split, err, MOE_ERR_UNSUPPORTED,
+                "LoRA adapters cannot be applied while routed experts are split between "
+                "devices (-ot ...:experts=)");
     MOE_FAIL_IF(ctx->n_lora >= MOE_LORA_MAX, err, MOE_ERR_USAGE,
                 "at most %d LoRA adapters can be applied at once", MOE_LORA_MAX);
     /* per-row scratch for the largest step: T tokens, or T*K expert slots */

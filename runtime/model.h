@@ -34,6 +34,18 @@ typedef struct moe_weight {
     void *dev;             /* a device backend's copy; NULL for host weights */
 } moe_weight;
 
+/* A layer whose routed experts are split between devices (-ot
+ * PATTERN=DEVICE:experts=RANGES, --hot-experts). The stacked tensors stay on
+ * their home device with every expert; each other device holds copies of its
+ * experts only, as parts of ne[2] = its count, in expert order. */
+typedef struct moe_expert_split {
+    int8_t dev[MOE_MAX_EXPERTS];     /* device computing each expert */
+    int32_t local[MOE_MAX_EXPERTS];  /* its index in that device's part (home: itself) */
+    uint32_t devs;                   /* bit d: device d computes some experts */
+    struct moe_weight part[MOE_MAX_DEVICES][3]; /* gate, up, down on each other device */
+    void *gathered[MOE_MAX_DEVICES][3]; /* host copies a part still points to (freed with it) */
+} moe_expert_split;
+
 typedef struct moe_layer {
     moe_weight attn_norm, wq, wk, wv, wo, bq, bk, bv, q_norm, k_norm;
     moe_weight wq_a, q_a_norm, wq_b, wkv_a_mqa, kv_a_norm, wkv_b; /* deepseek2 MLA */
@@ -42,6 +54,7 @@ typedef struct moe_layer {
     moe_weight gate_inp, exp_probs_b, gate_exps, up_exps, down_exps;
     moe_weight gate_inp_shexp, gate_shexp, up_shexp, down_shexp;
     bool is_moe;
+    moe_expert_split *split;  /* NULL: every expert where the stacked tensors are */
 } moe_layer;
 
 /* Every weight field of moe_layer, for code that visits them all:
@@ -89,6 +102,7 @@ struct moe_model {
     struct moe_device_entry *dev; /* [n_dev] every device known at load */
     int8_t *layer_dev;            /* [n_layer] where a layer's attention and KV cache live */
     uint32_t dev_used;            /* bit d: device d holds a weight or a layer */
+    bool expert_split;            /* some layer's experts are split between devices */
     bool bound;                   /* weights bound to their devices (unbind at free) */
 };
 

@@ -56,18 +56,66 @@ static void device_names(const moe_device_entry *devs, int n, char *buf, size_t 
         at += (size_t)snprintf(buf + at, cap - at, "%s%s", d ? ", " : "", devs[d].info.name);
 }
 
+/* "0-15,32,40-47" into set; false on anything else. */
+static bool parse_expert_ranges(const char *s, moe_expert_set *set) {
+    memset(set, 0, sizeof *set);
+    set->max = -1;
+    while (*s) {
+        char *end;
+        long a = strtol(s, &end, 10), b = a;
+        if (end == s || !isdigit((unsigned char)*s))
+            return false;
+        s = end;
+        if (*s == '-') {
+            const char *from = ++s;
+            b = strtol(from, &end, 10);
+            if (end == from || !isdigit((unsigned char)*from))
+                return false;
+            s = end;
+        }
+        if (a < 0 || b < a || b >= MOE_MAX_EXPERTS || (*s && *s != ','))
+            return false;
+        for (long e = a; e <= b; e++)
+            set->bits[e / 8] |= (uint8_t)(1u << (e % 8));
+        set->max = (int32_t)(b > set->max ? b : set->max);
+        s += *s == ',';
+    }
+    return set->max >= 0;
+}
+
+static bool in_set(const moe_expert_set *set, int64_t e) {
+    return set->bits[e / 8] & (1u << (e % 8));
+}
+
 moe_status moe_placement_parse_override(const char *value, const moe_device_entry *devs,
-                                        int n_devs, char **pattern, int *dev, moe_err *err) {
+                                        int n_devs, char **pattern, int *dev,
+                                        moe_expert_set *experts, bool *ranged, moe_err *err) {
     *pattern = NULL;
-    const char *eq = strrchr(value, '='); /* device names hold no '=', patterns may */
-    MOE_FAIL_IF(!eq || eq == value || !eq[1], err, MOE_ERR_USAGE,
-                "option -ot '%s': expected PATTERN=DEVICE (e.g. 'ffn_.*_exps=CPU')", value);
-    *dev = find_device(devs, n_devs, eq + 1, strlen(eq + 1));
+    *ranged = false;
+    const char *tail = strstr(value, ":experts=");
+    while (tail && strstr(tail + 1, ":experts=")) /* the last one: patterns may hold anything */
+        tail = strstr(tail + 1, ":experts=");
+    size_t head_len = tail ? (size_t)(tail - value) : strlen(value);
+    const char *eq = NULL; /* the last '=' before the tail: device names hold no '=' */
+    for (size_t k = 0; k < head_len; k++)
+        if (value[k] == '=')
+            eq = value + k;
+    MOE_FAIL_IF(!eq || eq == value || eq + 1 == value + head_len, err, MOE_ERR_USAGE,
+                "option -ot '%s': expected PATTERN=DEVICE[:experts=A-B,...] (e.g. "
+                "'ffn_.*_exps=CPU')", value);
+    const size_t dev_len = (size_t)(value + head_len - eq - 1);
+    *dev = find_device(devs, n_devs, eq + 1, dev_len);
     if (*dev < 0) {
         char names[160];
         device_names(devs, n_devs, names, sizeof names);
-        return moe_fail(err, MOE_ERR_USAGE, "option -ot '%s': no device named '%s' (devices: %s)",
-                        value, eq + 1, names);
+        return moe_fail(err, MOE_ERR_USAGE, "option -ot '%s': no device named '%.*s' "
+                        "(devices: %s)", value, (int)dev_len, eq + 1, names);
+    }
+    if (tail) {
+        MOE_FAIL_IF(!parse_expert_ranges(tail + 9, experts), err, MOE_ERR_USAGE,
+                    "option -ot '%s': experts= wants expert indices and ranges below %d, "
+                    "e.g. experts=0-15,32", value, MOE_MAX_EXPERTS);
+        *ranged = true;
     }
     *pattern = strndup(value, (size_t)(eq - value));
     MOE_FAIL_IF(!*pattern, err, MOE_ERR_NOMEM, "out of memory");
@@ -111,7 +159,10 @@ static moe_status visit(moe_model *m, weight_fn fn, void *user) {
 
 typedef struct override {
     moe_regex *re;
+    const char *text;     /* the -ot value, for messages */
     int dev;
+    bool ranged;          /* experts= given: only those experts of stacked expert tensors */
+    moe_expert_set experts;
 } override;
 
 typedef struct resolver {
@@ -122,6 +173,7 @@ typedef struct resolver {
     int offload[MOE_MAX_DEVICES]; /* -dev list (or every GPU), in order */
     int n_offload;
     int out_dev;                  /* the output head's device */
+    int8_t *assign;               /* [n_layer][3][E] device of each expert of gate/up/down */
     moe_err *err;
 } resolver;
 
@@ -129,15 +181,64 @@ static bool is_expert_name(const char *name) {
     return strstr(name, "_exps.") != NULL;
 }
 
+/* Where the experts that no rule with experts= took go: --cpu-moe /
+ * --n-cpu-moe, else the layer's device. */
+static int expert_fallback(const resolver *r, int64_t il) {
+    const moe_model_params *p = r->p;
+    return p->cpu_moe || il < p->n_cpu_moe ? 0 : r->m->layer_dev[il];
+}
+
+/* 0, 1, 2 for the gate, up, down expert tensors of layer il. */
+static int expert_role(const moe_model *m, int64_t il, const moe_weight *w) {
+    const moe_layer *L = &m->layers[il];
+    return w == &L->gate_exps ? 0 : w == &L->up_exps ? 1 : 2;
+}
+
+/* The device of every expert of a stacked expert tensor: a rule with
+ * experts= takes the experts it names that no earlier rule took, a rule
+ * without takes the rest, then the fallback; the tensor itself stays on the
+ * device holding most of them (its home). */
+static moe_status place_experts(resolver *r, moe_weight *w, int64_t il, const char *name) {
+    const int64_t E = r->m->hp.n_expert;
+    int8_t *a = r->assign + (il * 3 + expert_role(r->m, il, w)) * E;
+    memset(a, -1, (size_t)E);
+    int64_t left = E;
+    for (int i = 0; i < r->n_ov && left; i++) {
+        const override *o = &r->ov[i];
+        if (!moe_regex_search(o->re, name))
+            continue;
+        MOE_FAIL_IF(o->ranged && o->experts.max >= E, r->err, MOE_ERR_USAGE,
+                    "option -ot '%s': expert %d of tensor '%s', which has %lld experts", o->text,
+                    o->experts.max, name, (long long)E);
+        for (int64_t e = 0; e < E; e++)
+            if (a[e] < 0 && (!o->ranged || in_set(&o->experts, e)))
+                a[e] = (int8_t)o->dev, left--;
+    }
+    int count[MOE_MAX_DEVICES] = {0}, home = 0;
+    for (int64_t e = 0; e < E; e++) {
+        if (a[e] < 0)
+            a[e] = (int8_t)expert_fallback(r, il);
+        count[a[e]]++;
+    }
+    for (int d = 1; d < MOE_MAX_DEVICES; d++)
+        home = count[d] > count[home] ? d : home;
+    w->device = (int8_t)home;
+    return MOE_OK;
+}
+
 static moe_status place_one(void *user, moe_weight *w, int64_t il, const char *name) {
     resolver *r = user;
+    if (il >= 0 && is_expert_name(name) && w->ne[2] > 1 && w->ne[2] == r->m->hp.n_expert)
+        return place_experts(r, w, il, name);
     for (int i = 0; i < r->n_ov; i++)
         if (moe_regex_search(r->ov[i].re, name)) {
+            MOE_FAIL_IF(r->ov[i].ranged, r->err, MOE_ERR_USAGE,
+                        "option -ot '%s': experts= applies to stacked expert tensors, but it "
+                        "matches '%s'", r->ov[i].text, name);
             w->device = (int8_t)r->ov[i].dev;
             return MOE_OK;
         }
-    const moe_model_params *p = r->p;
-    if (il >= 0 && is_expert_name(name) && (p->cpu_moe || il < p->n_cpu_moe))
+    if (il >= 0 && is_expert_name(name) && (r->p->cpu_moe || il < r->p->n_cpu_moe))
         w->device = 0;
     else if (il >= 0)
         w->device = r->m->layer_dev[il];
@@ -258,15 +359,120 @@ static moe_status compile_overrides(resolver *r) {
                 MOE_ERR_USAGE, "more than %zu -ot overrides", sizeof r->ov / sizeof r->ov[0]);
     for (int32_t i = 0; i < p->n_tensor_overrides; i++) {
         char *pattern;
-        int dev;
+        override *o = &r->ov[r->n_ov];
         MOE_TRY(moe_placement_parse_override(p->tensor_overrides[i], r->m->dev, r->m->n_dev,
-                                             &pattern, &dev, r->err));
-        moe_status st = moe_regex_compile(pattern, "-ot", &r->ov[r->n_ov].re, r->err);
+                                             &pattern, &o->dev, &o->experts, &o->ranged,
+                                             r->err));
+        moe_status st = moe_regex_compile(pattern, "-ot", &o->re, r->err);
         free(pattern);
         MOE_TRY(st);
-        r->ov[r->n_ov++].dev = dev;
+        o->text = p->tensor_overrides[i];
+        r->n_ov++;
     }
     return MOE_OK;
+}
+
+/* ---- experts split between devices ------------------------------------------------------- */
+
+/* Records layer il's split when its experts are not all at home; the three
+ * expert tensors must split the same way, and the home must be host memory
+ * (the slots of every device are summed there). */
+static moe_status make_split(resolver *r, int64_t il) {
+    moe_model *m = r->m;
+    moe_layer *L = &m->layers[il];
+    const int64_t E = m->hp.n_expert;
+    if (!L->gate_exps.data || E <= 1)
+        return MOE_OK;
+    const int8_t *a = r->assign + il * 3 * E;
+    const int home = L->gate_exps.device;
+    bool split = false;
+    for (int64_t e = 0; e < E; e++) {
+        MOE_FAIL_IF(a[e] != a[E + e] || a[e] != a[2 * E + e], r->err, MOE_ERR_USAGE,
+                    "expert %lld of layer %lld is placed on %s (gate), %s (up), %s (down): the "
+                    "three expert tensors must split the same way (one -ot pattern for "
+                    "ffn_.*_exps)", (long long)e, (long long)il, m->dev[a[e]].info.name,
+                    m->dev[a[E + e]].info.name, m->dev[a[2 * E + e]].info.name);
+        split |= a[e] != home;
+    }
+    if (!split)
+        return MOE_OK;
+    MOE_FAIL_IF(!m->dev[home].ops->host_memory, r->err, MOE_ERR_UNSUPPORTED,
+                "layer %lld: the experts left on %s would have to sum the other devices' "
+                "results there; keep the experts not moved by experts= on the CPU (e.g. "
+                "--cpu-moe)", (long long)il, m->dev[home].info.name);
+    moe_expert_split *sp = calloc(1, sizeof *sp);
+    MOE_FAIL_IF(!sp, r->err, MOE_ERR_NOMEM, "out of memory");
+    L->split = sp;
+    m->expert_split = true;
+    int32_t n_on[MOE_MAX_DEVICES] = {0};
+    for (int64_t e = 0; e < E; e++) {
+        sp->dev[e] = a[e];
+        sp->local[e] = a[e] == home ? (int32_t)e : n_on[a[e]]++;
+        sp->devs |= 1u << a[e];
+        m->dev_used |= 1u << a[e];
+    }
+    for (int d = 0; d < m->n_dev; d++)
+        for (int k = 0; k < 3 && d != home && (sp->devs & (1u << d)); k++) {
+            const moe_weight *src = k == 0 ? &L->gate_exps : k == 1 ? &L->up_exps : &L->down_exps;
+            moe_weight *part = &sp->part[d][k];
+            *part = *src;
+            part->ne[2] = n_on[d];
+            part->device = (int8_t)d;
+            part->kern = NULL;
+            part->dev = NULL;
+            char why[400];
+            MOE_FAIL_IF(!moe_placement_check_weight(part, &m->dev[d], why, sizeof why), r->err,
+                        MOE_ERR_UNSUPPORTED, "%s: %s", m->dev[d].info.name, why);
+        }
+    return MOE_OK;
+}
+
+/* Uploads each other device's experts of layer il as its parts. */
+static moe_status bind_split(resolver *r, int64_t il) {
+    moe_model *m = r->m;
+    moe_layer *L = &m->layers[il];
+    moe_expert_split *sp = L->split;
+    if (!sp)
+        return MOE_OK;
+    const int64_t E = m->hp.n_expert;
+    for (int d = 0; d < m->n_dev; d++)
+        for (int k = 0; k < 3 && (sp->devs & (1u << d)) && d != L->gate_exps.device; k++) {
+            const moe_weight *src = k == 0 ? &L->gate_exps : k == 1 ? &L->up_exps : &L->down_exps;
+            moe_weight *part = &sp->part[d][k];
+            uint8_t *gathered = malloc(part->expert_bytes * (uint64_t)part->ne[2] + 1);
+            MOE_FAIL_IF(!gathered, r->err, MOE_ERR_NOMEM, "out of memory gathering experts of "
+                        "'%s' for %s", src->name, m->dev[d].info.name);
+            for (int64_t e = 0; e < E; e++)
+                if (sp->dev[e] == d)
+                    memcpy(gathered + (uint64_t)sp->local[e] * src->expert_bytes,
+                           src->data + (uint64_t)e * src->expert_bytes, src->expert_bytes);
+            part->data = gathered;
+            const moe_backend_ops *ops = m->dev[d].ops;
+            moe_backend probe = {.ops = ops, .n_threads = 1};
+            moe_status st = ops->bind_weight(&probe, part, r->err);
+            if (ops->host_memory && part->data == gathered) { /* computes from the host copy */
+                sp->gathered[d][k] = gathered;
+            } else { /* the device made its own copy */
+                if (part->data == gathered)
+                    part->data = NULL;
+                free(gathered);
+            }
+            MOE_TRY(st);
+        }
+    return MOE_OK;
+}
+
+static void release_split(moe_model *m, moe_layer *L) {
+    moe_expert_split *sp = L->split;
+    for (int d = 0; sp && d < m->n_dev; d++)
+        for (int k = 0; k < 3; k++) {
+            moe_weight *part = &sp->part[d][k];
+            if (part->dev && m->dev[d].ops->unbind_weight)
+                m->dev[d].ops->unbind_weight(part);
+            free(sp->gathered[d][k]);
+        }
+    free(sp);
+    L->split = NULL;
 }
 
 static moe_status resolve(resolver *r) {
@@ -291,9 +497,14 @@ static moe_status resolve(resolver *r) {
         MOE_TRY(check_together(m, il, &L->gate_shexp, &L->up_shexp, &L->down_shexp,
                                "shared expert", "ffn_.*_shexp", r->err));
     }
+    for (int64_t il = 0; il < m->hp.n_layer; il++)
+        MOE_TRY(make_split(r, il));
     MOE_TRY(visit(m, check_one, r));
     m->bound = true;
-    return visit(m, bind_one, r);
+    MOE_TRY(visit(m, bind_one, r));
+    for (int64_t il = 0; il < m->hp.n_layer; il++)
+        MOE_TRY(bind_split(r, il));
+    return MOE_OK;
 }
 
 moe_status moe_placement_apply(moe_model *m, const moe_model_params *params, moe_err *err) {
@@ -302,8 +513,12 @@ moe_status moe_placement_apply(moe_model *m, const moe_model_params *params, moe
     MOE_FAIL_IF(!m->dev || !m->layer_dev, err, MOE_ERR_NOMEM, "out of memory");
     m->n_dev = moe_devices_discover(m->dev, MOE_MAX_DEVICES);
     resolver r = {.m = m, .p = params, .err = err};
+    const int64_t E = m->hp.n_expert > 0 ? m->hp.n_expert : 1;
+    r.assign = calloc((size_t)((m->hp.n_layer > 0 ? m->hp.n_layer : 1) * 3 * E), 1);
+    MOE_FAIL_IF(!r.assign, err, MOE_ERR_NOMEM, "out of memory");
     moe_status st = resolve(&r);
     free_overrides(&r);
+    free(r.assign);
     return st;
 }
 
@@ -317,6 +532,8 @@ static moe_status unbind_one(void *user, moe_weight *w, int64_t il, const char *
 }
 
 void moe_placement_release(moe_model *m) {
+    for (int64_t il = 0; m->layers && il < m->hp.n_layer; il++)
+        release_split(m, &m->layers[il]);
     if (m->bound)
         visit(m, unbind_one, m);
     m->bound = false;
@@ -347,6 +564,17 @@ static moe_status report_one(void *user, moe_weight *w, int64_t il, const char *
     rp->bytes[w->device] += b;
     fprintf(rp->f, "placement: %-34s %-9s %10.3f MiB -> %s\n", name, moe_type_name(w->type),
             (double)b / 1048576.0, rp->m->dev[w->device].info.name);
+    const moe_expert_split *sp = il >= 0 && is_expert_name(name) ? rp->m->layers[il].split : NULL;
+    for (int d = 0; sp && d < rp->m->n_dev; d++) {
+        const moe_weight *part = &sp->part[d][expert_role(rp->m, il, w)];
+        if (d == w->device || !(sp->devs & (1u << d)))
+            continue;
+        const uint64_t pb = weight_bytes(part);
+        rp->bytes[d] += pb;
+        fprintf(rp->f, "placement:   and a copy of %lld of its %lld experts (%.3f MiB) on %s\n",
+                (long long)part->ne[2], (long long)w->ne[2], (double)pb / 1048576.0,
+                rp->m->dev[d].info.name);
+    }
     return MOE_OK;
 }
 

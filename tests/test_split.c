@@ -111,7 +111,7 @@ static bool spans_cpu1(const char *name, const placement *p) {
     FILE *f = open_memstream(&text, &len);
     moe_model_print_placement(m, f);
     fclose(f);
-    const bool any = strstr(text, "-> CPU1\n") != NULL;
+    const bool any = strstr(text, "-> CPU1\n") != NULL || strstr(text, " on CPU1\n") != NULL;
     free(text);
     moe_model_free(m);
     return any;
@@ -162,6 +162,8 @@ static int cmd_logits(const char *name) {
         "blk\\.1\\.ffn_gate_inp\\.=CPU1", "blk\\.1\\.ffn_.*_exps=CPU1", "blk\\.1\\.ffn_.*_shexp=CPU1",
         "blk\\.0\\.attn_q_a=CPU1", "blk\\.1\\.attn_kv_a_mqa=CPU1", "blk\\.0\\.attn_kv_b=CPU1",
         "blk\\.1\\.attn_kv_a_norm=CPU1", "blk\\.0\\.attn_q_norm=CPU1", "blk\\.0\\.ffn_(gate|up|down)\\.=CPU1",
+        /* routed experts split by expert between CPU and CPU1 */
+        "ffn_.*_exps=CPU1:experts=1,3", "blk\\.1\\.ffn_.*_exps=CPU1:experts=0-2",
     };
     for (size_t i = 0; i < sizeof single_tensors / sizeof single_tensors[0]; i++)
         cases[n++] = (placement){.label = single_tensors[i], .ot = {single_tensors[i]}};
@@ -221,8 +223,10 @@ static void rules_without_model(void) {
         char *pattern = NULL;
         int dev = -1;
         moe_err err = {0};
+        moe_expert_set experts;
+        bool ranged = false;
         moe_status st = moe_placement_parse_override(cases[i].value, devs, n, &pattern, &dev,
-                                                     &err);
+                                                     &experts, &ranged, &err);
         if (cases[i].ok) {
             CHECK(st == MOE_OK && dev == cases[i].dev && pattern &&
                       !strcmp(pattern, cases[i].pattern),

@@ -219,7 +219,7 @@ static void cpu_synchronize(moe_backend *be) { (void)be; }
     .host_memory = true, .interleaved = true, .supports_weight = cpu_supports_weight,           \
     .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy, .download = cpu_copy,             \
     .synchronize = cpu_synchronize, .mul_mat = cpu_matmul, .experts = cpu_experts,              \
-    .ffn = cpu_ffn, .route = cpu_route, .rms_norm = cpu_rms_norm, .rope = cpu_rope,             \
+    .experts_combine = moe_cpu_experts_combine, .ffn = cpu_ffn, .route = cpu_route, .rms_norm = cpu_rms_norm, .rope = cpu_rope,             \
     .attention = moe_cpu_attention_ref, .kv_shift = cpu_kv_shift, .get_rows = cpu_get_rows,     \
     .add_bias = cpu_add_bias, .add_gated = cpu_add_gated, .mla_kv = cpu_mla_kv
 
@@ -244,11 +244,11 @@ static moe_status cpu1_bind_weight(moe_backend *be, moe_weight *w, moe_err *err)
     MOE_FAIL_IF(!copy, err, MOE_ERR_NOMEM, "out of memory copying tensor '%s' (%.1f MiB) to CPU1",
                 w->name, (double)bytes / 1048576.0);
     memcpy(copy, w->data, bytes);
-    w->dev = copy;
     w->data = copy;
-    if (w->ne[1] == 1) /* 1-D weights: F32 values for the graph, no kernel */
-        return MOE_OK;
-    return cpu_bind_weight(be, w, err);
+    moe_status st = w->ne[1] == 1 ? MOE_OK /* 1-D weights: F32 values for the graph */
+                                  : cpu_bind_weight(be, w, err);
+    w->dev = copy; /* after the CPU's binding, which clears it: unbind frees it */
+    return st;
 }
 
 static void cpu1_unbind_weight(moe_weight *w) {
@@ -295,17 +295,25 @@ void moe_cpu_experts_ref(moe_backend *be, const moe_expert_step *st) {
         moe_cpu_matmul(st->down, e, be->ge, n, be->oe, be->scratch, be->n_threads, MOE_DOT_VEC);
         if (st->lora)
             moe_lora_rows(st->lora, st->lora->down, e, be->ge, n, F, D, be->oe, be->n_threads);
+        float *slots = st->slots ? st->slots : be->slot_out;
         for (int64_t i = 0; i < n; i++)
-            memcpy(be->slot_out + (int64_t)be->members[i] * D, be->oe + i * D,
+            memcpy(slots + (int64_t)be->members[i] * D, be->oe + i * D,
                    (size_t)D * sizeof(float));
     }
-    for (int32_t t = 0; t < T; t++) {
-        float *out = st->out + t * D;
-        const float *w = st->w + t * K;
+    if (!st->slots) /* a split sums every device's slots later */
+        moe_cpu_experts_combine(be, be->slot_out, st->w, T, K, D, st->out);
+}
+
+void moe_cpu_experts_combine(moe_backend *be, const float *slots, const float *w, int64_t T,
+                             int64_t K, int64_t D, float *out) {
+    (void)be;
+    for (int64_t t = 0; t < T; t++) {
+        float *o = out + t * D;
+        const float *wt = w + t * K;
         for (int64_t d = 0; d < D; d++)
-            out[d] = be->slot_out[(t * K) * D + d] * w[0];
+            o[d] = slots[(t * K) * D + d] * wt[0];
         for (int64_t k = 1; k < K; k++)
             for (int64_t d = 0; d < D; d++)
-                out[d] += be->slot_out[(t * K + k) * D + d] * w[k];
+                o[d] += slots[(t * K + k) * D + d] * wt[k];
     }
 }

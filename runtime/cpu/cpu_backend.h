@@ -20,6 +20,10 @@ void moe_cpu_attention_ref(moe_backend *be, const moe_model *m, const moe_attn_s
  * SwiGLU in the VEC order, outputs summed per token in slot order. */
 void moe_cpu_experts_ref(moe_backend *be, const moe_expert_step *st);
 
+/* The routed experts' weighted sum over slot outputs, in slot order. */
+void moe_cpu_experts_combine(moe_backend *be, const float *slots, const float *w, int64_t T,
+                             int64_t K, int64_t D, float *out);
+
 /* The fast product: w->kern bound (kernels.h), activations quantized into
  * be->act, rows split between be->n_threads. */
 void moe_cpu_matmul_fast(moe_backend *be, const moe_weight *w, int64_t e, const float *x,

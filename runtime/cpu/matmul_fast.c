@@ -104,7 +104,8 @@ void moe_cpu_experts_fast(moe_backend *be, const moe_expert_step *st) {
     int32_t *slot_pos = be->slot_pos, *pos_tok = be->pos_tok;
     memset(count, 0, (size_t)E * sizeof *count);
     for (int64_t s = 0; s < TK; s++)
-        count[st->ids[s]]++;
+        if (st->ids[s] >= 0) /* < 0: a slot another device computes */
+            count[st->ids[s]]++;
     int64_t n_act = 0;
     for (int64_t e = 0, off = 0; e < E; e++) {
         offset[e] = (int32_t)off;
@@ -114,10 +115,17 @@ void moe_cpu_experts_fast(moe_backend *be, const moe_expert_step *st) {
     }
     for (int64_t e = 0; e < E; e++)
         count[e] = 0;
+    int64_t n_pos = 0; /* slots computed here */
     for (int64_t s = 0; s < TK; s++) {
-        const int32_t e = st->ids[s], p = offset[e] + count[e]++;
+        const int32_t e = st->ids[s];
+        if (e < 0) {
+            slot_pos[s] = -1;
+            continue;
+        }
+        const int32_t p = offset[e] + count[e]++;
         slot_pos[s] = p;
         pos_tok[p] = (int32_t)(s / K);
+        n_pos++;
     }
     const moe_cpu_kernel_table *tab = table();
     const uint64_t ax = moe_act_row_bytes(gate->kern->act, D);
@@ -129,13 +137,15 @@ void moe_cpu_experts_fast(moe_backend *be, const moe_expert_step *st) {
                                 n_act, be->n_threads);
     const units du = plan_units(D, down->kern->rows, n_act, be->n_threads);
     const int nth = be->n_threads < 1 ? 1 : be->n_threads;
+    const int32_t T_sum = st->slots ? 0 : T; /* rows summed here (a split sums later) */
+    const int64_t TK_slots = st->slots ? TK : 0;
 #pragma omp parallel num_threads(nth)
     {
 #pragma omp for schedule(static)
         for (int32_t t = 0; t < T; t++)
             tab->quantize[gate->kern->act](st->x + (int64_t)t * D, act_x + (uint64_t)t * ax, D);
 #pragma omp for schedule(static)
-        for (int64_t p = 0; p < TK; p++)
+        for (int64_t p = 0; p < n_pos; p++)
             memcpy(act_g + (uint64_t)p * ax, act_x + (uint64_t)pos_tok[p] * ax, ax);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < n_act * gu.n_chunks; i++) {
@@ -149,7 +159,7 @@ void moe_cpu_experts_fast(moe_backend *be, const moe_expert_step *st) {
                          ax, count[e], u + (int64_t)offset[e] * F, F);
         }
 #pragma omp for schedule(static)
-        for (int64_t p = 0; p < TK; p++) {
+        for (int64_t p = 0; p < n_pos; p++) {
             float *gp = g + p * F, *up_row = u + p * F;
             if (st->lora) { /* fused: the low-rank terms of gate and up, before SiLU·mul */
                 const int32_t e = expert_at(active, offset, n_act, p);
@@ -173,7 +183,11 @@ void moe_cpu_experts_fast(moe_backend *be, const moe_expert_step *st) {
                            o + (int64_t)offset[e] * D, D);
         }
 #pragma omp for schedule(static)
-        for (int32_t t = 0; t < T; t++) {
+        for (int64_t s = 0; s < TK_slots; s++) /* a split: the slots, unweighted */
+            if (slot_pos[s] >= 0)
+                memcpy(st->slots + s * D, o + (int64_t)slot_pos[s] * D, (size_t)D * sizeof *o);
+#pragma omp for schedule(static)
+        for (int32_t t = 0; t < T_sum; t++) {
             float *out = st->out + (int64_t)t * D;
             const float *wt = st->w + (int64_t)t * K;
             for (int64_t k = 0; st->lora && k < K; k++) { /* fused: down's terms */
