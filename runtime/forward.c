@@ -32,6 +32,13 @@ static moe_backend *BE(moe_context *ctx, int d) { return &ctx->dev[d].be; }
 
 /* ---- activations across devices --------------------------------------------------------- */
 
+/* Counts one copy of bytes that started at t0 (ms) in the context's time split. */
+static void count_copy(moe_context *ctx, double t0, int64_t bytes) {
+    ctx->perf.copy_ms += now_ms() - t0;
+    ctx->perf.n_copies++;
+    ctx->perf.copy_bytes += bytes;
+}
+
 /* Copies the current elements of b from device src to dst: host <-> device by
  * the device's upload/download, device <-> device through the CPU's copy. */
 static void copy_buf(moe_context *ctx, moe_buf b, int src, int dst) {
@@ -51,9 +58,7 @@ static void copy_buf(moe_context *ctx, moe_buf b, int src, int dst) {
     } else {
         BE(ctx, dst)->ops->upload(BE(ctx, dst), to, from, bytes);
     }
-    ctx->perf.copy_ms += now_ms() - t0;
-    ctx->perf.n_copies++;
-    ctx->perf.copy_bytes += (int64_t)bytes;
+    count_copy(ctx, t0, (int64_t)bytes);
 }
 
 /* b's copy on device d, made current first. */
@@ -498,9 +503,7 @@ static void output(moe_context *ctx, int32_t T) {
         const double t0 = now_ms();
         BE(ctx, d)->ops->download(BE(ctx, d), ctx->logits, y, (size_t)(n * V) * sizeof(float));
         BE(ctx, d)->ops->synchronize(BE(ctx, d));
-        ctx->perf.copy_ms += now_ms() - t0;
-        ctx->perf.n_copies++;
-        ctx->perf.copy_bytes += n * V * 4;
+        count_copy(ctx, t0, n * V * 4);
     }
 }
 
