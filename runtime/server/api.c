@@ -40,7 +40,8 @@ srv_reply srv_error_reply(int status, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    char *clean = srv_utf8_clean(msg, strlen(msg)); /* it may quote the client's bytes */
+    size_t len;
+    char *clean = srv_utf8_clean(msg, strlen(msg), &len); /* it may quote the client's bytes */
     json_t *j = json_pack("{s:{s:s,s:s,s:i}}", "error", "message", clean ? clean : "error",
                           "type", error_type(status), "code", status);
     free(clean);
@@ -357,7 +358,8 @@ bool srv_api_prepare(const srv_api *api, bool chat, const char *body, size_t len
         return false;
     bool ok = get_bool(o, "stream", &req->stream, r) &&
               get_bool(o, "return_tokens", &req->return_tokens, r) &&
-              make_task(api, chat, o, req, r);
+              make_task(api, chat, o, req, r) &&
+              get_bool(o, "ignore_eos", &req->task->ignore_eos, r);
     ok = ok && get_max_tokens(api, o, req->task, r) && get_stop(o, req->task, r) &&
          get_sampling(api, o, &req->task->sampling, r);
     json_decref(o);
@@ -382,8 +384,9 @@ static json_t *usage_json(const srv_task *t) {
 }
 
 static json_t *text_json(const char *s, size_t n) {
-    char *clean = srv_utf8_clean(s, n);
-    json_t *j = clean ? json_string(clean) : NULL;
+    size_t len;
+    char *clean = srv_utf8_clean(s, n, &len);
+    json_t *j = clean ? json_stringn(clean, len) : NULL;
     free(clean);
     return j;
 }

@@ -8,6 +8,7 @@
  * from the cache (moe_kv_seq_rm) and only the new suffix is evaluated.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -51,6 +52,9 @@ struct srv_engine {
     int8_t *b_logits;
     char *piece;
     int32_t piece_cap;
+    moe_token *eog;       /* the end-of-generation ids, n_eog; masked for ignore_eos */
+    int32_t n_eog;
+    float *masked;        /* n_vocab logits with the eog ones at -inf */
 };
 
 static double now_s(void) {
@@ -364,6 +368,12 @@ static void sample_rows(srv_engine *e) {
             slot_finish(e, s, "stop", "no logits for a decoded token");
             continue;
         }
+        if (s->task->ignore_eos) {
+            memcpy(e->masked, logits, (size_t)e->n_vocab * sizeof *logits);
+            for (int32_t k = 0; k < e->n_eog; k++)
+                e->masked[e->eog[k]] = -INFINITY;
+            logits = e->masked;
+        }
         moe_token tok = moe_sampler_sample(s->sampler, logits, e->n_vocab);
         moe_sampler_accept(s->sampler, tok);
         if (s->task->max_tokens == 0) {
@@ -454,7 +464,13 @@ moe_status srv_engine_start(moe_model *model, moe_context *ctx, int32_t n_slots,
     e->b_logits = malloc((size_t)n_batch);
     e->piece_cap = 256;
     e->piece = malloc((size_t)e->piece_cap);
-    bool ok = e->slots && e->b_token && e->b_pos && e->b_seq && e->b_logits && e->piece;
+    e->eog = malloc((size_t)e->n_vocab * sizeof *e->eog);
+    e->masked = malloc((size_t)e->n_vocab * sizeof *e->masked);
+    for (moe_token t = 0; e->eog && t < e->n_vocab; t++)
+        if (moe_token_is_eog(model, t))
+            e->eog[e->n_eog++] = t;
+    bool ok = e->slots && e->b_token && e->b_pos && e->b_seq && e->b_logits && e->piece &&
+              e->eog && e->masked;
     for (int32_t i = 0; ok && i < n_slots; i++) {
         e->slots[i].seq = i;
         e->slots[i].row = -1;
@@ -501,5 +517,7 @@ void srv_engine_stop(srv_engine *e) {
     free(e->b_seq);
     free(e->b_logits);
     free(e->piece);
+    free(e->eog);
+    free(e->masked);
     free(e);
 }

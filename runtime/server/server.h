@@ -30,6 +30,7 @@ typedef struct srv_task {
     int32_t n_prompt;
     moe_sampler_params sampling;
     int32_t max_tokens;           /* < 0: until the slot's context is full */
+    bool ignore_eos;              /* never sample an end-of-generation token */
     char *stop[SRV_MAX_STOP];
     int n_stop;
     /* output, under the engine lock */
@@ -159,8 +160,9 @@ void srv_http_stop(srv_http *h);
 
 /* A malloc'd, NUL-terminated copy of s (n bytes) that is valid UTF-8: each
  * maximal ill-formed subpart becomes U+FFFD (Python's "replace" and the
- * Unicode recommendation), so the same bytes always give the same text. */
-char *srv_utf8_clean(const char *s, size_t n);
+ * Unicode recommendation), so the same bytes always give the same text.
+ * NUL bytes stay (JSON writes them as \u0000); *out_len gets the length. */
+char *srv_utf8_clean(const char *s, size_t n, size_t *out_len);
 /* n minus the length of a trailing sequence that is valid so far but
  * incomplete (0 to 3 bytes): the prefix that can be sent without splitting
  * a character. */

@@ -47,7 +47,7 @@ static size_t utf8_valid_prefix(const unsigned char *s, size_t n, int *need) {
     return k;
 }
 
-char *srv_utf8_clean(const char *s, size_t n) {
+char *srv_utf8_clean(const char *s, size_t n, size_t *out_len) {
     char *out = malloc(n * 3 + 1); /* a lone byte becomes 3 bytes at most */
     if (!out)
         return NULL;
@@ -67,6 +67,7 @@ char *srv_utf8_clean(const char *s, size_t n) {
         i += k ? k : 1;
     }
     out[o] = '\0';
+    *out_len = o;
     return out;
 }
 
