@@ -5,7 +5,7 @@
 if(TARGET moe-server AND TARGET moe-run AND TARGET moe-synth)
   find_package(Python3 COMPONENTS Interpreter)
   if(Python3_Interpreter_FOUND)
-    foreach(case greedy concurrent bad-input auth-signal load)
+    foreach(case cli greedy concurrent bad-input auth-signal load)
       add_test(NAME server_${case} COMMAND ${Python3_EXECUTABLE} ${MOE_TEST_DIR}/test_server.py ${case})
       set_tests_properties(server_${case} PROPERTIES LABELS cli TIMEOUT 300
         ENVIRONMENT "MOE_BIN_DIR=${MOE_BIN_DIR};MOE_TMP=${PROJECT_BINARY_DIR}/test-tmp")

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """moe-server as clients use it, over loopback only, on a model moe-synth makes.
 
-    test_server.py CASE   (greedy | concurrent | bad-input | auth-signal | load)
+    test_server.py CASE [ARCH [TYPE]]
+    CASE: greedy | concurrent | bad-input | auth-signal | load
+    ARCH, TYPE: moe-synth's --arch (default llama) and --type (default f16)
 
 greedy: temperature-0 completions and chat completions, streamed and not,
 equal `moe-run --temp 0` on the same prompt (text, and token ids through
@@ -39,10 +41,11 @@ def check(name, ok, detail=""):
         print(f"FAILED: {name} {detail}", file=sys.stderr)
 
 
-def make_model():
+def make_model(arch="llama", wtype="f16"):
     os.makedirs(TMP, exist_ok=True)
     path = os.path.join(TMP, "model.gguf")
-    subprocess.run([f"{BIN}/moe-synth", "--preset", "tiny", "--arch", "llama", "-f", path],
+    subprocess.run([f"{BIN}/moe-synth", "--preset", "tiny", "--arch", arch, "--type", wtype,
+                    "-f", path],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return path
 
@@ -188,6 +191,17 @@ def case_greedy(model):
             check(f"{what}: streamed equals unstreamed",
                   (s_text, s_finish, s_toks, s_usage["completion_tokens"]) ==
                   (text, finish, toks, usage["completion_tokens"]), f"{s_text!r} vs {text!r}")
+    # stop strings: the text ends before the first one, streamed or not
+    full = complete(srv, PROMPTS[3], n)[0]
+    # two printable characters from the second half (JSON strings hold no NUL)
+    stop = next((full[i:i + 2] for i in range(len(full) // 2, len(full) - 1)
+                 if full[i:i + 2].isprintable() and full[i:i + 2].isascii()), "")
+    check("stop string: found one to test with", stop != "", repr(full))
+    if stop:
+        for stream in (False, True):
+            text, finish, _, _ = complete(srv, PROMPTS[3], n, stream=stream, stop=["\u2603", stop])
+            check(f"stop string (stream {stream}): text cut before it",
+                  text == full[:full.index(stop)] and finish == "stop", f"{text!r} / {full!r}")
     # the same prompt again reuses the slot's cache and still gives the same text
     before = srv.metrics()["prompt_tokens_reused_total"]
     again = complete(srv, PROMPTS[0], n)
@@ -423,9 +437,33 @@ def case_load(model):
     srv.stop()
 
 
-CASES = {"greedy": case_greedy, "concurrent": case_concurrent, "bad-input": case_bad_input,
+def case_cli(model):
+    def run(*args):
+        return subprocess.run([f"{BIN}/moe-server", *args], capture_output=True, timeout=TIMEOUT)
+    r = run("--help")
+    check("--help: exit 0, usage on stdout", r.returncode == 0 and b"usage: moe-server" in r.stdout
+          and b"--api-key" in r.stdout and b"-ctk, --cache-type-k" in r.stdout)
+    r = run("-m", model, "--port", "70000")
+    check("port out of range: usage error 2", r.returncode == 2 and b"--port" in r.stderr)
+    r = run("-m", model, "--bogus")
+    check("unknown option: usage error 2", r.returncode == 2 and r.stderr)
+    r = run("--port", "0")
+    check("no model: usage error 2", r.returncode == 2 and b"-m" in r.stderr)
+    r = run("-m", os.path.join(TMP, "missing.gguf"), "--port", "0")
+    check("missing model file: exit 1 naming it", r.returncode == 1 and b"missing.gguf" in r.stderr)
+    r = run("-m", model, "--port", "0", "-c", "4", "-np", "4")
+    check("slots with no room: usage error 2", r.returncode == 2 and b"-np" in r.stderr)
+    r = run("-m", model, "--host", "no.such.host.invalid", "--port", "0")
+    check("bad --host: exit non-zero naming it", r.returncode != 0 and b"--host" in r.stderr)
+    srv = Server(model, "-np", "1")
+    r = run("-m", model, "--port", str(srv.port))
+    check("port in use: exit 1", r.returncode == 1 and b"cannot listen" in r.stderr)
+    srv.stop()
+
+
+CASES = {"cli": case_cli, "greedy": case_greedy, "concurrent": case_concurrent, "bad-input": case_bad_input,
          "auth-signal": case_auth_signal, "load": case_load}
 
 if __name__ == "__main__":
-    CASES[sys.argv[1]](make_model())
+    CASES[sys.argv[1]](make_model(*sys.argv[2:4]))
     finish()
