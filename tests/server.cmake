@@ -2,6 +2,10 @@
 # as the client): greedy results against moe-run, concurrent requests,
 # bad input, the API key and SIGTERM, and a bounded load test. Built only
 # where libmicrohttpd was found (runtime/CMakeLists.txt says so otherwise).
+if(TARGET moe-server)
+  moe_add_c_test(test_server_text SOURCES ${MOE_TEST_DIR}/test_server_text.c
+                 ${PROJECT_SOURCE_DIR}/runtime/server/text.c LABELS unit)
+endif()
 if(TARGET moe-server AND TARGET moe-run AND TARGET moe-synth)
   find_package(Python3 COMPONENTS Interpreter)
   if(Python3_Interpreter_FOUND)

@@ -324,8 +324,15 @@ static void emit_token(srv_engine *e, srv_slot *s, moe_token tok) {
             e->piece = np, e->piece_cap = -n;
         n = np ? moe_token_to_piece(e->model, tok, e->piece, e->piece_cap, false) : -1;
     }
-    if (n < 0 || (t->len + (size_t)n + 1 > t->cap &&
-                  !(t->text = realloc(t->text, t->cap = 2 * (t->len + (size_t)n + 64))))) {
+    if (n >= 0 && t->len + (size_t)n + 1 > t->cap) {
+        size_t cap = 2 * (t->len + (size_t)n + 64);
+        char *nt = realloc(t->text, cap);
+        if (nt)
+            t->text = nt, t->cap = cap;
+        else
+            n = -1;
+    }
+    if (n < 0) {
         slot_finish(e, s, "stop", "out of memory");
         return;
     }
