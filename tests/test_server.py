@@ -115,7 +115,7 @@ class Server:
             self.proc.kill()
             rc = "hung"
         self.log.close()
-        check("server exits 0 after SIGTERM", rc == 0, f"(got {rc})\n{open(self.log_path).read()[-3000:]}")
+        check(f"server exits 0 after {signal.Signals(sig).name}", rc == 0, f"(got {rc})\n{open(self.log_path).read()[-3000:]}")
 
 
 def finish():
@@ -239,7 +239,7 @@ def case_concurrent(model):
     check("/metrics: all requests counted", m["requests_total"] == 2 * len(PROMPTS), str(m))
     check("/metrics: nothing left running", m["requests_processing"] == 0 and
           m["requests_deferred"] == 0)
-    srv.stop()
+    srv.stop(signal.SIGINT)
 
 
 def expect_error(srv, name, status, method, path, body, headers=None, fragment=""):
