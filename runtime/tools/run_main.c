@@ -23,28 +23,22 @@
 #include "formats/log.h"
 #include "formats/tempfile.h"
 #include "runtime/include/moe.h"
-#include "runtime/tools/placement_cli.h"
+#include "runtime/tools/model_cli.h"
 #include "runtime/tools/run_kv.h"
 
 #define PROG "moe-run"
-/* llama-cli's default context; the model's own is used when it is smaller,
- * since a cache beyond the training context only wastes memory here. */
-#define DEFAULT_N_CTX 4096
 #define DEFAULT_N_BATCH 512
 
 typedef struct run_opts {
-    const char *model, *prompt, *file, *cache_k, *cache_v, *chat_template;
+    const char *prompt, *file, *chat_template;
     const char *prompt_tokens, *feed_tokens, *logits_out, *prompt_cache;
-    int64_t n_predict, threads, n_ctx, seed, top_k, repeat_last_n, seq, keep;
-    double temp, top_p, min_p, repeat_penalty, defrag_thold;
-    bool no_mmap, verify, verbose, chat, no_context_shift, ignore_eos;
-    moe_opt_list lora, lora_scaled;       /* --lora FILE, --lora-scaled FILE (SCALE below) */
-    double lora_scale[MOE_OPT_LIST_MAX];  /* the SCALE of each --lora-scaled, in order */
-    int n_lora_scale;
+    int64_t n_predict, seq, keep;
+    bool chat, no_context_shift, ignore_eos;
     moe_opt_list kv;                      /* --kv, as typed */
     run_kv_op kv_ops[MOE_OPT_LIST_MAX];  /* --kv, parsed */
     int n_kv_ops;
-    moe_placement_opts place;             /* -ngl, -ot, --cpu-moe... */
+    moe_model_cli mc;                     /* -m, -t, -c, -ctk, --lora, placement... */
+    moe_sampling_cli sc;                  /* --temp, --top-k, -s... */
 } run_opts;
 
 typedef struct run_timings {
@@ -67,28 +61,12 @@ static double now_ms(void) {
 
 /* ---- options ------------------------------------------------------------------------ */
 
-static moe_status parse_cache_type(const char *s, const char *what, moe_type *out,
-                                   moe_err *err) {
-    *out = MOE_TYPE_F16;
-    if (!s)
-        return MOE_OK;
-    moe_type t;
-    MOE_FAIL_IF(!moe_type_from_name(s, &t) ||
-                    (t != MOE_TYPE_F32 && t != MOE_TYPE_F16 && t != MOE_TYPE_Q8_0),
-                err, MOE_ERR_USAGE, "%s: '%s' is not a KV cache type (f32, f16 or q8_0)", what, s);
-    *out = t;
-    return MOE_OK;
-}
-
 /* Relations between options that the table cannot express. */
 static moe_status check_opts(run_opts *o, moe_err *err) {
-    MOE_FAIL_IF(!o->model, err, MOE_ERR_USAGE, "no model given (-m FILE)");
+    MOE_FAIL_IF(!o->mc.model, err, MOE_ERR_USAGE, "no model given (-m FILE)");
     MOE_FAIL_IF(o->prompt && o->file, err, MOE_ERR_USAGE,
                 "-p and -f both give the prompt: use one");
-    MOE_FAIL_IF(o->top_p <= 0.0, err, MOE_ERR_USAGE,
-                "option --top-p: must be in (0, 1], got %g", o->top_p);
-    MOE_FAIL_IF(o->repeat_penalty <= 0.0, err, MOE_ERR_USAGE,
-                "option --repeat-penalty: must be > 0 (1 = off), got %g", o->repeat_penalty);
+    MOE_TRY(moe_sampling_cli_check(&o->sc, err));
     if (o->chat_template)
         o->chat = true;
     if (o->prompt_tokens || o->feed_tokens || o->logits_out) {
@@ -104,10 +82,7 @@ static moe_status check_opts(run_opts *o, moe_err *err) {
     for (int i = 0; i < o->kv.count; i++)
         MOE_TRY(run_kv_parse(o->kv.items[i], &o->kv_ops[i], err));
     o->n_kv_ops = o->kv.count;
-    moe_type t;
-    MOE_TRY(parse_cache_type(o->cache_k, "option --cache-type-k", &t, err));
-    MOE_TRY(parse_cache_type(o->cache_v, "option --cache-type-v", &t, err));
-    return MOE_OK;
+    return moe_model_cli_check(&o->mc, err);
 }
 
 /* Token ids separated by spaces, commas or newlines ("1 450 306"). An empty
@@ -155,88 +130,12 @@ static moe_status check_token_ids(const moe_model *m, const moe_token *t, int32_
 
 /* ---- loading -------------------------------------------------------------------------- */
 
-/* --lora FILE (scale 1) and --lora-scaled FILE SCALE: each adapter read once
- * into the model's cache and applied to the context. */
-static moe_status apply_loras(const run_opts *o, moe_model *m, moe_context *ctx, moe_err *err) {
-    for (int i = 0; i < o->lora.count + o->lora_scaled.count; i++) {
-        const bool scaled = i >= o->lora.count;
-        const char *path = scaled ? o->lora_scaled.items[i - o->lora.count] : o->lora.items[i];
-        const float scale = scaled ? (float)o->lora_scale[i - o->lora.count] : 1.0f;
-        moe_lora_adapter *ad;
-        MOE_TRY(moe_lora_load(m, path, &ad, err));
-        MOE_TRY(moe_lora_apply(ctx, ad, scale, err));
-        MOE_INFO("%s: LoRA adapter applied at scale %g", path, (double)scale);
-    }
-    return MOE_OK;
-}
-
-/* --lora-scaled takes two values, which the option table cannot express:
- * each "--lora-scaled FILE SCALE" (or "--lora-scaled=FILE SCALE") loses its
- * SCALE here, kept in order in o->lora_scale, before the table parses the
- * rest. Stops at "--". */
-static moe_status take_lora_scales(int *argc, char **argv, run_opts *o, moe_err *err) {
-    for (int i = 1; i < *argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--"))
-            break;
-        const char *name = a[0] == '-' ? a + 1 + (a[1] == '-') : "";
-        const bool eq = !strncmp(name, "lora-scaled=", 12);
-        if (strcmp(name, "lora-scaled") != 0 && !eq)
-            continue;
-        const int at = eq ? i + 1 : i + 2;
-        MOE_FAIL_IF(at >= *argc, err, MOE_ERR_USAGE, "option %s: needs FILE and SCALE", a);
-        MOE_FAIL_IF(o->n_lora_scale >= MOE_OPT_LIST_MAX, err, MOE_ERR_USAGE,
-                    "option --lora-scaled: more than %d given", MOE_OPT_LIST_MAX);
-        MOE_TRY(moe_parse_f64(argv[at], &o->lora_scale[o->n_lora_scale++],
-                              "option --lora-scaled SCALE", err));
-        memmove(&argv[at], &argv[at + 1], (size_t)(*argc - at) * sizeof *argv); /* keeps NULL */
-        (*argc)--;
-        i = at - 1;
-    }
-    return MOE_OK;
-}
-
+/* The model and a context with a sequence for every --kv operation and --seq. */
 static moe_status load(const run_opts *o, int32_t n_batch, moe_model **model, moe_context **ctx,
                        moe_err *err) {
-    moe_model_params mp = moe_model_default_params();
-    mp.use_mmap = !o->no_mmap;
-    mp.verify = o->verify;
-    mp.n_threads = (int)o->threads;
-    moe_placement_cli_apply(&o->place, &mp);
-    moe_status st = moe_model_load(o->model, &mp, model, err);
-    if (st != MOE_OK) {
-        if (!strstr(err->msg, o->model)) /* the user must see which file failed */
-            moe_err_prefix(err, "%s", o->model);
-        return st;
-    }
-    if (o->verbose)
-        moe_model_print_placement(*model, stderr);
-    int64_t n_train = moe_model_n_ctx_train(*model);
-    moe_context_params cp = moe_context_default_params();
-    if (o->n_ctx < 0)
-        cp.n_ctx = n_train > 0 && n_train < DEFAULT_N_CTX ? (int32_t)n_train : DEFAULT_N_CTX;
-    else
-        cp.n_ctx = (int32_t)o->n_ctx;
-    if (cp.n_ctx > n_train && n_train > 0)
-        MOE_WARN("context %" PRId32 " is larger than the model was trained for (%" PRId64 ")",
-                 cp.n_ctx, n_train);
-    cp.n_batch = n_batch;
-    cp.n_threads = (int)o->threads;
-    moe_placement_cli_apply_ctx(&o->place, &cp);
-    cp.defrag_thold = (float)o->defrag_thold;
     int32_t max_seq = run_kv_max_seq(o->kv_ops, o->n_kv_ops);
-    cp.n_seq_max = (o->seq > max_seq ? (int32_t)o->seq : max_seq) + 1;
-    MOE_TRY(parse_cache_type(o->cache_k, "option --cache-type-k", &cp.type_k, err));
-    MOE_TRY(parse_cache_type(o->cache_v, "option --cache-type-v", &cp.type_v, err));
-    MOE_TRY(moe_context_create(*model, &cp, ctx, err));
-    MOE_TRY(apply_loras(o, *model, *ctx, err));
-    MOE_INFO("%s: %s, n_vocab %" PRId64 ", n_embd %" PRId64 ", %.2f MiB of weights, %.2f MiB "
-             "read per token; context %" PRId32 " (trained %" PRId64 "), KV cache %s/%s",
-             o->model, moe_model_arch_name(*model), moe_model_n_vocab(*model),
-             moe_model_n_embd(*model), (double)moe_model_weight_bytes(*model) / 1048576.0,
-             (double)moe_model_bytes_per_token(*model) / 1048576.0, moe_context_n_ctx(*ctx),
-             n_train, moe_type_name(cp.type_k), moe_type_name(cp.type_v));
-    return MOE_OK;
+    int32_t n_seq = (o->seq > max_seq ? (int32_t)o->seq : max_seq) + 1;
+    return moe_model_cli_load(&o->mc, n_seq, n_batch, model, ctx, err);
 }
 
 /* ---- logits file ---------------------------------------------------------------------- */
@@ -416,32 +315,6 @@ static moe_status read_file(const char *path, char **out, size_t *len, moe_err *
     return MOE_OK;
 }
 
-static moe_status tokenize_all(const moe_model *m, const char *text, size_t len,
-                               moe_token **out, int32_t *n_out, moe_err *err) {
-    MOE_FAIL_IF(len > INT32_MAX / 2, err, MOE_ERR_USAGE, "the prompt is too long (%zu bytes)",
-                len);
-    int32_t cap = (int32_t)len + 8;
-    moe_token *toks = NULL;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        moe_token *nt = realloc(toks, (size_t)cap * sizeof *toks);
-        if (!nt) {
-            free(toks);
-            return moe_fail(err, MOE_ERR_NOMEM, "out of memory");
-        }
-        toks = nt;
-        /* llama-cli parses control-token text in prompts, so "<s>" means BOS */
-        int32_t n = moe_tokenize(m, text, (int32_t)len, toks, cap, true, true);
-        if (n >= 0) {
-            *out = toks;
-            *n_out = n;
-            return MOE_OK;
-        }
-        cap = -n;
-    }
-    free(toks);
-    return moe_fail(err, MOE_ERR_INTERNAL, "tokenizer asked for more room twice");
-}
-
 /* The prompt's tokens: -p or -f text (through the chat template with --chat),
  * with BOS as the vocabulary asks. *out is malloc'd. */
 static moe_status build_prompt(const run_opts *o, const moe_model *m, moe_token **out,
@@ -475,16 +348,9 @@ static moe_status build_prompt(const run_opts *o, const moe_model *m, moe_token 
         len = strlen(text);
         MOE_DEBUG("chat prompt: %s", text);
     }
-    moe_status st = tokenize_all(m, text, len, out, n_out, err);
+    moe_status st = moe_tokenize_prompt(m, text, len, out, n_out, err);
     free(text);
     MOE_TRY(st);
-    moe_token bos = moe_token_bos(m);
-    /* a template that writes its own BOS text plus the vocabulary's automatic
-     * BOS would start the prompt with two */
-    if (*n_out >= 2 && bos >= 0 && (*out)[0] == bos && (*out)[1] == bos) {
-        memmove(*out, *out + 1, (size_t)(*n_out - 1) * sizeof **out);
-        (*n_out)--;
-    }
     MOE_FAIL_IF(*n_out == 0, err, MOE_ERR_USAGE,
                 "the prompt is empty and the vocabulary adds no BOS: give -p TEXT");
     return MOE_OK;
@@ -520,26 +386,6 @@ static moe_status eval_prompt(moe_context *ctx, const moe_token *toks, int32_t f
         MOE_TRY(moe_decode(ctx, &b, err));
     }
     return MOE_OK;
-}
-
-static moe_sampler_params sampler_params(const run_opts *o, int32_t n_ctx) {
-    moe_sampler_params sp = moe_sampler_default_params();
-    sp.temp = (float)o->temp;
-    sp.top_k = (int32_t)o->top_k;
-    sp.top_p = (float)o->top_p;
-    sp.min_p = (float)o->min_p;
-    sp.repeat_penalty = (float)o->repeat_penalty;
-    sp.repeat_last_n = o->repeat_last_n < 0 ? n_ctx : (int32_t)o->repeat_last_n;
-    if (o->seed >= 0) {
-        sp.seed = (uint64_t)o->seed;
-    } else {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        sp.seed = ((uint64_t)ts.tv_sec * 1000003u) ^ (uint64_t)ts.tv_nsec ^
-                  ((uint64_t)getpid() << 32);
-        sp.seed &= 0xffffffffu; /* printable and reusable as -s */
-    }
-    return sp;
 }
 
 /* The prompt into the cache: the part a --prompt-cache file does not already
@@ -609,7 +455,7 @@ static moe_status generate(const run_opts *o, moe_model *m, moe_context *ctx,
     for (int32_t i = 0; i < n_prompt && st == MOE_OK; i++) /* echo, as llama-cli does */
         st = print_piece(m, prompt[i], &piece, &cap, err);
     fflush(stdout);
-    moe_sampler_params sp = sampler_params(o, n_ctx);
+    moe_sampler_params sp = moe_sampling_cli_params(&o->sc, n_ctx);
     MOE_INFO("sampling: seed %" PRIu64 ", temp %.2f, top_k %" PRId32 ", top_p %.2f, min_p %.2f, "
              "repeat_penalty %.2f (last %" PRId32 ")", sp.seed, sp.temp, sp.top_k, sp.top_p,
              sp.min_p, sp.repeat_penalty, sp.repeat_last_n);
@@ -763,11 +609,7 @@ static moe_status run(const run_opts *o, double t_start, moe_err *err) {
 
 int main(int argc, char **argv) {
     double t_start = now_ms();
-    moe_sampler_params sd = moe_sampler_default_params();
-    run_opts o = {.n_predict = -1, .threads = 0, .n_ctx = -1, .seed = -1,
-                  .top_k = sd.top_k, .repeat_last_n = sd.repeat_last_n, .temp = sd.temp,
-                  .top_p = sd.top_p, .min_p = sd.min_p, .repeat_penalty = sd.repeat_penalty,
-                  .defrag_thold = 0.1 /* llama-cli's */, .place = MOE_PLACEMENT_OPTS_INIT};
+    run_opts o = {.n_predict = -1, .mc = MOE_MODEL_CLI_INIT, .sc = moe_sampling_cli_init()};
     static const char summary[] =
         "Generates text with a GGUF MoE model, like llama-cli: the prompt is echoed and the\n"
         "continuation written to stdout; timings and the weight bandwidth go to stderr.\n"
@@ -779,8 +621,7 @@ int main(int argc, char **argv) {
         "--seq N at its largest position + 1. A full context is shifted during generation\n"
         "(the first --keep tokens stay, half of the rest is dropped) unless --no-context-shift.";
     const moe_opt opts[] = {
-        {.names = "m,model", .kind = MOE_OPT_STRING, .dest = &o.model, .arg_name = "FILE",
-         .help = "model (.gguf, first shard of a split set, or .gguf.zst)"},
+        MOE_MODEL_CLI_OPTS(&o.mc),
         {.names = "p,prompt", .kind = MOE_OPT_STRING, .dest = &o.prompt, .arg_name = "TEXT",
          .help = "prompt (default: empty, i.e. BOS only)"},
         {.names = "f,file", .kind = MOE_OPT_STRING, .dest = &o.file, .arg_name = "FILE",
@@ -789,36 +630,10 @@ int main(int argc, char **argv) {
          .arg_name = "N", .help = "tokens to generate; -1 (default): until end of text (a full "
                                   "context is shifted); -2: until the context is full",
          .min = -2, .max = INT32_MAX},
-        {.names = "t,threads", .kind = MOE_OPT_INT, .dest = &o.threads, .arg_name = "N",
-         .help = "threads (default: all cores)", .min = 1, .max = 4096},
-        {.names = "c,ctx-size", .kind = MOE_OPT_INT, .dest = &o.n_ctx, .arg_name = "N",
+        {.names = "c,ctx-size", .kind = MOE_OPT_INT, .dest = &o.mc.n_ctx, .arg_name = "N",
          .help = "context size in tokens (default: 4096, or the model's if smaller)",
          .min = 1, .max = INT32_MAX},
-        {.names = "s,seed", .kind = MOE_OPT_INT, .dest = &o.seed, .arg_name = "SEED",
-         .help = "sampling seed; -1 (default) = random, printed so it can be reused",
-         .min = -1, .max = INT64_MAX},
-        {.names = "temp", .kind = MOE_OPT_FLOAT, .dest = &o.temp, .arg_name = "T",
-         .help = "temperature; 0 = greedy (default 0.8)", .fmin = 0, .fmax = 1e9},
-        {.names = "top-k", .kind = MOE_OPT_INT, .dest = &o.top_k, .arg_name = "N",
-         .help = "top-k sampling; 0 = off (default 40)", .min = 0, .max = INT32_MAX},
-        {.names = "top-p", .kind = MOE_OPT_FLOAT, .dest = &o.top_p, .arg_name = "P",
-         .help = "top-p sampling in (0, 1]; 1 = off (default 0.95)", .fmin = 0, .fmax = 1},
-        {.names = "min-p", .kind = MOE_OPT_FLOAT, .dest = &o.min_p, .arg_name = "P",
-         .help = "min-p sampling in [0, 1]; 0 = off (default 0.05)", .fmin = 0, .fmax = 1},
-        {.names = "repeat-penalty", .kind = MOE_OPT_FLOAT, .dest = &o.repeat_penalty,
-         .arg_name = "F", .help = "repetition penalty; 1 = off (default)", .fmin = 0,
-         .fmax = 1e9},
-        {.names = "repeat-last-n", .kind = MOE_OPT_INT, .dest = &o.repeat_last_n,
-         .arg_name = "N", .help = "tokens the penalty looks back at; -1 = the context "
-                                  "(default 64)", .min = -1, .max = INT32_MAX},
-        {.names = "ctk,cache-type-k", .kind = MOE_OPT_STRING, .dest = &o.cache_k,
-         .arg_name = "TYPE", .help = "KV cache type for K: f32, f16 (default), q8_0"},
-        {.names = "ctv,cache-type-v", .kind = MOE_OPT_STRING, .dest = &o.cache_v,
-         .arg_name = "TYPE", .help = "KV cache type for V: f32, f16 (default), q8_0"},
-        {.names = "no-mmap", .kind = MOE_OPT_FLAG, .dest = &o.no_mmap,
-         .help = "read the weights into memory instead of mapping the file"},
-        {.names = "verify", .kind = MOE_OPT_FLAG, .dest = &o.verify,
-         .help = "check the tensors' stored checksums before use"},
+        MOE_SAMPLING_CLI_OPTS(&o.sc),
         {.names = "chat", .kind = MOE_OPT_FLAG, .dest = &o.chat,
          .help = "wrap the prompt as a user message in the model's chat template"},
         {.names = "chat-template", .kind = MOE_OPT_STRING, .dest = &o.chat_template,
@@ -831,11 +646,6 @@ int main(int argc, char **argv) {
          .arg_name = "IDS", .help = "conformance: ids then fed one at a time"},
         {.names = "logits-out", .kind = MOE_OPT_STRING, .dest = &o.logits_out,
          .arg_name = "FILE", .help = "conformance: write the logits rows here"},
-        {.names = "lora", .kind = MOE_OPT_LIST, .dest = &o.lora, .arg_name = "FILE",
-         .help = "repeatable: apply the LoRA adapter in FILE (llama.cpp's GGUF format) at "
-                 "scale 1, unmerged"},
-        {.names = "lora-scaled", .kind = MOE_OPT_LIST, .dest = &o.lora_scaled,
-         .arg_name = "FILE SCALE", .help = "repeatable: apply the LoRA adapter in FILE at SCALE"},
         {.names = "kv", .kind = MOE_OPT_LIST, .dest = &o.kv, .arg_name = "OP",
          .help = "conformance, repeatable: after the prompt batch, in order: \"rm SEQ P0 P1\", "
                  "\"add SEQ P0 P1 DELTA\", \"cp SRC DST P0 P1\", \"keep SEQ\", \"div SEQ P0 P1 "
@@ -848,18 +658,11 @@ int main(int argc, char **argv) {
                  "(default 0)", .min = -1, .max = INT32_MAX},
         {.names = "no-context-shift", .kind = MOE_OPT_FLAG, .dest = &o.no_context_shift,
          .help = "stop generating when the context is full instead of shifting it"},
-        {.names = "dt,defrag-thold", .kind = MOE_OPT_FLOAT, .dest = &o.defrag_thold,
-         .arg_name = "F", .help = "defragment the KV cache when more than F of the attended "
-                                  "cells are holes (default 0.1, < 0: never)", .fmin = -1,
-         .fmax = 1},
         {.names = "ignore-eos", .kind = MOE_OPT_FLAG, .dest = &o.ignore_eos,
          .help = "never sample end-of-generation tokens"},
         {.names = "prompt-cache", .kind = MOE_OPT_STRING, .dest = &o.prompt_cache,
          .arg_name = "FILE", .help = "reuse the KV state of the prompt's longest prefix saved in "
                                      "FILE, and save the prompt's state there"},
-        {.names = "v,verbose", .kind = MOE_OPT_FLAG, .dest = &o.verbose,
-         .help = "debug logging, and where every tensor was placed"},
-        MOE_PLACEMENT_OPTS(&o.place),
         {0},
     };
     const moe_cli cli = {.prog = PROG, .synopsis = "-m MODEL [-p PROMPT | -f FILE] [options]",
@@ -868,10 +671,10 @@ int main(int argc, char **argv) {
     moe_log_set_prog(PROG);
     moe_err err = {0};
     bool help = false;
-    moe_status st = take_lora_scales(&argc, argv, &o, &err);
+    moe_status st = moe_model_cli_take_lora_scales(&argc, argv, &o.mc, &err);
     if (st == MOE_OK)
         st = moe_cli_parse(&cli, argc, argv, NULL, NULL, &help, &err);
-    if (st == MOE_OK && !help && o.place.list_devices) {
+    if (st == MOE_OK && !help && o.mc.place.list_devices) {
         moe_placement_cli_list(stdout);
         return 0;
     }
@@ -883,7 +686,7 @@ int main(int argc, char **argv) {
     }
     if (help)
         return 0;
-    if (o.verbose)
+    if (o.mc.verbose)
         moe_log_set_level(MOE_LOG_DEBUG);
     if (!o.prompt_tokens) {
         /* Ctrl-C ends generation early but still prints the timings; a
