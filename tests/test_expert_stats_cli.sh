@@ -40,6 +40,20 @@ if command -v python3 > /dev/null; then
     check "counts sum to tokens x K" sums_ok "$T/a.json" 1
 fi
 
+# moe-bench: pp tokens as prompt, tg tokens as gen (warm-up + 1 repetition)
+"$MOE_BIN_DIR/moe-bench" -m "$M" -p 8 -n 3 -r 1 -t 2 --bw-size 1M --expert-stats "$T/bench.json" > /dev/null 2>&1
+check "moe-bench --expert-stats exits 0" test $? -eq 0
+if command -v python3 > /dev/null; then
+    check "moe-bench counts pp as prompt and tg as gen" python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+sys.exit(0 if all(l["prompt"]["n_tokens"] == 16 and l["gen"]["n_tokens"] == 6 for l in d["layers"]) else 1)' "$T/bench.json"
+fi
+"$MOE_BIN_DIR/moe-perplexity" -m "$M" -f "$MOE_CONFORMANCE_DIR/calib.txt" -c 32 --chunks 1 \
+    --expert-stats "$T/ppl.json" > /dev/null 2>&1
+check "moe-perplexity --expert-stats exits 0" test $? -eq 0
+check "... and counts 32 prompt tokens" grep -q '"n_tokens": 32' "$T/ppl.json"
+
 "$STATS" merge "$T/a.json" "$T/a2.json" -o "$T/m.json" > /dev/null
 check "merge exits 0" test $? -eq 0
 if command -v python3 > /dev/null; then

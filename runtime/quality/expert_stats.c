@@ -166,6 +166,24 @@ void moe_expert_stats_attach(moe_context *ctx, moe_expert_stats *s) {
     moe_context_set_route_observer(ctx, s ? route_observer : NULL, s);
 }
 
+moe_status moe_expert_stats_begin(moe_context *ctx, const char *model_path, const char *out_path,
+                                  moe_expert_stats **out, moe_err *err) {
+    *out = NULL;
+    if (!out_path)
+        return MOE_OK;
+    MOE_TRY(moe_expert_stats_for_model(model_path, out, err));
+    moe_expert_stats_attach(ctx, *out);
+    return MOE_OK;
+}
+
+moe_status moe_expert_stats_end(moe_expert_stats *s, const char *out_path, moe_status st,
+                                moe_err *err) {
+    if (st == MOE_OK && s)
+        st = moe_expert_stats_save(s, out_path, err);
+    moe_expert_stats_free(s);
+    return st;
+}
+
 /* ---- JSON ------------------------------------------------------------------------------ */
 
 static json_t *phase_json(const moe_expert_phase_stats *ph, int32_t E) {

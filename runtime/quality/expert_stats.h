@@ -74,6 +74,17 @@ void moe_expert_stats_set_phase(moe_expert_stats *s, moe_stats_phase phase);
 void moe_expert_stats_add(moe_expert_stats *s, int32_t layer, int32_t T, int32_t K,
                           const int32_t *ids, const float *weights);
 
+/* The tools' --expert-stats: with out_path set, statistics for the model at
+ * model_path attached to ctx, counting as prompt; with out_path NULL, *out is
+ * NULL and nothing is attached. */
+moe_status moe_expert_stats_begin(moe_context *ctx, const char *model_path, const char *out_path,
+                                  moe_expert_stats **out, moe_err *err);
+/* Ends what _begin started: when st is MOE_OK and s is set, saves s to
+ * out_path; frees s either way (the context must not decode with s attached
+ * afterwards). Returns st, or the save's status. */
+moe_status moe_expert_stats_end(moe_expert_stats *s, const char *out_path, moe_status st,
+                                moe_err *err);
+
 /* Writes s to path atomically (temp file, fsync, rename; replaces path).
  * Fails with s->observe_status if collecting failed. */
 moe_status moe_expert_stats_save(const moe_expert_stats *s, const char *path, moe_err *err);
