@@ -9,6 +9,10 @@ int64_t moe_model_n_vocab(const moe_model *m) { return m->hp.n_vocab; }
 int64_t moe_model_n_ctx_train(const moe_model *m) { return m->hp.n_ctx_train; }
 int64_t moe_model_n_embd(const moe_model *m) { return m->hp.n_embd; }
 const char *moe_model_arch_name(const moe_model *m) { return m->arch->name; }
+int64_t moe_model_n_layer(const moe_model *m) { return m->hp.n_layer; }
+int64_t moe_model_n_expert(const moe_model *m) { return m->hp.n_expert; }
+int64_t moe_model_n_expert_used(const moe_model *m) { return m->hp.n_expert_used; }
+const char *moe_model_name(const moe_model *m) { return m->general_name; }
 uint64_t moe_model_bytes_per_token(const moe_model *m) { return m->bytes_per_token; }
 uint64_t moe_model_weight_bytes(const moe_model *m) { return m->weight_bytes; }
 

@@ -83,6 +83,7 @@ typedef struct moe_rope_params {
 struct moe_model {
     moe_hparams hp;
     const moe_arch_info *arch;
+    char *general_name;       /* general.name of the first file, NULL when absent; owned */
     moe_vocab *vocab;
     moe_weight tok_embd, output_norm, output;
     moe_layer *layers;

@@ -458,6 +458,18 @@ static moe_status load(loader *L, const char *path) {
     return MOE_OK;
 }
 
+/* general.name outlives the headers (a .gguf.zst's are freed after load). */
+static moe_status keep_general_name(loader *L) {
+    const moe_gguf *g = L->src.set ? L->src.set->files[0]->g : L->src.mem_g[0];
+    const char *name = NULL;
+    if (moe_gguf_find_key(g, "general.name") < 0 ||
+        moe_gguf_get_str(g, "general.name", &name, NULL) != MOE_OK)
+        return MOE_OK;
+    L->m->general_name = strdup(name);
+    MOE_FAIL_IF(!L->m->general_name, L->err, MOE_ERR_NOMEM, "out of memory");
+    return MOE_OK;
+}
+
 moe_model_params moe_model_default_params(void) {
     return (moe_model_params){.use_mmap = true, .verify = false, .n_threads = 0};
 }
@@ -475,6 +487,8 @@ moe_status moe_model_load(const char *path, const moe_model_params *params, moe_
     m->set = L.src.set;
     m->owned = L.blocks; /* the decompressed buffer and every other allocation */
     m->n_owned = L.n_blocks;
+    if (st == MOE_OK)
+        st = keep_general_name(&L);
     for (uint32_t f = 0; f < L.src.n_mem; f++)
         moe_gguf_free(L.src.mem_g[f]);
     if (st != MOE_OK) {
@@ -499,5 +513,6 @@ void moe_model_free(moe_model *m) {
     moe_vocab_free(m->vocab);
     free(m->specs);
     free(m->layers);
+    free(m->general_name);
     free(m);
 }

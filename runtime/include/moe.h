@@ -88,6 +88,12 @@ int64_t moe_model_n_vocab(const moe_model *model);
 int64_t moe_model_n_ctx_train(const moe_model *model);
 int64_t moe_model_n_embd(const moe_model *model);
 const char *moe_model_arch_name(const moe_model *model);
+int64_t moe_model_n_layer(const moe_model *model);
+/* Routed experts per MoE layer (0: a dense model) and how many each token uses. */
+int64_t moe_model_n_expert(const moe_model *model);
+int64_t moe_model_n_expert_used(const moe_model *model);
+/* general.name of the (first) file, or NULL when it has none. */
+const char *moe_model_name(const moe_model *model);
 /* Bytes of weights one token's forward pass reads (experts: only the K used
  * per layer), for the GB/s figure. */
 uint64_t moe_model_bytes_per_token(const moe_model *model);

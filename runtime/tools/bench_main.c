@@ -22,6 +22,7 @@
 #include "runtime/device.h"
 #include "runtime/include/moe.h"
 #include "runtime/model.h"
+#include "runtime/quality/expert_stats.h"
 #include "runtime/tools/placement_cli.h"
 
 #define PROG "moe-bench"
@@ -30,6 +31,7 @@
 typedef struct bench_opts {
     moe_opt_list models;
     const char *prompts, *gens, *pg, *output;
+    const char *expert_stats; /* --expert-stats FILE.json (one model only) */
     int64_t threads, reps, sweep_step, n_ctx;
     bool sweep, no_warmup, time_split;
     uint64_t bw_bytes;
@@ -135,14 +137,26 @@ static moe_status feed(moe_context *ctx, int64_t n_vocab, int32_t from, int64_t 
     return MOE_OK;
 }
 
+/* --expert-stats: the collector of the model being benchmarked; prompt
+ * tokens (and the KV depth filled before a test) count as prompt, tokens fed
+ * one at a time as generation; warm-up and every repetition count. */
+static moe_expert_stats *g_expert_stats;
+
+static void expert_stats_phase(moe_stats_phase phase) {
+    if (g_expert_stats)
+        moe_expert_stats_set_phase(g_expert_stats, phase);
+}
+
 /* One timed run of t: the cache holds depth tokens before it starts. */
 static moe_status run_once(moe_context *ctx, const bench_test *t, int64_t n_vocab, int32_t n_batch,
                            moe_token *tok, int32_t *pos, double *seconds, moe_err *err) {
     uint32_t rng = 12345u;
     moe_kv_seq_rm(ctx, 0, (int32_t)t->depth, -1);
     double t0 = now_s();
+    expert_stats_phase(MOE_STATS_PROMPT);
     if (t->n_prompt)
         MOE_TRY(feed(ctx, n_vocab, (int32_t)t->depth, t->n_prompt, n_batch, tok, pos, &rng, err));
+    expert_stats_phase(MOE_STATS_GEN);
     for (int64_t i = 0; i < t->n_gen; i++)
         MOE_TRY(feed(ctx, n_vocab, (int32_t)(t->depth + t->n_prompt + i), 1, 1, tok, pos, &rng, err));
     *seconds = now_s() - t0;
@@ -154,6 +168,7 @@ static moe_status run_test(moe_context *ctx, const bench_test *t, const bench_op
                            bench_result *r, moe_err *err) {
     uint32_t rng = 777u;
     moe_kv_clear(ctx);
+    expert_stats_phase(MOE_STATS_PROMPT);
     if (t->depth)
         MOE_TRY(feed(ctx, n_vocab, 0, t->depth, n_batch, tok, pos, &rng, err));
     double s;
@@ -310,6 +325,8 @@ static moe_status bench_model(const char *path, const bench_opts *o, const bench
         mi.params_b = n_params(m) / 1e9;
         mi.bytes_per_token = moe_model_bytes_per_token(m);
     }
+    if (st == MOE_OK)
+        st = moe_expert_stats_begin(ctx, m, path, o->expert_stats, &g_expert_stats, err);
     for (int i = 0; i < n_tests && st == MOE_OK; i++) {
         if (tests[i].depth + tests[i].n_prompt + tests[i].n_gen > moe_context_n_ctx(ctx))
             continue;
@@ -322,6 +339,8 @@ static moe_status bench_model(const char *path, const bench_opts *o, const bench
         *first = false;
         fflush(stdout);
     }
+    st = moe_expert_stats_end(g_expert_stats, o->expert_stats, st, err);
+    g_expert_stats = NULL;
     free(tok);
     free(pos);
     moe_context_free(ctx);
@@ -346,6 +365,7 @@ int main(int argc, char **argv) {
         {.names = "sweep-step", .kind = MOE_OPT_INT, .dest = &o.sweep_step, .arg_name = "N", .help = "depth step of --sweep (default 512)", .min = 1, .max = 1 << 24},
         {.names = "bw-size", .kind = MOE_OPT_SIZE, .dest = &o.bw_bytes, .arg_name = "SIZE", .help = "buffer of the read-bandwidth test (default 1G)"},
         {.names = "no-warmup", .kind = MOE_OPT_FLAG, .dest = &o.no_warmup, .arg_name = NULL, .help = "skip the untimed warm-up run"},
+        {.names = "expert-stats", .kind = MOE_OPT_STRING, .dest = &o.expert_stats, .arg_name = "FILE.json", .help = "write how often each expert was chosen per MoE layer: pp tokens as prompt, tg tokens as gen, warm-up and repetitions included (one -m only; replaces FILE)"},
         {.names = "time-split", .kind = MOE_OPT_FLAG, .dest = &o.time_split, .arg_name = NULL, .help = "add a column: ms per token in routed experts / other steps / copies between devices (and the copies' share)"},
         MOE_PLACEMENT_OPTS(&o.place),
         {.names = NULL},
@@ -378,6 +398,9 @@ int main(int argc, char **argv) {
         st = parse_list("-pg", o.pg, &pg, &err);
     if (st == MOE_OK && !help && pg.n % 2)
         st = moe_fail(&err, MOE_ERR_USAGE, "option -pg: give pairs P,N");
+    if (st == MOE_OK && o.expert_stats && o.models.count > 1)
+        st = moe_fail(&err, MOE_ERR_USAGE, "--expert-stats takes one -m model (merge files with "
+                                           "moe-stats merge)");
     if (st != MOE_OK) {
         fprintf(stderr, PROG ": %s\n(see " PROG " --help)\n", err.msg);
         return moe_status_exit_code(st);

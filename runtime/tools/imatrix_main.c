@@ -18,6 +18,7 @@
 #include "runtime/tools/placement_cli.h"
 #include "runtime/include/moe.h"
 #include "runtime/quality/chunks.h"
+#include "runtime/quality/expert_stats.h"
 #include "runtime/quality/imatrix_collect.h"
 #include "runtime/quality/progress.h"
 
@@ -25,6 +26,7 @@
 
 typedef struct im_opts {
     const char *model, *file, *out, *format;
+    const char *expert_stats; /* --expert-stats FILE.json: every token counts as prompt */
     int64_t n_ctx, n_batch, threads, chunks;
     bool process_output, no_ppl, json, no_mmap, verbose;
     moe_placement_opts place; /* -ngl, -ot, --cpu-moe... */
@@ -133,6 +135,9 @@ static moe_status collect(const im_opts *o, moe_model *m, im_run *r, moe_err *er
         moe_placement_cli_apply_ctx(&o->place, &cp);
         st = moe_context_create(m, &cp, &ctx, err);
     }
+    moe_expert_stats *expert_stats = NULL;
+    if (st == MOE_OK)
+        st = moe_expert_stats_begin(ctx, m, o->model, o->expert_stats, &expert_stats, err);
     if (st == MOE_OK) {
         moe_context_set_matmul_observer(ctx, moe_imatrix_observe, r->coll);
         MOE_INFO("computing over %" PRId32 " chunks with batch_size %" PRId32, plan.n_chunk,
@@ -142,6 +147,7 @@ static moe_status collect(const im_opts *o, moe_model *m, im_run *r, moe_err *er
                                         .progress = on_progress, .before_decode = before_decode,
                                         .user = r};
         st = moe_chunk_run(ctx, &plan, tokens, &cb, err);
+        st = moe_expert_stats_end(expert_stats, o->expert_stats, st, err);
     }
     if (st == MOE_OK)
         st = moe_imatrix_collector_status(r->coll, err);
@@ -234,6 +240,9 @@ int main(int argc, char **argv) {
          .help = "a JSON summary on stdout (the report lines go to stderr)"},
         {.names = "no-mmap", .kind = MOE_OPT_FLAG, .dest = &o.no_mmap,
          .help = "read the weights into memory instead of mapping the file"},
+        {.names = "expert-stats", .kind = MOE_OPT_STRING, .dest = &o.expert_stats,
+         .arg_name = "FILE.json", .help = "write how often each expert was chosen per MoE layer "
+                                          "(all tokens count as prompt; replaces FILE)"},
         {.names = "v,verbose", .kind = MOE_OPT_FLAG, .dest = &o.verbose, .help = "debug logging"},
         MOE_PLACEMENT_OPTS(&o.place),
         {0},

@@ -20,6 +20,7 @@
 #include "runtime/tools/placement_cli.h"
 #include "runtime/include/moe.h"
 #include "runtime/quality/chunks.h"
+#include "runtime/quality/expert_stats.h"
 #include "runtime/quality/kld.h"
 #include "runtime/quality/progress.h"
 
@@ -27,6 +28,7 @@
 
 typedef struct ppl_opts {
     const char *model, *file, *kld_base;
+    const char *expert_stats; /* --expert-stats FILE.json: every token counts as prompt */
     int64_t n_ctx, n_batch, threads, chunks;
     bool kld, json, no_mmap, verbose;
     moe_placement_opts place; /* -ngl, -ot, --cpu-moe... */
@@ -243,6 +245,9 @@ static moe_status evaluate(const ppl_opts *o, moe_model *m, ppl_run *r, moe_err 
         moe_placement_cli_apply_ctx(&o->place, &cp);
         st = moe_context_create(m, &cp, &ctx, err);
     }
+    moe_expert_stats *expert_stats = NULL;
+    if (st == MOE_OK)
+        st = moe_expert_stats_begin(ctx, m, o->model, o->expert_stats, &expert_stats, err);
     double seconds = 0;
     if (st == MOE_OK) {
         MOE_INFO("calculating perplexity over %" PRId32 " chunks, n_ctx=%" PRId32
@@ -255,6 +260,7 @@ static moe_status evaluate(const ppl_opts *o, moe_model *m, ppl_run *r, moe_err 
         const moe_chunk_callbacks cb = {.row = on_row, .progress = on_progress, .user = r};
         st = moe_chunk_run(ctx, &plan, tokens, &cb, err);
         seconds = r->prog.last_seconds;
+        st = moe_expert_stats_end(expert_stats, o->expert_stats, st, err);
         if (!r->reader)
             fprintf(r->out, "\n");
     }
@@ -350,6 +356,9 @@ int main(int argc, char **argv) {
          .help = "a JSON summary on stdout (the report lines go to stderr)"},
         {.names = "no-mmap", .kind = MOE_OPT_FLAG, .dest = &o.no_mmap,
          .help = "read the weights into memory instead of mapping the file"},
+        {.names = "expert-stats", .kind = MOE_OPT_STRING, .dest = &o.expert_stats,
+         .arg_name = "FILE.json", .help = "write how often each expert was chosen per MoE layer "
+                                          "(all tokens count as prompt; replaces FILE)"},
         {.names = "v,verbose", .kind = MOE_OPT_FLAG, .dest = &o.verbose, .help = "debug logging"},
         MOE_PLACEMENT_OPTS(&o.place),
         {0},

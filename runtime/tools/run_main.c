@@ -23,6 +23,7 @@
 #include "formats/log.h"
 #include "formats/tempfile.h"
 #include "runtime/include/moe.h"
+#include "runtime/quality/expert_stats.h"
 #include "runtime/tools/model_cli.h"
 #include "runtime/tools/run_kv.h"
 
@@ -32,6 +33,7 @@
 typedef struct run_opts {
     const char *prompt, *file, *chat_template;
     const char *prompt_tokens, *feed_tokens, *logits_out, *prompt_cache;
+    const char *expert_stats; /* --expert-stats FILE.json */
     int64_t n_predict, seq, keep;
     bool chat, no_context_shift, ignore_eos;
     moe_opt_list kv;                      /* --kv, as typed */
@@ -47,6 +49,15 @@ typedef struct run_timings {
 } run_timings;
 
 static volatile sig_atomic_t g_interrupted;
+/* --expert-stats: the collector the context reports to; switched from prompt
+ * to gen once the prompt is in the cache (or, with --prompt-tokens, after the
+ * prompt batch: fed tokens count as generation) */
+static moe_expert_stats *g_expert_stats;
+
+static void expert_stats_to_gen(void) {
+    if (g_expert_stats)
+        moe_expert_stats_set_phase(g_expert_stats, MOE_STATS_GEN);
+}
 
 static void on_sigint(int sig) {
     (void)sig;
@@ -247,6 +258,7 @@ static moe_status run_conformance(const run_opts *o, moe_model *m, moe_context *
     moe_status st = moe_decode(ctx, &b, err);
     tm->prompt_ms = now_ms() - t0;
     tm->n_prompt = n_prompt;
+    expert_stats_to_gen();
     free(pos);
     free(want);
     MOE_TRY(st);
@@ -464,6 +476,7 @@ static moe_status generate(const run_opts *o, moe_model *m, moe_context *ctx,
         st = moe_fail(err, MOE_ERR_NOMEM, "cannot create the sampler");
     if (st == MOE_OK)
         st = prompt_into_cache(o, ctx, prompt, n_prompt, tm, err);
+    expert_stats_to_gen();
     for (int32_t i = 0; st == MOE_OK && i < n_prompt; i++)
         moe_sampler_accept(smp, prompt[i]); /* the repeat penalty sees the prompt */
     const float *logits = st == MOE_OK ? moe_get_logits_ith(ctx, -1) : NULL;
@@ -584,6 +597,11 @@ static moe_status run(const run_opts *o, double t_start, moe_err *err) {
     if (st == MOE_OK)
         st = load(o, n_batch, &m, &ctx, err);
     tm.load_ms = now_ms() - t0;
+    if (st == MOE_OK && o->expert_stats) {
+        st = moe_expert_stats_for_model(m, o->mc.model, &g_expert_stats, err);
+        if (st == MOE_OK)
+            moe_expert_stats_attach(ctx, g_expert_stats);
+    }
     if (st == MOE_OK && o->prompt_tokens) {
         st = check_token_ids(m, prompt, n_prompt, "option --prompt-tokens", err);
         if (st == MOE_OK)
@@ -598,6 +616,13 @@ static moe_status run(const run_opts *o, double t_start, moe_err *err) {
         if (st == MOE_OK)
             st = generate(o, m, ctx, prompt, n_prompt, &tm, err);
     }
+    if (st == MOE_OK && g_expert_stats) {
+        st = moe_expert_stats_save(g_expert_stats, o->expert_stats, err);
+        if (st == MOE_OK)
+            MOE_INFO("expert statistics written to %s", o->expert_stats);
+    }
+    moe_expert_stats_free(g_expert_stats);
+    g_expert_stats = NULL;
     if (st == MOE_OK)
         print_timings(&tm, m, now_ms() - t_start);
     moe_context_free(ctx);
@@ -663,6 +688,10 @@ int main(int argc, char **argv) {
         {.names = "prompt-cache", .kind = MOE_OPT_STRING, .dest = &o.prompt_cache,
          .arg_name = "FILE", .help = "reuse the KV state of the prompt's longest prefix saved in "
                                      "FILE, and save the prompt's state there"},
+        {.names = "expert-stats", .kind = MOE_OPT_STRING, .dest = &o.expert_stats,
+         .arg_name = "FILE.json", .help = "write how often each expert was chosen, per MoE layer, "
+                                          "prompt and generation apart (replaces FILE; add "
+                                          "files with moe-stats merge)"},
         {0},
     };
     const moe_cli cli = {.prog = PROG, .synopsis = "-m MODEL [-p PROMPT | -f FILE] [options]",
