@@ -11,6 +11,7 @@
 #include "formats/gguf.h"
 #include "formats/log.h"
 #include "formats/quant.h"
+#include "formats/tempfile.h"
 
 /* f32 values converted per step: bounds memory to ~4 x 64 MB whatever the model */
 enum { CHUNK_VALUES = 16 << 20 };
@@ -294,6 +295,8 @@ static moe_status alloc_buffers(qjob *j) {
 static moe_status write_output(qjob *j, const char *out_path) {
     moe_gguf_writer_opts wo = {.overwrite = j->o->overwrite};
     moe_gguf_writer *w;
+    MOE_FAIL_IF(moe_path_is_open_file(out_path, j->in->fd), j->err, MOE_ERR_USAGE,
+                "%s is the input %s: refusing to write over it", out_path, j->in->path);
     MOE_TRY(moe_gguf_writer_create(out_path, &wo, &w, j->err));
     moe_status st = write_metadata(j, w);
     if (st == MOE_OK)

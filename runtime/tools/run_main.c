@@ -215,8 +215,12 @@ static moe_status load(const run_opts *o, int32_t n_batch, moe_model **model, mo
     moe_context_params cp = moe_context_default_params();
     if (o->n_ctx < 0)
         cp.n_ctx = n_train > 0 && n_train < DEFAULT_N_CTX ? (int32_t)n_train : DEFAULT_N_CTX;
+    else if (o->n_ctx == 0) /* as llama.cpp: the context the model was trained for */
+        cp.n_ctx = n_train > 0 && n_train <= INT32_MAX ? (int32_t)n_train : 0;
     else
         cp.n_ctx = (int32_t)o->n_ctx;
+    MOE_FAIL_IF(cp.n_ctx == 0, err, MOE_ERR_USAGE, "-c 0 asks for the training context, but %s "
+                "stores %" PRId64 " as its context length: give -c N", o->model, n_train);
     if (cp.n_ctx > n_train && n_train > 0)
         MOE_WARN("context %" PRId32 " is larger than the model was trained for (%" PRId64 ")",
                  cp.n_ctx, n_train);
@@ -792,8 +796,9 @@ int main(int argc, char **argv) {
         {.names = "t,threads", .kind = MOE_OPT_INT, .dest = &o.threads, .arg_name = "N",
          .help = "threads (default: all cores)", .min = 1, .max = 4096},
         {.names = "c,ctx-size", .kind = MOE_OPT_INT, .dest = &o.n_ctx, .arg_name = "N",
-         .help = "context size in tokens (default: 4096, or the model's if smaller)",
-         .min = 1, .max = INT32_MAX},
+         .help = "context size in tokens (default: 4096, or the model's if smaller; 0: the "
+                 "model's training context)",
+         .min = 0, .max = INT32_MAX},
         {.names = "s,seed", .kind = MOE_OPT_INT, .dest = &o.seed, .arg_name = "SEED",
          .help = "sampling seed; -1 (default) = random, printed so it can be reused",
          .min = -1, .max = INT64_MAX},
