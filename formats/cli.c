@@ -528,3 +528,16 @@ void moe_cli_print_help(const moe_cli *cli, FILE *f) {
     }
     print_row(f, "-h, --help", "show this help and exit", col);
 }
+
+int moe_cli_finish(const char *prog, moe_status st, const moe_err *err) {
+    if (st != MOE_OK)
+        fprintf(stderr, "%s: %s\n", prog, err->msg);
+    bool flushed = fflush(stdout) == 0;
+    if ((!flushed || ferror(stdout)) && st == MOE_OK) {
+        /* errno is only about this flush; an earlier failed write left ferror */
+        fprintf(stderr, "%s: writing to standard output failed: %s\n", prog,
+                flushed ? "an earlier write was lost" : strerror(errno));
+        return 1;
+    }
+    return moe_status_exit_code(st);
+}

@@ -1096,9 +1096,9 @@ int main(int argc, char **argv) {
         return 0;
     moe_tempfile_install_handlers();
     st = dispatch(c, &o, argv + 1 + first, n_pos, &err);
-    if (st == MOE_ERR_INTEGRITY && !strcmp(c->name, "check"))
-        return 1; /* "must run": the reason is already on stdout */
-    if (st != MOE_OK)
-        fprintf(stderr, "%s: %s\n", prog, err.msg);
-    return moe_status_exit_code(st);
+    if (st == MOE_ERR_INTEGRITY && !strcmp(c->name, "check")) {
+        moe_cli_finish(prog, MOE_OK, &err); /* flushes "must run", whose reason is on stdout */
+        return 1;
+    }
+    return moe_cli_finish(prog, st, &err);
 }

@@ -271,9 +271,7 @@ int main(int argc, char **argv) {
         print_json(file, o.verify ? &vr : NULL, &o);
     else
         print_text(file, o.verify ? &vr : NULL, &o);
-    if (vst != MOE_OK)
-        fprintf(stderr, "moe-inspect: %s\n", verr.msg);
     free(vr.computed);
     moe_gguf_file_close(file);
-    return moe_status_exit_code(vst);
+    return moe_cli_finish("moe-inspect", vst, &verr);
 }

@@ -898,7 +898,5 @@ int main(int argc, char **argv) {
         sigaction(SIGINT, &sa, NULL);
     }
     st = run(&o, t_start, &err);
-    if (st != MOE_OK)
-        fprintf(stderr, PROG ": %s\n", err.msg);
-    return moe_status_exit_code(st);
+    return moe_cli_finish(PROG, st, &err);
 }
