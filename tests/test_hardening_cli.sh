@@ -22,4 +22,12 @@ moe-manifest hash|"$B/moe-manifest" hash "$T/m.gguf"
 moe-run -p|"$B/moe-run" -m "$T/m.gguf" -p hi -n 4 -s 1
 LIST
 fi
+# --json: the stored checksums (moe.xxh3, u64) as 16-digit hex strings, equal
+# to the XXH3-64 that --verify computes for the same tensor
+"$B/moe-inspect" --json --verify "$T/m.gguf" > "$T/m.json"
+check "moe.xxh3 values are 16-digit hex strings" \
+    grep -qE '"key": "moe.xxh3".*"value": \["[0-9a-f]{16}"(, "[0-9a-f]{16}")*\]' "$T/m.json"
+first=$(grep -oE '"key": "moe.xxh3".*"value": \["[0-9a-f]{16}"' "$T/m.json" | grep -oE '[0-9a-f]{16}"$' | tr -d '"')
+check "the first stored checksum is tensor 0's computed one" \
+    test -n "$first" -a "$(grep -oE '"xxh3": "[0-9a-f]{16}"' "$T/m.json" | head -1)" = "\"xxh3\": \"$first\""
 finish
