@@ -70,6 +70,11 @@ static moe_status plan(qjob *j) {
         snprintf(qt->name, sizeof qt->name, "%s", t->name);
         qt->src_type = t->type;
         MOE_TRY(moe_policy_choose(&j->policy, t, &qt->choice, j->err));
+        if (t->nbytes == 0) /* no elements (a zero dimension): nothing to convert, it stays as
+                               the reader and moe-repack take it */
+            qt->choice = (moe_tensor_choice){.type = t->type, .plain = t->type,
+                                             .reason = MOE_REASON_KEEP,
+                                             .note = "no elements: kept as it is"};
         qt->converted = qt->choice.type != t->type;
         qt->bytes_in = t->nbytes;
         MOE_TRY(moe_type_tensor_size(qt->choice.type, t->ne, &qt->bytes_out, j->err));

@@ -30,4 +30,17 @@ check "moe.xxh3 values are 16-digit hex strings" \
 first=$(grep -oE '"key": "moe.xxh3".*"value": \["[0-9a-f]{16}"' "$T/m.json" | grep -oE '[0-9a-f]{16}"$' | tr -d '"')
 check "the first stored checksum is tensor 0's computed one" \
     test -n "$first" -a "$(grep -oE '"xxh3": "[0-9a-f]{16}"' "$T/m.json" | head -1)" = "\"xxh3\": \"$first\""
+# a tensor with a zero dimension (corpus edge-values.gguf: zero.weight [0, 4]):
+# every tool accepts it; moe-quantize keeps it as it is (there is nothing to
+# quantize) instead of dividing by its row length
+EDGE="$MOE_TEST_DIR/corpus/gguf/good/edge-values.gguf"
+"$B/moe-inspect" --verify "$EDGE" > "$T/edge.txt" 2>&1
+check "moe-inspect accepts a zero-sized tensor" grep -q "zero.weight .*\[0, 4\]" "$T/edge.txt"
+"$B/moe-repack" -f "$EDGE" "$T/edge-repack.gguf" > /dev/null 2>&1
+check "moe-repack copies it" bash -c "'$B/moe-inspect' '$T/edge-repack.gguf' | grep -q 'zero.weight .*f32 *\[0, 4\]'"
+"$B/moe-quantize" -f --tensor-type 'iq4_ks=iq4_ks' --type q8_0 "$EDGE" "$T/edge-q.gguf" \
+    > /dev/null 2> "$T/edge-q.err"; rc=$?
+check "moe-quantize on it: exit 0 (got $rc)" test $rc -eq 0
+check "moe-quantize keeps it f32 [0, 4]" \
+    bash -c "'$B/moe-inspect' --verify '$T/edge-q.gguf' | grep -q 'zero.weight .*f32 *\[0, 4\]'"
 finish
