@@ -4,19 +4,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "formats/cursor.h"
 #include "formats/fp16.h"
 #include "formats/gguf.h"
 
+/* Importance matrices are megabytes; this bounds what a wrong path can make us
+ * allocate. */
+#define IMATRIX_MAX_BYTES (4ULL << 30)
+
 static moe_status read_whole(const char *path, uint8_t **data, size_t *len, moe_err *err) {
     FILE *f = fopen(path, "rb");
     MOE_FAIL_IF(!f, err, MOE_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    bool ok = buf && fread(buf, 1, (size_t)n, f) == (size_t)n;
+    struct stat sb = {0};
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode) ||
+        (uint64_t)sb.st_size > IMATRIX_MAX_BYTES) {
+        fclose(f);
+        return moe_fail(err, MOE_ERR_USAGE, "%s: not an importance matrix (%s)", path,
+                        S_ISDIR(sb.st_mode)   ? "a directory"
+                        : !S_ISREG(sb.st_mode) ? "not a regular file"
+                                               : "larger than 4 GiB");
+    }
+    size_t n = (size_t)sb.st_size;
+    uint8_t *buf = malloc(n + 1);
+    bool ok = buf && fread(buf, 1, n, f) == n;
     fclose(f);
     if (!ok) {
         free(buf);
@@ -36,6 +48,7 @@ static moe_status parse_dat(moe_imatrix *im, const uint8_t *data, size_t len, mo
     MOE_TRY(moe_cursor_i32(&c, &n, "entry count", err));
     MOE_FAIL_IF(n < 0 || (uint64_t)n > moe_cursor_left(&c) / 12, err, MOE_ERR_FORMAT,
                 "entry count %d does not fit the file", n);
+    MOE_FAIL_IF(n == 0, err, MOE_ERR_FORMAT, "no entries: not an importance matrix");
     im->entries = calloc(n ? (size_t)n : 1, sizeof *im->entries);
     MOE_FAIL_IF(!im->entries, err, MOE_ERR_NOMEM, "out of memory");
     for (int32_t i = 0; i < n; i++) {
@@ -64,14 +77,24 @@ static moe_status parse_dat(moe_imatrix *im, const uint8_t *data, size_t len, mo
                 e->values[k] /= (float)ncall;
         }
     }
+    /* the trailer (chunks, dataset name) is optional, but when bytes follow the
+     * entries they must be exactly one whole trailer: anything else is a cut
+     * or damaged file */
+    uint64_t rest = moe_cursor_left(&c);
+    if (rest == 0)
+        return MOE_OK;
     int32_t chunks = 0, dlen = 0;
     const uint8_t *ds = NULL;
-    if (moe_cursor_left(&c) >= 8 && moe_cursor_i32(&c, &chunks, "chunks", NULL) == MOE_OK &&
-        moe_cursor_i32(&c, &dlen, "dataset length", NULL) == MOE_OK && dlen >= 0 &&
-        moe_cursor_bytes(&c, (uint64_t)dlen, &ds, "dataset", NULL) == MOE_OK) {
-        im->chunks = chunks;
-        im->dataset = strndup((const char *)ds, (size_t)dlen);
-    }
+    MOE_FAIL_IF(!(rest >= 8 && moe_cursor_i32(&c, &chunks, "chunks", NULL) == MOE_OK &&
+                  moe_cursor_i32(&c, &dlen, "dataset length", NULL) == MOE_OK && dlen >= 0 &&
+                  moe_cursor_bytes(&c, (uint64_t)dlen, &ds, "dataset", NULL) == MOE_OK &&
+                  moe_cursor_left(&c) == 0),
+                err, MOE_ERR_FORMAT,
+                "%llu bytes after the %d entries are not a whole trailer (chunk count, dataset "
+                "name): truncated or damaged file",
+                (unsigned long long)rest, n);
+    im->chunks = chunks;
+    im->dataset = strndup((const char *)ds, (size_t)dlen);
     return MOE_OK;
 }
 
@@ -116,6 +139,9 @@ static moe_status parse_gguf(moe_imatrix *im, const uint8_t *data, size_t len, m
             }
         }
     }
+    if (st == MOE_OK && im->n_entries == 0)
+        st = moe_fail(err, MOE_ERR_FORMAT, "a GGUF file without importance-matrix entries (no "
+                      "'*.in_sum2' tensors; is it a model?)");
     int64_t chunks = -1;
     if (st == MOE_OK && moe_gguf_get_int(g, "imatrix.chunk_count", &chunks, NULL) == MOE_OK)
         im->chunks = chunks;

@@ -11,6 +11,7 @@
 #include "formats/gguf.h"
 #include "formats/log.h"
 #include "formats/quant.h"
+#include "formats/tempfile.h"
 
 /* f32 values converted per step: bounds memory to ~4 x 64 MB whatever the model */
 enum { CHUNK_VALUES = 16 << 20 };
@@ -69,6 +70,11 @@ static moe_status plan(qjob *j) {
         snprintf(qt->name, sizeof qt->name, "%s", t->name);
         qt->src_type = t->type;
         MOE_TRY(moe_policy_choose(&j->policy, t, &qt->choice, j->err));
+        if (t->nbytes == 0) /* no elements (a zero dimension): nothing to convert, it stays as
+                               the reader and moe-repack take it */
+            qt->choice = (moe_tensor_choice){.type = t->type, .plain = t->type,
+                                             .reason = MOE_REASON_KEEP,
+                                             .note = "no elements: kept as it is"};
         qt->converted = qt->choice.type != t->type;
         qt->bytes_in = t->nbytes;
         MOE_TRY(moe_type_tensor_size(qt->choice.type, t->ne, &qt->bytes_out, j->err));
@@ -294,6 +300,8 @@ static moe_status alloc_buffers(qjob *j) {
 static moe_status write_output(qjob *j, const char *out_path) {
     moe_gguf_writer_opts wo = {.overwrite = j->o->overwrite};
     moe_gguf_writer *w;
+    MOE_FAIL_IF(moe_path_is_open_file(out_path, j->in->fd), j->err, MOE_ERR_USAGE,
+                "%s is the input %s: refusing to write over it", out_path, j->in->path);
     MOE_TRY(moe_gguf_writer_create(out_path, &wo, &w, j->err));
     moe_status st = write_metadata(j, w);
     if (st == MOE_OK)

@@ -1,4 +1,5 @@
 #include "formats/cli.h"
+#include "formats/log.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -298,6 +299,26 @@ static moe_status check_range(const moe_opt *o, const char *what, const char *ar
     return MOE_OK;
 }
 
+/* Every parallel loop is an OpenMP pragma, which a build without OpenMP
+ * (-DMOE_OPENMP=OFF) compiles as serial code; --threads then cannot do what it
+ * says, so the parser warns instead of ignoring it. */
+#ifdef _OPENMP
+static const bool built_with_openmp = true;
+#else
+static const bool built_with_openmp = false;
+#endif
+
+static void warn_if_threads_ignored(const moe_opt *o, int64_t v) {
+    const char *s = o->names, *name;
+    size_t len;
+    while (!built_with_openmp && v > 1 && (name = next_name(&s, &len)))
+        if (len == 7 && !memcmp(name, "threads", 7)) {
+            MOE_WARN("--threads %" PRId64 " ignored: built without OpenMP (MOE_OPENMP=OFF), "
+                     "running on one thread", v);
+            return;
+        }
+}
+
 /* Stores one occurrence of option o, typed as `name`, with value arg (NULL
  * when none was given). */
 static moe_status apply(const moe_opt *o, const char *name, const char *arg, moe_err *err) {
@@ -325,6 +346,7 @@ static moe_status apply(const moe_opt *o, const char *name, const char *arg, moe
             MOE_TRY(check_range(o, what, arg, v, err));
         }
         *(int64_t *)o->dest = v;
+        warn_if_threads_ignored(o, v);
         return MOE_OK;
     }
     case MOE_OPT_SIZE:
@@ -505,4 +527,17 @@ void moe_cli_print_help(const moe_cli *cli, FILE *f) {
         print_row(f, left, o->help, col);
     }
     print_row(f, "-h, --help", "show this help and exit", col);
+}
+
+int moe_cli_finish(const char *prog, moe_status st, const moe_err *err) {
+    if (st != MOE_OK)
+        fprintf(stderr, "%s: %s\n", prog, err->msg);
+    bool flushed = fflush(stdout) == 0;
+    if ((!flushed || ferror(stdout)) && st == MOE_OK) {
+        /* errno is only about this flush; an earlier failed write left ferror */
+        fprintf(stderr, "%s: writing to standard output failed: %s\n", prog,
+                flushed ? "an earlier write was lost" : strerror(errno));
+        return 1;
+    }
+    return moe_status_exit_code(st);
 }

@@ -107,4 +107,10 @@ moe_status moe_parse_i64(const char *s, int64_t *out, const char *what, moe_err 
 moe_status moe_parse_size(const char *s, uint64_t *out, const char *what, moe_err *err);
 moe_status moe_parse_f64(const char *s, double *out, const char *what, moe_err *err);
 
+/* The end of every tool's main(): prints a failure as "prog: message" on
+ * stderr, then flushes stdout and checks that all of it arrived (a full disk,
+ * /dev/full, a closed pipe); a lost write turns success into exit 1. Returns
+ * the exit code (moe_status_exit_code). */
+int moe_cli_finish(const char *prog, moe_status st, const moe_err *err);
+
 #endif

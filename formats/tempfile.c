@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Fixed storage: the handler may only touch memory that exists at any moment,
@@ -95,4 +96,10 @@ moe_status moe_temp_commit(const char *tmp, const char *final, bool overwrite, m
 void moe_temp_discard(const char *tmp) {
     unlink(tmp);
     moe_tempfile_unregister(tmp);
+}
+
+bool moe_path_is_open_file(const char *path, int fd) {
+    struct stat sp, sf;
+    return stat(path, &sp) == 0 && fstat(fd, &sf) == 0 && sp.st_dev == sf.st_dev &&
+           sp.st_ino == sf.st_ino;
 }

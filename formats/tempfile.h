@@ -34,4 +34,9 @@ moe_status moe_temp_commit(const char *tmp, const char *final, bool overwrite, m
 /* Unlinks tmp and unregisters it. */
 void moe_temp_discard(const char *tmp);
 
+/* True when path names the file open as fd (same device and inode, links
+ * followed): writers refuse an output that is one of their inputs, --force or
+ * not, since replacing it would destroy the data being read. */
+bool moe_path_is_open_file(const char *path, int fd);
+
 #endif

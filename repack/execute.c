@@ -272,9 +272,7 @@ static moe_status check_outputs(job *j) {
         if (stat(path, &so) != 0)
             continue;
         for (uint32_t k = 0; k < j->in->n_files; k++) {
-            struct stat si;
-            if (fstat(j->in->files[k]->fd, &si) == 0 && si.st_dev == so.st_dev &&
-                si.st_ino == so.st_ino)
+            if (moe_path_is_open_file(path, j->in->files[k]->fd))
                 return moe_fail(j->err, MOE_ERR_USAGE, "%s is the input %s: refusing to write "
                                 "over it", path, j->in->files[k]->path);
         }

@@ -66,6 +66,45 @@ static void write_gguf(const moe_imatrix *im, const char *path, int64_t ne0_of_f
     CHECK(moe_gguf_writer_finish(w, &err) == MOE_OK, "%s", err.msg);
 }
 
+/* Loading path must fail with a message that contains want. */
+static void check_refused(const char *path, const char *want, const char *what) {
+    moe_err err = {0};
+    moe_imatrix *im = NULL;
+    moe_status st = moe_imatrix_load(path, &im, &err);
+    CHECK(st != MOE_OK && !im && strstr(err.msg, want) && strstr(err.msg, path),
+          "%s refused naming the file and '%s' (status %d: %s)", what, want, (int)st, err.msg);
+    moe_imatrix_free(im);
+}
+
+/* Copies src to dst without its last `cut` bytes. */
+static void copy_cut(const char *src, const char *dst, long cut) {
+    FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
+    CHECK(in && out, "copy %s", src);
+    if (in && out) {
+        fseek(in, 0, SEEK_END);
+        long n = ftell(in) - cut;
+        fseek(in, 0, SEEK_SET);
+        for (long i = 0; i < n; i++)
+            fputc(fgetc(in), out);
+    }
+    if (in)
+        fclose(in);
+    if (out)
+        fclose(out);
+}
+
+/* Wrong files given as --imatrix (issue 16, hardening 7). */
+static void check_bad_inputs(const char *dat, const char *model) {
+    check_refused(model, "in_sum2", "a model file");
+    check_refused(tmp, "directory", "a directory");
+    char cut[256];
+    snprintf(cut, sizeof cut, "%s/cut.dat", tmp);
+    copy_cut(dat, cut, 1);
+    check_refused(cut, "truncated", "a .dat one byte short (in its trailer)");
+    copy_cut(dat, cut, 9);
+    check_refused(cut, "truncated", "a .dat nine bytes short");
+}
+
 int main(void) {
     const char *dir = test_conformance_dir();
     if (!mkdtemp(tmp))
@@ -96,6 +135,7 @@ int main(void) {
         CHECK(ig->chunks == 125, "GGUF chunk count");
     }
     moe_imatrix_free(ig);
+    check_bad_inputs(dat, model);
     /* an expert with an all-zero slice is quantized as without an imatrix */
     char zdat[256], out[256];
     snprintf(zdat, sizeof zdat, "%s/zero-expert.dat", tmp);

@@ -86,5 +86,14 @@ check "dry run writes nothing" test ! -e "$T/mix.gguf"
 check "no type: usage error" test $rc -eq 2
 "$Q" --type q7_K "$M/tiny-llama.gguf" "$T/x.gguf" 2> "$T/err.txt"; rc=$?
 check "unknown type: usage error naming it" test $rc -eq 2 -a -n "$(grep q7_K "$T/err.txt")"
+# its own input, --force or not, through a link too: refused, the source intact
+cp "$M/tiny-llama.gguf" "$T/self.gguf"
+ln -sf "$T/self.gguf" "$T/self-link.gguf"
+for out in "$T/self.gguf" "$T/self-link.gguf"; do
+    "$Q" -q -f --type q4_0 "$T/self.gguf" "$out" 2> "$T/err.txt"; rc=$?
+    check "refuses to write over its input ($(basename "$out"))" test $rc -eq 2
+    check "message says why" grep -q "refusing to write over it" "$T/err.txt"
+done
+check "the input is untouched" cmp -s "$M/tiny-llama.gguf" "$T/self.gguf"
 check_no_temp_files "$T"
 finish

@@ -176,7 +176,8 @@ run_rc 2 "-n junk" "$RUN" -m "$DEMO" -n 12x
 run_rc 2 "-t 0" "$RUN" -m "$DEMO" -t 0
 run_rc 2 "-t -1" "$RUN" -m "$DEMO" -t -1
 run_rc 2 "-c -1" "$RUN" -m "$DEMO" -c -1
-run_rc 2 "-c 0" "$RUN" -m "$DEMO" -c 0
+run_rc 0 "-c 0 runs with the training context" "$RUN" -m "$DEMO" -p "Hello" -n 2 -c 0 -s 1
+check "-c 0: context equals the trained one" grep -q 'context \([0-9]*\) (trained \1)' "$T/e.txt"
 run_rc 2 "-n -5" "$RUN" -m "$DEMO" -n -5
 run_rc 2 "--temp -1" "$RUN" -m "$DEMO" --temp -1
 run_rc 2 "--top-p 0" "$RUN" -m "$DEMO" --top-p 0

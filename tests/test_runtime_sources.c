@@ -44,8 +44,8 @@ static bool run(const char *path, bool use_mmap, bool verify, float *out) {
 static void make_shards(const char *src, const char *out) {
     moe_err err = {0};
     moe_gguf_set *set = NULL;
-    moe_repack_plan plan;
-    moe_repack_result res;
+    moe_repack_plan plan = {0};
+    moe_repack_result res = {0};
     moe_repack_write_opts wo = {.overwrite = true, .split_max_tensors = 7};
     CHECK(moe_gguf_set_open(src, false, &set, &err) == MOE_OK &&
               moe_repack_plan_build(set, NULL, &plan, &err) == MOE_OK &&

@@ -69,6 +69,16 @@ static inline const char *test_conformance_dir(void) {
         fprintf(stderr, "MOE_CONFORMANCE_DIR not set: skipping\n");
         exit(77);
     }
+    /* The pack is shipped beside the clone (../shared/conformance), not in it:
+     * a clone without it must skip, not fail, every test that reads it. */
+    char readme[4096];
+    snprintf(readme, sizeof readme, "%s/README.md", d);
+    FILE *f = fopen(readme, "r");
+    if (!f) {
+        fprintf(stderr, "conformance pack not found at %s: skipping\n", d);
+        exit(77);
+    }
+    fclose(f);
     return d;
 }
 

@@ -98,9 +98,10 @@ static moe_status load_json(const char *path, json_t **out, moe_err *err) {
     return load_json_flags(path, 0, out, err);
 }
 
-/* moe-inspect prints u64 metadata (the moe.xxh3 array) beyond jansson's
- * integers, so its reports are read with every number as a double: these turn
- * the counts, sizes and dims we keep (all far below 2^53) back into integers. */
+/* moe-inspect's reports are read with every number as a double (a u64 key of
+ * some other writer may exceed jansson's integers; our own checksums come as
+ * hex strings): these turn the counts, sizes and dims we keep (all far below
+ * 2^53) back into integers. */
 static json_t *int_of(const json_t *v) {
     return json_is_number(v) ? json_integer((json_int_t)json_number_value(v)) : NULL;
 }
@@ -1096,9 +1097,9 @@ int main(int argc, char **argv) {
         return 0;
     moe_tempfile_install_handlers();
     st = dispatch(c, &o, argv + 1 + first, n_pos, &err);
-    if (st == MOE_ERR_INTEGRITY && !strcmp(c->name, "check"))
-        return 1; /* "must run": the reason is already on stdout */
-    if (st != MOE_OK)
-        fprintf(stderr, "%s: %s\n", prog, err.msg);
-    return moe_status_exit_code(st);
+    if (st == MOE_ERR_INTEGRITY && !strcmp(c->name, "check")) {
+        moe_cli_finish(prog, MOE_OK, &err); /* flushes "must run", whose reason is on stdout */
+        return 1;
+    }
+    return moe_cli_finish(prog, st, &err);
 }

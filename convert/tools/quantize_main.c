@@ -211,7 +211,5 @@ int main(int argc, char **argv) {
         o.threads = moe_online_cpus();
     moe_tempfile_install_handlers();
     st = run(&o, argv[first], argv[first + 1], &err);
-    if (st != MOE_OK)
-        fprintf(stderr, "moe-quantize: %s\n", err.msg);
-    return moe_status_exit_code(st);
+    return moe_cli_finish("moe-quantize", st, &err);
 }

@@ -34,11 +34,15 @@ static void print_escaped(FILE *f, const char *s, uint64_t len, bool json) {
     }
 }
 
-static void print_scalar(FILE *f, moe_gguf_vtype t, const uint8_t *raw, bool json) {
+/* hex: a checksum, printed in JSON as a fixed-width hex string (a number above
+ * 2^53 reads back rounded in JavaScript). */
+static void print_scalar(FILE *f, moe_gguf_vtype t, const uint8_t *raw, bool json, bool hex) {
     moe_gguf_kv tmp = {.key = "", .type = t, .raw = (uint8_t *)raw, .count = 1};
     int64_t i;
     double d;
-    if (t == MOE_GGUF_BOOL)
+    if (hex && t == MOE_GGUF_U64)
+        fprintf(f, json ? "\"%016" PRIx64 "\"" : "%016" PRIx64, moe_load_le64(raw));
+    else if (t == MOE_GGUF_BOOL)
         fputs(raw[0] ? "true" : "false", f);
     else if (moe_gguf_kv_int(&tmp, &i, NULL) == MOE_OK)
         fprintf(f, "%" PRId64, i);
@@ -49,6 +53,7 @@ static void print_scalar(FILE *f, moe_gguf_vtype t, const uint8_t *raw, bool jso
 }
 
 static void print_value(FILE *f, const moe_gguf_kv *kv, bool json, bool full) {
+    bool hex = !strcmp(kv->key, MOE_GGUF_XXH3_KEY);
     if (kv->type == MOE_GGUF_STRING) {
         fputc('"', f);
         print_escaped(f, kv->str, kv->raw_len - 8, json); /* may hold NUL bytes */
@@ -56,7 +61,7 @@ static void print_value(FILE *f, const moe_gguf_kv *kv, bool json, bool full) {
         return;
     }
     if (kv->type != MOE_GGUF_ARRAY) {
-        print_scalar(f, kv->type, kv->raw, json);
+        print_scalar(f, kv->type, kv->raw, json, hex);
         return;
     }
     uint64_t shown = full || kv->count <= ARRAY_PREVIEW ? kv->count : ARRAY_PREVIEW;
@@ -73,7 +78,7 @@ static void print_value(FILE *f, const moe_gguf_kv *kv, bool json, bool full) {
             fputc('"', f);
         } else {
             print_scalar(f, kv->elem_type, kv->raw + 12 + i * moe_gguf_vtype_size(kv->elem_type),
-                         json);
+                         json, hex);
         }
     }
     if (shown < kv->count && !json)
@@ -271,9 +276,7 @@ int main(int argc, char **argv) {
         print_json(file, o.verify ? &vr : NULL, &o);
     else
         print_text(file, o.verify ? &vr : NULL, &o);
-    if (vst != MOE_OK)
-        fprintf(stderr, "moe-inspect: %s\n", verr.msg);
     free(vr.computed);
     moe_gguf_file_close(file);
-    return moe_status_exit_code(vst);
+    return moe_cli_finish("moe-inspect", vst, &verr);
 }

@@ -115,7 +115,7 @@ int main(int argc, char **argv) {
         MOE_MODEL_CLI_OPTS(&o.mc),
         {.names = "c,ctx-size", .kind = MOE_OPT_INT, .dest = &o.mc.n_ctx, .arg_name = "N",
          .help = "KV cache cells shared by the slots, each gets N/np (default: 4096, or the "
-                 "model's if smaller)", .min = 1, .max = INT32_MAX},
+                 "model's if smaller; 0: the model's training context)", .min = 0, .max = INT32_MAX},
         {.names = "np,parallel", .kind = MOE_OPT_INT, .dest = &o.n_parallel, .arg_name = "N",
          .help = "slots: requests generated at the same time (default 4)", .min = 1,
          .max = 256},
@@ -172,10 +172,7 @@ int main(int argc, char **argv) {
         moe_log_set_level(MOE_LOG_DEBUG);
     signal(SIGPIPE, SIG_IGN); /* a client gone mid-write is an error return, not death */
     st = serve(&o, &err);
-    if (st != MOE_OK) {
-        fprintf(stderr, PROG ": %s\n", err.msg);
-        return moe_status_exit_code(st);
-    }
-    MOE_INFO("stopped cleanly");
-    return 0;
+    if (st == MOE_OK)
+        MOE_INFO("stopped cleanly");
+    return moe_cli_finish(PROG, st, &err);
 }

@@ -440,11 +440,5 @@ int main(int argc, char **argv) {
         st = bench_model(o.models.items[i], &o, tests, n_tests, bw, &first, &err);
     if (!strcmp(o.output, "json"))
         printf("\n]\n");
-    if (st != MOE_OK)
-        fprintf(stderr, PROG ": %s\n", err.msg);
-    if (fflush(stdout) != 0 && st == MOE_OK) {
-        fprintf(stderr, PROG ": writing the results failed\n");
-        return 1;
-    }
-    return moe_status_exit_code(st);
+    return moe_cli_finish(PROG, st, &err);
 }

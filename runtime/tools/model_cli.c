@@ -126,8 +126,12 @@ moe_status moe_model_cli_load(const moe_model_cli *mc, int32_t n_seq, int32_t n_
         cp.n_ctx = n_train > 0 && n_train < MOE_MODEL_CLI_DEFAULT_N_CTX
                        ? (int32_t)n_train
                        : MOE_MODEL_CLI_DEFAULT_N_CTX;
+    else if (mc->n_ctx == 0) /* as llama.cpp: the context the model was trained for */
+        cp.n_ctx = n_train > 0 && n_train <= INT32_MAX ? (int32_t)n_train : 0;
     else
         cp.n_ctx = (int32_t)mc->n_ctx;
+    MOE_FAIL_IF(cp.n_ctx == 0, err, MOE_ERR_USAGE, "-c 0 asks for the training context, but %s "
+                "stores %" PRId64 " as its context length: give -c N", mc->model, n_train);
     if (cp.n_ctx > n_train && n_train > 0)
         MOE_WARN("context %" PRId32 " is larger than the model was trained for (%" PRId64 ")",
                  cp.n_ctx, n_train);

@@ -384,7 +384,5 @@ int main(int argc, char **argv) {
     if (o.verbose)
         moe_log_set_level(MOE_LOG_DEBUG);
     st = run(&o, &err);
-    if (st != MOE_OK)
-        fprintf(stderr, PROG ": %s\n", err.msg);
-    return moe_status_exit_code(st);
+    return moe_cli_finish(PROG, st, &err);
 }

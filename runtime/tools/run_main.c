@@ -656,8 +656,9 @@ int main(int argc, char **argv) {
                                   "context is shifted); -2: until the context is full",
          .min = -2, .max = INT32_MAX},
         {.names = "c,ctx-size", .kind = MOE_OPT_INT, .dest = &o.mc.n_ctx, .arg_name = "N",
-         .help = "context size in tokens (default: 4096, or the model's if smaller)",
-         .min = 1, .max = INT32_MAX},
+         .help = "context size in tokens (default: 4096, or the model's if smaller; 0: the "
+                 "model's training context)",
+         .min = 0, .max = INT32_MAX},
         MOE_SAMPLING_CLI_OPTS(&o.sc),
         {.names = "chat", .kind = MOE_OPT_FLAG, .dest = &o.chat,
          .help = "wrap the prompt as a user message in the model's chat template"},
@@ -725,7 +726,5 @@ int main(int argc, char **argv) {
         sigaction(SIGINT, &sa, NULL);
     }
     st = run(&o, t_start, &err);
-    if (st != MOE_OK)
-        fprintf(stderr, PROG ": %s\n", err.msg);
-    return moe_status_exit_code(st);
+    return moe_cli_finish(PROG, st, &err);
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "formats/cli.h"
 #include "formats/tempfile.h"
 #include "runtime/quality/expert_stats.h"
 #include "runtime/quality/outfile.h"
@@ -232,10 +233,10 @@ int main(int argc, char **argv) {
         st = cmd_report(argc - 2, argv + 2, &err);
     else
         st = moe_fail(&err, MOE_ERR_USAGE, "unknown command %s (merge, report)", argv[1]);
-    if (st != MOE_OK) {
+    if (st == MOE_ERR_USAGE && strstr(err.msg, "unknown command")) {
         fprintf(stderr, "moe-stats: %s\n", err.msg);
-        if (st == MOE_ERR_USAGE && strstr(err.msg, "unknown command"))
-            usage(stderr);
+        usage(stderr);
+        return moe_status_exit_code(st);
     }
-    return moe_status_exit_code(st);
+    return moe_cli_finish("moe-stats", st, &err);
 }
