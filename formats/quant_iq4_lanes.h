@@ -21,8 +21,8 @@ moe_iq4_scales_fn moe_iq4_block_scales_for(moe_isa_level level);
 /* The version of the detected level, or the one MOE_CPU_LEVEL names. */
 moe_iq4_scales_fn moe_iq4_block_scales_active(void);
 
-/* Per-ISA builds of quant_iq4_lanes.inc (x86 only). */
+/* The AVX2 build of quant_iq4_lanes.inc (x86 only), also the AVX-512
+ * level's version. */
 void moe_iq4_block_scales_avx2(const float *x, const float *w, int64_t nblocks, float *scales);
-void moe_iq4_block_scales_avx512(const float *x, const float *w, int64_t nblocks, float *scales);
 
 #endif
