@@ -24,6 +24,7 @@
 #include "formats/quant_blocks.h"
 #include "formats/quant_common.h"
 #include "formats/quant_impl.h"
+#include "formats/quant_iq4_lanes.h"
 
 /* No fused multiply-adds: -ffp-contract=off (CMakeLists.txt) and quant_common.h. */
 
@@ -103,6 +104,38 @@ static float block_scale(const float *xb, const float *w) {
     return d;
 }
 
+void moe_iq4_block_scales_ref(const float *x, const float *w, int64_t nblocks, float *scales) {
+    for (int64_t b = 0; b < nblocks; b++)
+        scales[b] = block_scale(x + b * MOE_QK, w + b * MOE_QK);
+}
+
+#ifdef MOE_FORMATS_X86
+static const moe_iq4_scales_fn scales_avx2 = moe_iq4_block_scales_avx2;
+#else
+static const moe_iq4_scales_fn scales_avx2 = NULL;
+#endif
+
+moe_iq4_scales_fn moe_iq4_block_scales_for(moe_isa_level level) {
+    switch (level) {
+    case MOE_ISA_REF:
+    case MOE_ISA_SCALAR: return moe_iq4_block_scales_ref;
+    case MOE_ISA_AVX2:
+    case MOE_ISA_AVX512: return scales_avx2; /* measured faster there (quant_iq4_lanes.inc) */
+    default: return NULL;
+    }
+}
+
+moe_iq4_scales_fn moe_iq4_block_scales_active(void) {
+    moe_isa_level level = moe_isa_detected();
+    while (level > MOE_ISA_REF && !moe_iq4_block_scales_for(level))
+        level--;
+    return moe_iq4_block_scales_for(moe_isa_level_from_env(level));
+}
+
+/* Blocks whose scales are searched together: a full vector of the widest
+ * level, and two IQ4_XS super-blocks. */
+#define IQ4_CHUNK_BLOCKS 16
+
 /* sigma^2 = 2 * mean square over the super-block (32 values for IQ4_NL, 256
  * for IQ4_XS): the floor under the importance weights. */
 static float superblock_sigma2(const float *x, int n) {
@@ -127,11 +160,8 @@ static void pack_codes(const float *xb, float id, uint8_t *qs) {
 }
 
 /* IQ4_NL block, 18 bytes: [d fp16][qs 16 B split-half nibbles], y = d·T[q].
- * The codes are re-picked at the final (unrounded) scale. */
-static void iq4_nl_block(const float *xb, const float *qw, uint8_t *blk) {
-    float w[MOE_QK];
-    block_weights(xb, qw, qw ? superblock_sigma2(xb, MOE_QK) : 0.0f, w);
-    const float d = block_scale(xb, w);
+ * The codes are re-picked at the final (unrounded) scale d. */
+static void iq4_nl_store(const float *xb, float d, uint8_t *blk) {
     moe_store_le16(blk + offsetof(block_iq4_nl, d), moe_f32_to_f16(d));
     pack_codes(xb, d != 0.0f ? 1.0f / d : 0.0f, blk + offsetof(block_iq4_nl, qs));
 }
@@ -145,14 +175,9 @@ static void iq4_nl_block(const float *xb, const float *qw, uint8_t *blk) {
  *
  * d = -(block scale of largest magnitude)/32, so that block's l is +-32 and
  * clamps to -32 at worst. Codes are re-picked at the unrounded d·l. */
-static void iq4_xs_superblock(const float *x, const float *qw, uint8_t *blk) {
-    const float sigma2 = qw ? superblock_sigma2(x, MOE_QK_K) : 0.0f;
-    float scales[IQ4_XS_BLOCKS];
+static void iq4_xs_store(const float *x, const float *scales, uint8_t *blk) {
     float max_scale = 0.0f, amax_scale = 0.0f;
     for (int ib = 0; ib < IQ4_XS_BLOCKS; ib++) {
-        float w[MOE_QK];
-        block_weights(x + ib * MOE_QK, qw ? qw + ib * MOE_QK : NULL, sigma2, w);
-        scales[ib] = block_scale(x + ib * MOE_QK, w);
         if (fabsf(scales[ib]) > amax_scale) {
             amax_scale = fabsf(scales[ib]);
             max_scale = scales[ib];
@@ -180,21 +205,46 @@ static void iq4_xs_superblock(const float *x, const float *qw, uint8_t *blk) {
 }
 
 MOE_QUANT_FN(iq4_nl) {
+    const moe_iq4_scales_fn search = moe_iq4_block_scales_active();
     const int64_t nb = n_per_row / MOE_QK;
     uint8_t *out = dst;
     for (int64_t r = 0; r < nrow; r++) {
         const float *x = src + r * n_per_row;
-        for (int64_t b = 0; b < nb; b++, out += sizeof(block_iq4_nl))
-            iq4_nl_block(x + b * MOE_QK, imatrix ? imatrix + b * MOE_QK : NULL, out);
+        for (int64_t b0 = 0; b0 < nb; b0 += IQ4_CHUNK_BLOCKS) {
+            const int64_t n = nb - b0 < IQ4_CHUNK_BLOCKS ? nb - b0 : IQ4_CHUNK_BLOCKS;
+            float w[IQ4_CHUNK_BLOCKS * MOE_QK], scales[IQ4_CHUNK_BLOCKS];
+            for (int64_t b = b0; b < b0 + n; b++) {
+                const float *xb = x + b * MOE_QK, *qw = imatrix ? imatrix + b * MOE_QK : NULL;
+                block_weights(xb, qw, qw ? superblock_sigma2(xb, MOE_QK) : 0.0f,
+                              w + (b - b0) * MOE_QK);
+            }
+            search(x + b0 * MOE_QK, w, n, scales);
+            for (int64_t b = b0; b < b0 + n; b++, out += sizeof(block_iq4_nl))
+                iq4_nl_store(x + b * MOE_QK, scales[b - b0], out);
+        }
     }
 }
 
 MOE_QUANT_FN(iq4_xs) {
+    enum { SUPERS = IQ4_CHUNK_BLOCKS / IQ4_XS_BLOCKS };
+    const moe_iq4_scales_fn search = moe_iq4_block_scales_active();
     const int64_t nb = n_per_row / MOE_QK_K;
     uint8_t *out = dst;
     for (int64_t r = 0; r < nrow; r++) {
         const float *x = src + r * n_per_row;
-        for (int64_t b = 0; b < nb; b++, out += sizeof(block_iq4_xs))
-            iq4_xs_superblock(x + b * MOE_QK_K, imatrix ? imatrix + b * MOE_QK_K : NULL, out);
+        for (int64_t s0 = 0; s0 < nb; s0 += SUPERS) {
+            const int64_t n = nb - s0 < SUPERS ? nb - s0 : SUPERS;
+            float w[IQ4_CHUNK_BLOCKS * MOE_QK], scales[IQ4_CHUNK_BLOCKS];
+            for (int64_t s = s0; s < s0 + n; s++) {
+                const float *xs = x + s * MOE_QK_K, *qs = imatrix ? imatrix + s * MOE_QK_K : NULL;
+                const float sigma2 = qs ? superblock_sigma2(xs, MOE_QK_K) : 0.0f;
+                for (int ib = 0; ib < IQ4_XS_BLOCKS; ib++)
+                    block_weights(xs + ib * MOE_QK, qs ? qs + ib * MOE_QK : NULL, sigma2,
+                                  w + ((s - s0) * IQ4_XS_BLOCKS + ib) * MOE_QK);
+            }
+            search(x + s0 * MOE_QK_K, w, n * IQ4_XS_BLOCKS, scales);
+            for (int64_t s = s0; s < s0 + n; s++, out += sizeof(block_iq4_xs))
+                iq4_xs_store(x + s * MOE_QK_K, scales + (s - s0) * IQ4_XS_BLOCKS, out);
+        }
     }
 }

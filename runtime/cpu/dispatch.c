@@ -1,56 +1,22 @@
 /* ISA level detection (cpuid + xgetbv) and the MOE_CPU_LEVEL override. */
-#include <stdlib.h>
-#include <string.h>
-
-#include "formats/log.h"
+#include "formats/isa.h"
 #include "runtime/cpu/kernels.h"
 
-static const char *const level_names[MOE_CPU_LEVEL_COUNT] = {"ref", "scalar", "avx2", "avx512"};
-
+/* Detection and the level names live in formats/isa.c (the quantizers use
+ * them too); moe_cpu_level is numbered like moe_isa_level. */
 const char *moe_cpu_level_name(moe_cpu_level level) {
-    return level >= 0 && level < MOE_CPU_LEVEL_COUNT ? level_names[level] : "?";
+    return moe_isa_level_name((moe_isa_level)level);
 }
 
 bool moe_cpu_level_parse(const char *name, moe_cpu_level *out) {
-    for (int i = 0; i < MOE_CPU_LEVEL_COUNT; i++)
-        if (!strcmp(name, level_names[i])) {
-            *out = (moe_cpu_level)i;
-            return true;
-        }
-    return false;
+    moe_isa_level level;
+    if (!moe_isa_level_parse(name, &level))
+        return false;
+    *out = (moe_cpu_level)level;
+    return true;
 }
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
-
-static uint64_t xgetbv0(void) {
-    uint32_t lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    return (uint64_t)hi << 32 | lo;
-}
-
-moe_cpu_level moe_cpu_level_detected(void) {
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d))
-        return MOE_CPU_SCALAR;
-    const bool osxsave = c >> 27 & 1, fma = c >> 12 & 1, f16c = c >> 29 & 1, avx = c >> 28 & 1;
-    if (!osxsave || !avx)
-        return MOE_CPU_SCALAR;
-    const uint64_t xcr0 = xgetbv0();
-    const bool ymm_os = (xcr0 & 6) == 6, zmm_os = (xcr0 & 0xe6) == 0xe6;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
-        return MOE_CPU_SCALAR;
-    const bool avx2 = b >> 5 & 1, avx512f = b >> 16 & 1, avx512bw = b >> 30 & 1;
-    const bool avx512vl = b >> 31 & 1, vnni = c >> 11 & 1;
-    if (!(ymm_os && avx2 && fma && f16c))
-        return MOE_CPU_SCALAR;
-    if (zmm_os && avx512f && avx512bw && avx512vl && vnni)
-        return MOE_CPU_AVX512;
-    return MOE_CPU_AVX2;
-}
-#else
-moe_cpu_level moe_cpu_level_detected(void) { return MOE_CPU_SCALAR; }
-#endif
+moe_cpu_level moe_cpu_level_detected(void) { return (moe_cpu_level)moe_isa_detected(); }
 
 moe_cpu_level moe_cpu_level_active(void) {
     static int cached = -1;
@@ -59,17 +25,7 @@ moe_cpu_level moe_cpu_level_active(void) {
     moe_cpu_level level = moe_cpu_level_detected();
     while (level > MOE_CPU_SCALAR && !moe_cpu_kernels(level))
         level--; /* the build lacks this level's code */
-    const char *env = getenv("MOE_CPU_LEVEL");
-    moe_cpu_level forced;
-    if (env && *env) {
-        if (!moe_cpu_level_parse(env, &forced))
-            MOE_WARN("MOE_CPU_LEVEL=%s is not a level (ref, scalar, avx2, avx512): ignored", env);
-        else if (forced > level)
-            MOE_WARN("MOE_CPU_LEVEL=%s: this CPU or build runs at most %s", env,
-                     moe_cpu_level_name(level));
-        else
-            level = forced;
-    }
+    level = (moe_cpu_level)moe_isa_level_from_env((moe_isa_level)level);
     cached = (int)level;
     return level;
 }
