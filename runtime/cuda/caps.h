@@ -15,6 +15,10 @@
 extern "C" {
 #endif
 
+/* The attention and router limits below are those attention.cu and router.cu
+ * are designed to; those kernels are NOT written yet, so no caller may place
+ * attention or routing on CUDA on the strength of these answers alone. */
+
 /* Largest attention head size (k or v) the attention kernel handles: one
  * thread block keeps a head's query and accumulator in shared memory. 576/512
  * covers DeepSeek MLA's absorbed heads. */
