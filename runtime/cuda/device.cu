@@ -2,6 +2,7 @@
 
 #include <cuda_runtime.h>
 #include <string.h>
+#include <stdio.h>
 
 extern "C" int moe_cuda_device_count(void) {
     int n = 0;
@@ -17,7 +18,7 @@ extern "C" int moe_cuda_device_get(int i, moe_cuda_device_info *info) {
     if (i < 0 || i >= moe_cuda_device_count() || cudaGetDeviceProperties(&prop, i) != cudaSuccess)
         return -1;
     memset(info, 0, sizeof *info);
-    strncpy(info->name, prop.name, sizeof info->name - 1);
+    snprintf(info->name, sizeof info->name, "%s", prop.name);
     info->cc_major = prop.major;
     info->cc_minor = prop.minor;
     size_t free_b = 0, total_b = 0;

@@ -1,0 +1,106 @@
+/* CUDA kernels against CPU references computed here, at ragged shapes (rows
+ * not a multiple of the 4-row GEMV block, T = 1, 3, 7, 64). Needs a GPU: skips
+ * (77) without one. Tolerances are those documented in runtime/cuda/kernels.h. */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "formats/types.h"
+#include "runtime/cuda/device.h"
+#include "runtime/cuda/kernels.h"
+#include "test_util.h"
+
+static float frand(unsigned *s) {
+    *s = *s * 1103515245u + 12345u;
+    return (float)((*s >> 8) & 0xFFFF) / 32768.0f - 1.0f;
+}
+
+static void *to_device(const void *src, size_t bytes) {
+    void *d = NULL;
+    CHECK(cudaMalloc(&d, bytes) == cudaSuccess, "cudaMalloc %zu", bytes);
+    CHECK(cudaMemcpy(d, src, bytes, cudaMemcpyHostToDevice) == cudaSuccess, "upload");
+    return d;
+}
+
+static void check_gemv(moe_type type, int64_t ne0, int64_t nrows) {
+    const moe_type_traits *tr = moe_type_get(type);
+    uint64_t row_bytes = 0;
+    CHECK(moe_type_row_size(type, ne0, &row_bytes, NULL) == MOE_OK, "row size");
+    unsigned seed = (unsigned)(type * 131 + nrows);
+    float *wf = malloc(sizeof(float) * (size_t)(ne0 * nrows));
+    float *wdq = malloc(sizeof(float) * (size_t)(ne0 * nrows));
+    uint8_t *wq = malloc((size_t)(row_bytes * nrows));
+    float *x = malloc(sizeof(float) * (size_t)ne0), *y = malloc(sizeof(float) * (size_t)nrows);
+    for (int64_t i = 0; i < ne0 * nrows; i++) wf[i] = frand(&seed);
+    for (int64_t i = 0; i < ne0; i++) x[i] = frand(&seed);
+    for (int64_t r = 0; r < nrows; r++) tr->from_f32_ref(wf + r * ne0, wq + r * row_bytes, ne0);
+    tr->to_f32(wq, wdq, ne0, nrows);
+
+    void *dw = to_device(wq, (size_t)(row_bytes * nrows));
+    float *dx = to_device(x, sizeof(float) * (size_t)ne0), *dy = NULL;
+    CHECK(cudaMalloc((void **)&dy, sizeof(float) * (size_t)nrows) == cudaSuccess, "alloc y");
+    CHECK(moe_cuda_gemv(type, dw, ne0, nrows, dx, dy, NULL) == 0, "gemv %s", tr->name);
+    CHECK(cudaMemcpy(y, dy, sizeof(float) * (size_t)nrows, cudaMemcpyDeviceToHost) ==
+              cudaSuccess, "download");
+    for (int64_t r = 0; r < nrows; r++) {
+        double ref = 0, mag = 0;
+        for (int64_t i = 0; i < ne0; i++) {
+            ref += (double)wdq[r * ne0 + i] * x[i];
+            mag += fabs((double)wdq[r * ne0 + i] * x[i]);
+        }
+        CHECK(fabs(y[r] - ref) <= 1e-5 * mag + 1e-6, "%s ne0=%lld row %lld: %g vs %g",
+              tr->name, (long long)ne0, (long long)r, y[r], ref);
+    }
+    cudaFree(dw), cudaFree(dx), cudaFree(dy);
+    free(wf), free(wdq), free(wq), free(x), free(y);
+}
+
+static void check_rms_norm(int64_t n, int64_t nrows, int with_weight) {
+    const int64_t stride = n + 3;  // rows not packed
+    unsigned seed = (unsigned)(n + nrows);
+    float *x = malloc(sizeof(float) * (size_t)(stride * nrows));
+    float *w = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)(n * nrows));
+    for (int64_t i = 0; i < stride * nrows; i++) x[i] = frand(&seed);
+    for (int64_t i = 0; i < n; i++) w[i] = frand(&seed);
+    float *dx = to_device(x, sizeof(float) * (size_t)(stride * nrows));
+    float *dw = to_device(w, sizeof(float) * (size_t)n), *dy = NULL;
+    CHECK(cudaMalloc((void **)&dy, sizeof(float) * (size_t)(n * nrows)) == cudaSuccess, "alloc");
+    CHECK(moe_cuda_rms_norm(dx, stride, with_weight ? dw : NULL, dy, n, n, nrows, 1e-6f, NULL) ==
+              0, "rms_norm");
+    CHECK(cudaMemcpy(y, dy, sizeof(float) * (size_t)(n * nrows), cudaMemcpyDeviceToHost) ==
+              cudaSuccess, "download");
+    for (int64_t t = 0; t < nrows; t++) {
+        double ss = 0;
+        for (int64_t i = 0; i < n; i++) ss += (double)x[t * stride + i] * x[t * stride + i];
+        const double scale = 1.0 / sqrt(ss / (double)n + 1e-6);
+        for (int64_t i = 0; i < n; i++) {
+            const double ref = x[t * stride + i] * scale * (with_weight ? w[i] : 1.0);
+            CHECK(fabs(y[t * n + i] - ref) <= 1e-5 * fabs(ref) + 1e-6, "rms row %lld [%lld]",
+                  (long long)t, (long long)i);
+        }
+    }
+    cudaFree(dx), cudaFree(dw), cudaFree(dy);
+    free(x), free(w), free(y);
+}
+
+int main(void) {
+    if (moe_cuda_device_count() == 0) {
+        printf("no CUDA device: skipping\n");
+        return 77;
+    }
+    const moe_type types[] = {MOE_TYPE_F16, MOE_TYPE_BF16, MOE_TYPE_Q8_0, MOE_TYPE_Q4_0,
+                              MOE_TYPE_IQ4_NL};
+    const int64_t rows[] = {1, 3, 7, 64, 69};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
+        for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+            check_gemv(types[t], 32 * 7, rows[r]);
+            check_gemv(types[t], 4096 + 32, rows[r]);
+        }
+    const int64_t tokens[] = {1, 3, 7, 64};
+    for (size_t t = 0; t < sizeof tokens / sizeof tokens[0]; t++) {
+        check_rms_norm(4096 + 5, tokens[t], 1);
+        check_rms_norm(77, tokens[t], 0);
+    }
+    TEST_DONE();
+}
