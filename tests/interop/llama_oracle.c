@@ -1,0 +1,228 @@
+/* The llama.cpp side of ci/interop: a small program against the libllama that
+ * node-llama-cpp ships prebuilt, compiled by ci/interop with the llama.h of the
+ * same release (never part of the CMake build: the header exists only after
+ * ci/interop downloaded it).
+ *
+ *   llama_oracle logits MODEL TOKENS OUT.f32   one batch of TOKENS (comma-
+ *       separated ids), every position's logits as f32 rows of n_vocab;
+ *       exit 3 when llama.cpp refuses to load MODEL
+ *   llama_oracle quantize IN OUT FTYPE [pure]  llama_model_quantize (FTYPE is
+ *       llama.cpp's numeric llama_ftype)
+ *   llama_oracle compare A.f32 B.f32 N_VOCAB MAX_ABS|rms:RMS [NAME]
+ *       compares two logits files; on failure names NAME and the first row
+ *       over the tolerance. MAX_ABS 0 means bit for bit.
+ *
+ * Flash attention is off: it changes llama.cpp's own numbers, and the
+ * conformance goldens were made without it. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ggml-backend.h"
+#include "llama.h"
+
+#define MAX_TOKENS 512
+
+static void quiet_log(enum ggml_log_level level, const char *text, void *user) {
+    (void)user;
+    if (level == GGML_LOG_LEVEL_ERROR)
+        fputs(text, stderr);
+}
+
+static int parse_tokens(const char *s, llama_token *out) {
+    int n = 0;
+    while (*s && n < MAX_TOKENS) {
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (end == s || errno || v < 0 || v > INT32_MAX)
+            return -1;
+        out[n++] = (llama_token)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',')
+            return -1;
+    }
+    return n;
+}
+
+static int write_all(const char *path, const float *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(data, sizeof *data, n, f) != n || fclose(f) != 0) {
+        fprintf(stderr, "llama_oracle: %s: cannot write\n", path);
+        return 1;
+    }
+    return 0;
+}
+
+static int cmd_logits(const char *model_path, const char *token_list, const char *out_path) {
+    llama_token tok[MAX_TOKENS];
+    int n = parse_tokens(token_list, tok);
+    if (n <= 0) {
+        fprintf(stderr, "llama_oracle: bad token list '%s'\n", token_list);
+        return 2;
+    }
+    struct llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = 0;
+    struct llama_model *model = llama_model_load_from_file(model_path, mp);
+    if (!model) {
+        fprintf(stderr, "llama_oracle: llama.cpp refused %s\n", model_path);
+        return 3;
+    }
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = 256;
+    cp.n_batch = cp.n_ubatch = MAX_TOKENS;
+    cp.n_threads = cp.n_threads_batch = 2;
+    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    struct llama_context *ctx = llama_init_from_model(model, cp);
+    int rc = 1;
+    struct llama_batch b = llama_batch_init(n, 0, 1);
+    if (!ctx) {
+        fprintf(stderr, "llama_oracle: %s: no context\n", model_path);
+        goto done;
+    }
+    b.n_tokens = n;
+    for (int i = 0; i < n; i++) {
+        b.token[i] = tok[i];
+        b.pos[i] = i;
+        b.n_seq_id[i] = 1;
+        b.seq_id[i][0] = 0;
+        b.logits[i] = 1;
+    }
+    if (llama_decode(ctx, b) != 0) {
+        fprintf(stderr, "llama_oracle: %s: llama_decode failed\n", model_path);
+        goto done;
+    }
+    const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
+    float *rows = malloc((size_t)n * (size_t)n_vocab * sizeof *rows);
+    if (!rows)
+        goto done;
+    for (int i = 0; i < n; i++)
+        memcpy(rows + (size_t)i * (size_t)n_vocab, llama_get_logits_ith(ctx, i),
+               (size_t)n_vocab * sizeof *rows);
+    rc = write_all(out_path, rows, (size_t)n * (size_t)n_vocab);
+    free(rows);
+done:
+    llama_batch_free(b);
+    if (ctx)
+        llama_free(ctx);
+    llama_model_free(model);
+    return rc;
+}
+
+static int cmd_quantize(const char *in, const char *out, const char *ftype, bool pure) {
+    llama_model_quantize_params qp = llama_model_quantize_default_params();
+    qp.nthread = 2;
+    qp.ftype = (enum llama_ftype)atoi(ftype);
+    qp.pure = pure;
+    if (llama_model_quantize(in, out, &qp) != 0) {
+        fprintf(stderr, "llama_oracle: llama_model_quantize %s -> %s failed\n", in, out);
+        return 1;
+    }
+    return 0;
+}
+
+static float *read_all(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "llama_oracle: %s: cannot open\n", path);
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    rewind(f);
+    float *d = size > 0 ? malloc((size_t)size) : NULL;
+    if (!d || fread(d, 1, (size_t)size, f) != (size_t)size) {
+        fprintf(stderr, "llama_oracle: %s: cannot read\n", path);
+        free(d);
+        fclose(f);
+        return NULL;
+    }
+    fclose(f);
+    *n = (size_t)size / sizeof *d;
+    return d;
+}
+
+/* The conformance pack's tolerances: a max |difference| for float weights, or
+ * an rms plus the same arg-max wherever B's top-2 margin exceeds 0.25 for
+ * quantized ones. */
+static int cmd_compare(const char *pa, const char *pb, long n_vocab, const char *tol,
+                       const char *name) {
+    size_t na, nb;
+    float *a = read_all(pa, &na), *b = read_all(pb, &nb);
+    int rc = 1;
+    if (!a || !b)
+        goto done;
+    if (n_vocab <= 0 || na != nb || na % (size_t)n_vocab) {
+        fprintf(stderr, "%s: %s has %zu values, %s %zu: not the same rows of %ld\n", name, pa,
+                na, pb, nb, n_vocab);
+        goto done;
+    }
+    const bool by_rms = !strncmp(tol, "rms:", 4);
+    const double limit = atof(by_rms ? tol + 4 : tol);
+    double worst = 0, sq = 0;
+    size_t rows = na / (size_t)n_vocab, worst_row = 0;
+    for (size_t r = 0; r < rows; r++) {
+        const float *x = a + r * (size_t)n_vocab, *y = b + r * (size_t)n_vocab;
+        size_t ax = 0, ay = 0, ay2 = 1;
+        for (long v = 0; v < n_vocab; v++) {
+            double d = fabs((double)x[v] - (double)y[v]);
+            if (d > worst || d != d)
+                worst = d, worst_row = r;
+            sq += d * d;
+            if (x[v] > x[ax])
+                ax = (size_t)v;
+        }
+        for (long v = 0; v < n_vocab; v++)
+            if (y[v] > y[ay])
+                ay = (size_t)v;
+        ay2 = ay == 0 ? 1 : 0;
+        for (long v = 0; v < n_vocab; v++)
+            if ((size_t)v != ay && y[v] > y[ay2])
+                ay2 = (size_t)v;
+        if (by_rms && ax != ay && y[ay] - y[ay2] > 0.25f) {
+            fprintf(stderr, "%s: row %zu: arg-max %zu, llama.cpp's %zu (margin %.3f)\n", name,
+                    r, ax, ay, (double)(y[ay] - y[ay2]));
+            goto done;
+        }
+    }
+    const double rms = sqrt(sq / (double)na);
+    const bool ok = by_rms ? rms <= limit : (limit == 0 ? !memcmp(a, b, na * sizeof *a)
+                                                        : worst <= limit);
+    printf("%s: %zu rows, max |diff| %.6f (row %zu), rms %.6f: %s\n", name, rows, worst,
+           worst_row, rms, ok ? "ok" : "FAILED");
+    if (!ok)
+        fprintf(stderr, "%s: over the tolerance %s, worst at row %zu (%s vs %s)\n", name, tol,
+                worst_row, pa, pb);
+    rc = ok ? 0 : 1;
+done:
+    free(a);
+    free(b);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    const char *bins = getenv("LLAMA_ORACLE_BACKENDS");
+    llama_log_set(quiet_log, NULL);
+    if (argc >= 2 && strcmp(argv[1], "compare") != 0) {
+        if (bins)
+            ggml_backend_load_all_from_path(bins);
+        else
+            ggml_backend_load_all();
+        llama_backend_init();
+    }
+    int rc = 2;
+    if (argc == 5 && !strcmp(argv[1], "logits"))
+        rc = cmd_logits(argv[2], argv[3], argv[4]);
+    else if ((argc == 5 || argc == 6) && !strcmp(argv[1], "quantize"))
+        rc = cmd_quantize(argv[2], argv[3], argv[4], argc == 6 && !strcmp(argv[5], "pure"));
+    else if ((argc == 6 || argc == 7) && !strcmp(argv[1], "compare"))
+        return cmd_compare(argv[2], argv[3], atol(argv[4]), argv[5], argc == 7 ? argv[6] : argv[2]);
+    else
+        fprintf(stderr, "usage: llama_oracle logits MODEL TOKENS OUT | quantize IN OUT FTYPE "
+                        "[pure] | compare A B N_VOCAB TOL [NAME]\n");
+    if (argc >= 2)
+        llama_backend_free();
+    return rc;
+}
