@@ -126,14 +126,19 @@ typedef struct moe_route_step {
 } moe_route_step;
 
 /* One layer's attention: K/V rows of the batch are stored in the cache
- * (cells[t]), then every token attends causally to the visible cells of its
- * sequence among the first n_kv: out = softmax(kq_scale * q k^T) v per head. */
+ * (cells[t]), then every token attends causally to the cells of its sequence:
+ * out = softmax(kq_scale * q k^T) v per head. Token t walks seq_cells[t] (its
+ * sequence's n_seq_cells[t] cells in position order, later batch tokens
+ * included) up to its own position, so neither a defragmentation nor other
+ * sequences' cells change its result. */
 typedef struct moe_attn_step {
     moe_kv_cache *kv;
     int64_t layer;
     int32_t T;
-    int32_t n_kv;                       /* cells attended over (llama.cpp's padded count) */
+    int32_t n_kv;                       /* llama.cpp's padded count of cells (the mask's width) */
     const int32_t *pos, *seq, *cells;   /* [T] */
+    const int32_t *const *seq_cells;    /* [T] */
+    const int32_t *n_seq_cells;         /* [T] */
     const float *q;                     /* [T][H*dk] */
     const float *k, *v;                 /* [T][row_k], [T][row_v] */
     float *out;                         /* [T][H*dv] */

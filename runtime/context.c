@@ -86,7 +86,33 @@ static moe_status alloc_batch_state(moe_context *ctx, moe_err *err) {
     ctx->pos_buf = ctx->cells + T;
     ctx->seq_buf = ctx->cells + 2 * T;
     ctx->logit_row = ctx->cells + 3 * T;
+    const int64_t lists = T < ctx->params.n_seq_max ? T : ctx->params.n_seq_max;
+    ctx->seq_cells = malloc((size_t)(lists * ctx->kv.size) * sizeof *ctx->seq_cells);
+    ctx->seq_cells_key = malloc((size_t)ctx->kv.size * sizeof *ctx->seq_cells_key);
+    ctx->tok_cells = malloc((size_t)T * sizeof *ctx->tok_cells);
+    ctx->tok_n_cells = malloc((size_t)T * sizeof *ctx->tok_n_cells);
+    MOE_FAIL_IF(!ctx->seq_cells || !ctx->seq_cells_key || !ctx->tok_cells || !ctx->tok_n_cells,
+                err, MOE_ERR_NOMEM, "out of memory for the attention cell lists (%lld x %d)",
+                (long long)lists, ctx->kv.size);
     return MOE_OK;
+}
+
+/* After the batch claimed its cells: every distinct sequence's cells in
+ * position order, once for all layers. */
+static void order_cells(moe_context *ctx, int32_t T) {
+    int32_t list_of[MOE_MAX_SEQ], list_n[MOE_MAX_SEQ], n_lists = 0;
+    for (int32_t s = 0; s < MOE_MAX_SEQ; s++)
+        list_of[s] = -1;
+    for (int32_t t = 0; t < T; t++) {
+        const int32_t s = ctx->seq_buf[t];
+        if (list_of[s] < 0) {
+            int32_t *list = ctx->seq_cells + (int64_t)n_lists * ctx->kv.size;
+            list_n[n_lists] = moe_kv_seq_cells(&ctx->kv, s, list, ctx->seq_cells_key);
+            list_of[s] = n_lists++;
+        }
+        ctx->tok_cells[t] = ctx->seq_cells + (int64_t)list_of[s] * ctx->kv.size;
+        ctx->tok_n_cells[t] = list_n[list_of[s]];
+    }
 }
 
 moe_status moe_backend_init(moe_backend *be, const moe_backend_ops *ops, moe_context *ctx,
@@ -209,6 +235,10 @@ void moe_context_free(moe_context *ctx) {
     }
     moe_kv_free(&ctx->kv);
     free(ctx->cells);
+    free(ctx->seq_cells);
+    free(ctx->seq_cells_key);
+    free(ctx->tok_cells);
+    free(ctx->tok_n_cells);
     free(ctx->logits);
     free(ctx);
 }
@@ -271,6 +301,7 @@ moe_status moe_decode(moe_context *ctx, const moe_batch *b, moe_err *err) {
      * the batch's cells are claimed from a compact cache */
     moe_kv_update(ctx);
     MOE_TRY(moe_kv_claim(&ctx->kv, b->n_tokens, ctx->pos_buf, ctx->seq_buf, ctx->cells, err));
+    order_cells(ctx, b->n_tokens);
     for (int32_t t = 0, n = 0; t < b->n_tokens; t++) {
         bool want = b->logits ? b->logits[t] != 0 : t == b->n_tokens - 1;
         ctx->logit_row[t] = want ? n++ : -1;

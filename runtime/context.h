@@ -84,6 +84,13 @@ struct moe_context {
     int32_t n_last;        /* tokens in the last batch */
     int32_t n_kv;          /* cells attended over in the current layer pass */
     int32_t *pos_buf, *seq_buf; /* [n_batch] resolved positions and sequences */
+    /* each batch sequence's cells in position order (moe_kv_seq_cells): lists
+     * of kv.size, one per distinct sequence of the batch (at most
+     * min(n_batch, n_seq_max)); token t reads tok_cells[t][0..tok_n_cells[t]) */
+    int32_t *seq_cells;
+    uint64_t *seq_cells_key;    /* [kv.size] sort scratch */
+    const int32_t **tok_cells;  /* [n_batch] */
+    int32_t *tok_n_cells;       /* [n_batch] */
     bool do_defrag;        /* defragment at the next update (moe_kv_update / decode) */
     moe_matmul_observer observer; /* NULL: none (moe_context_set_matmul_observer) */
     void *observer_user;

@@ -220,8 +220,9 @@ static void attention(moe_context *ctx, int64_t il, int32_t T, const int32_t *po
     const float *v = rd(ctx, d, MOE_BUF_V);
     float *out = wr(ctx, d, MOE_BUF_ATT, T * hp->n_head * hp->head_dim_v);
     const moe_attn_step st = {.kv = &ctx->kv, .layer = il, .T = T, .n_kv = ctx->n_kv,
-                              .pos = pos, .seq = seq, .cells = ctx->cells, .q = q, .k = k,
-                              .v = v, .out = out};
+                              .pos = pos, .seq = seq, .cells = ctx->cells,
+                              .seq_cells = ctx->tok_cells, .n_seq_cells = ctx->tok_n_cells,
+                              .q = q, .k = k, .v = v, .out = out};
     BE(ctx, d)->ops->attention(BE(ctx, d), ctx->model, &st);
     matmul(ctx, &L->wo, MOE_BUF_ATT, T, MOE_BUF_TMP);
 }

@@ -193,6 +193,33 @@ void moe_kv_divide(moe_kv_cache *kv, int32_t seq, int32_t p0, int32_t p1, int32_
     }
 }
 
+static int by_key(const void *a, const void *b) {
+    const uint64_t ka = *(const uint64_t *)a, kb = *(const uint64_t *)b;
+    return (ka > kb) - (ka < kb);
+}
+
+int32_t moe_kv_seq_cells(const moe_kv_cache *kv, int32_t seq, int32_t *out, uint64_t *key) {
+    int32_t n = 0;
+    bool sorted = true;
+    for (int32_t c = 0; c < kv->size; c++) {
+        const moe_kv_cell *cell = &kv->cells[c];
+        if (cell->pos < 0 || !(cell->seqs >> seq & 1))
+            continue;
+        if (n > 0 && kv->cells[out[n - 1]].pos > cell->pos)
+            sorted = false;
+        out[n++] = c;
+    }
+    if (sorted)
+        return n;
+    /* after shifts, defrags or seq_cp: sort (position, cell) keys */
+    for (int32_t i = 0; i < n; i++)
+        key[i] = (uint64_t)(uint32_t)kv->cells[out[i]].pos << 32 | (uint32_t)out[i];
+    qsort(key, (size_t)n, sizeof *key, by_key);
+    for (int32_t i = 0; i < n; i++)
+        out[i] = (int32_t)(key[i] & 0xffffffffu);
+    return n;
+}
+
 int32_t moe_kv_used_end(const moe_kv_cache *kv) {
     int32_t end = 0;
     for (int32_t c = 0; c < kv->size; c++)

@@ -74,6 +74,12 @@ void moe_kv_keep(moe_kv_cache *kv, int32_t seq);
  * change); keys are re-rotated by the difference at the next apply_shift. */
 void moe_kv_divide(moe_kv_cache *kv, int32_t seq, int32_t p0, int32_t p1, int32_t d);
 
+/* The cells holding sequence seq, in position order (equal positions in cell
+ * order), into out (room for kv->size; key: scratch of kv->size); returns
+ * their count. Attention walks a sequence's cells in this order, so where the
+ * cells lie (after a defrag, between other sequences' cells) changes no bit of
+ * the result. */
+int32_t moe_kv_seq_cells(const moe_kv_cache *kv, int32_t seq, int32_t *out, uint64_t *key);
 /* The first cell past the last used one (0 when empty). */
 int32_t moe_kv_used_end(const moe_kv_cache *kv);
 /* llama.cpp's fragmentation of the cells attended over: 1 - (used +

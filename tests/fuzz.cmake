@@ -64,6 +64,9 @@ if(MOE_FUZZ)
       list(APPEND MOE_FUZZ_SAN -fsanitize=address,undefined -fno-sanitize-recover=all
            -fno-omit-frame-pointer)
     endif()
+    # the per-ISA sources keep formats/CMakeLists.txt's flags in this copy too
+    set_source_files_properties(${PROJECT_SOURCE_DIR}/formats/quant_iq4_avx2.c
+                                PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
     add_library(moe_formats_fuzz STATIC ${MOE_FUZZ_LIB_SOURCES})
     target_include_directories(moe_formats_fuzz PUBLIC ${PROJECT_SOURCE_DIR})
     target_link_libraries(moe_formats_fuzz PUBLIC PkgConfig::XXHASH ${MATH_LIB})

@@ -21,8 +21,24 @@ int64_t moe_attention_workspace(const moe_hparams *hp, int64_t row_k, int64_t ro
     return even(hp->n_head * n_cells) + even(row_k) + even(row_v) + even(qd) + even(lanes);
 }
 
-static bool visible(const moe_kv_cell *cell, int32_t pos, int32_t seq) {
-    return cell->pos >= 0 && cell->pos <= pos && (cell->seqs >> seq & 1);
+/* The cells one token attends: the first n_vis entries of its sequence's
+ * position-ordered list (those at or before its position), placed at slots
+ * 0..n_vis) of a row of n_slots, llama.cpp's mask width for that sequence
+ * alone (its cell count rounded up to 32). With one sequence and no holes the
+ * slots are the cell indices, so the order of every sum is llama.cpp's. */
+typedef struct attn_cells {
+    const int32_t *cell; /* slot -> cache cell */
+    int32_t n_vis, n_slots;
+} attn_cells;
+
+static attn_cells token_cells(const moe_attn_step *st, int32_t t) {
+    const moe_kv_cache *kv = st->kv;
+    const int32_t *list = st->seq_cells[t], n = st->n_seq_cells[t], pos = st->pos[t];
+    int32_t n_vis = 0;
+    while (n_vis < n && kv->cells[list[n_vis]].pos <= pos)
+        n_vis++;
+    int32_t slots = (n + 31) / 32 * 32;
+    return (attn_cells){.cell = list, .n_vis = n_vis, .n_slots = slots < kv->size ? slots : kv->size};
 }
 
 /* Row of the cache in f32: F16 rows through the level's exact conversion. */
@@ -35,34 +51,32 @@ static void load_row(moe_type type, const uint8_t *rows, uint64_t bytes, int32_t
         moe_type_get(type)->to_f32(src, out, n, 1);
 }
 
-/* out[h][d] = sum over cells c < n_kv of p[h][c] * v[c][h/group][d], in the
- * lane order of llama.cpp's product (see attend_token): cell c adds into lane
- * c % W of every output value. lanes holds W rows of H*dv accumulators (lane
- * l of value i at lanes[l * H*dv + i]), so one cell's update is a row. */
-static void weighted_sum(const moe_hparams *hp, const moe_attn_step *st, int32_t pos,
-                         int32_t seq, const float *scores, float *vrow, float *lanes, float *out,
+/* out[h][d] = sum over slots j of p[h][j] * v[cell j][h/group][d], in the
+ * lane order of llama.cpp's product (see attend_token): slot j adds into lane
+ * j % W of every output value. lanes holds W rows of H*dv accumulators (lane
+ * l of value i at lanes[l * H*dv + i]), so one slot's update is a row. */
+static void weighted_sum(const moe_hparams *hp, const moe_attn_step *st, const attn_cells *ac,
+                         const float *scores, float *vrow, float *lanes, float *out,
                          bool batched) {
     const moe_kv_cache *kv = st->kv;
     const moe_cpu_float_ops *fops = moe_cpu_float_ops_active();
     const int64_t H = hp->n_head, dv = hp->head_dim_v, group = H / hp->n_head_kv, HD = H * dv;
-    const int32_t n_kv = st->n_kv;
-    const int W = batched ? 16 : 64;                  /* lanes per output */
-    const int32_t full = batched ? n_kv : n_kv & ~63; /* VEC sums the rest in double */
+    const int32_t n_slots = ac->n_slots;
+    const int W = batched ? 16 : 64;                          /* lanes per output */
+    const int32_t full = batched ? n_slots : n_slots & ~63; /* VEC sums the rest in double */
     double tail[1024];
     const bool big = HD > 1024;
     double *tl = big ? (double *)(lanes + W * HD) : tail;
     memset(lanes, 0, (size_t)(W * HD) * sizeof *lanes);
     for (int64_t i = 0; i < HD; i++)
         tl[i] = 0.0;
-    for (int32_t c = 0; c < n_kv; c++) {
-        if (!visible(&kv->cells[c], pos, seq))
-            continue; /* weight 0: adds nothing */
-        load_row(kv->type_v, kv->v[st->layer], kv->bytes_v, c, kv->row_v, vrow);
+    for (int32_t j = 0; j < ac->n_vis; j++) { /* hidden slots weigh 0 and add nothing */
+        load_row(kv->type_v, kv->v[st->layer], kv->bytes_v, ac->cell[j], kv->row_v, vrow);
         for (int64_t h = 0; h < H; h++) {
-            const float p = scores[h * n_kv + c];
+            const float p = scores[h * n_slots + j];
             const float *vh = vrow + (h / group) * dv;
-            if (c < full) {
-                fops->fma_row(p, vh, lanes + (int64_t)(c % W) * HD + h * dv, dv);
+            if (j < full) {
+                fops->fma_row(p, vh, lanes + (int64_t)(j % W) * HD + h * dv, dv);
             } else {
                 /* the VEC tail: float products summed in double */
                 for (int64_t d = 0; d < dv; d++)
@@ -87,42 +101,43 @@ static void weighted_sum(const moe_hparams *hp, const moe_attn_step *st, int32_t
     }
 }
 
-/* Causal attention of one token against every visible cell of its sequence,
- * all heads: scores = kq_scale * q·k, softmax, weighted sum of v. llama.cpp
+/* Causal attention of one token against the cells of its sequence, all
+ * heads: scores = kq_scale * q·k, softmax, weighted sum of v. llama.cpp
  * rounds q to the K cache's type (F16) for the dot product and the softmax
  * weights to the V cache's type before the weighted sum; so do we. Both
- * products follow llama.cpp's order: GEMM for a batch, VEC for one token; the
- * weighted sum runs over cell indices (hidden cells weigh 0 and add nothing),
- * so cell c sits in lane c % 16 (GEMM) or c % 64 (VEC). */
-static void attend_token(const moe_model *m, const moe_attn_step *st, int32_t pos, int32_t seq,
-                         const float *q, float *out, float *scores, float *krow, float *vrow,
-                         float *qr, float *lanes, bool batched) {
+ * products follow llama.cpp's order: GEMM for a batch, VEC for one token;
+ * slot j sits in lane j % 16 (GEMM) or j % 64 (VEC). */
+static void attend_token(const moe_model *m, const moe_attn_step *st, int32_t t, float *out,
+                         float *scores, float *krow, float *vrow, float *qr, float *lanes,
+                         bool batched) {
     const moe_hparams *hp = &m->hp;
     const moe_kv_cache *kv = st->kv;
     const int64_t H = hp->n_head, Hkv = hp->n_head_kv, dk = hp->head_dim_k;
     const int64_t group = H / Hkv;
-    const int32_t n_kv = st->n_kv; /* cells llama.cpp would attend over, hidden ones masked */
+    const attn_cells ac = token_cells(st, t);
+    const int32_t n_slots = ac.n_slots;
     const bool kf16 = kv->type_k == MOE_TYPE_F16, vf16 = kv->type_v == MOE_TYPE_F16;
+    const float *q = st->q + t * H * dk;
     for (int64_t i = 0; i < H * dk; i++)
         qr[i] = kf16 ? round_f16(q[i]) : q[i];
-    for (int32_t c = 0; c < n_kv; c++) {
-        const bool vis = visible(&kv->cells[c], pos, seq);
+    for (int32_t j = 0; j < n_slots; j++) {
+        const bool vis = j < ac.n_vis;
         if (vis)
-            load_row(kv->type_k, kv->k[st->layer], kv->bytes_k, c, kv->row_k, krow);
+            load_row(kv->type_k, kv->k[st->layer], kv->bytes_k, ac.cell[j], kv->row_k, krow);
         for (int64_t h = 0; h < H; h++)
-            scores[h * n_kv + c] =
+            scores[h * n_slots + j] =
                 vis ? (batched ? moe_dot_gemm : moe_dot_vec)(qr + h * dk, krow + (h / group) * dk,
                                                              dk) *
                           m->kq_scale
                     : -INFINITY;
     }
     for (int64_t h = 0; h < H; h++) {
-        float *sh = scores + h * n_kv;
-        moe_cpu_softmax(sh, n_kv);
-        for (int32_t c = 0; c < n_kv && vf16; c++)
-            sh[c] = round_f16(sh[c]);
+        float *sh = scores + h * n_slots;
+        moe_cpu_softmax(sh, n_slots);
+        for (int32_t j = 0; j < n_slots && vf16; j++)
+            sh[j] = round_f16(sh[j]);
     }
-    weighted_sum(hp, st, pos, seq, scores, vrow, lanes, out, batched);
+    weighted_sum(hp, st, &ac, scores, vrow, lanes, out, batched);
 }
 
 /* Stores the batch's K/V rows, then attends token by token (tokens of one
@@ -145,7 +160,6 @@ void moe_cpu_attention_ref(moe_backend *be, const moe_model *m, const moe_attn_s
         float *qr = vrow + even(vd);
         float *lanes = qr + even(qd);
         for (int32_t t = (int32_t)((int64_t)T * k / nth); t < (int32_t)((int64_t)T * (k + 1) / nth); t++)
-            attend_token(m, st, st->pos[t], st->seq[t], st->q + t * qd, st->out + t * od, scores,
-                         krow, vrow, qr, lanes, T > 1);
+            attend_token(m, st, t, st->out + t * od, scores, krow, vrow, qr, lanes, T > 1);
     }
 }
