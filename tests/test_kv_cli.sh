@@ -34,15 +34,9 @@ for m in tiny-llama tiny-qwen2moe tiny-olmoe tiny-deepseek2; do
     sed 's/^/    /' "$T/cmp.txt" | head -1
     run_rc 0 "$m kvshift + defrag" "$RUN" -m "$M" --prompt-tokens "$PROMPT_IDS" --kv "rm 0 1 5" \
         --kv "add 0 5 -1 -4" --kv defrag --feed-tokens "$FEED_IDS" --logits-out "$T/$m.d.logits"
-    if [ "$m" = tiny-deepseek2 ]; then
-        # deepseek2's fourth fed token lands in another cell after defrag;
-        # llama.cpp's 16-cell softmax sums then round differently (see README)
-        "$GOLDEN" compare "$T/$m.d.logits" "$C/expected/$m.kvshift.logits" 512 > "$T/cmp.txt" 2>&1
-        check "$m: with --kv defrag still within the float tolerance" test $? -eq 0
-        "$GOLDEN" compare "$T/$m.d.logits" "$T/$m.logits" 512 2>&1 | sed 's/^/    defrag vs none: /' | head -1
-    else
-        check "$m: --kv defrag changes no bit" cmp -s "$T/$m.logits" "$T/$m.d.logits"
-    fi
+    # attention walks a sequence's cells in position order: where a defrag
+    # puts them changes nothing
+    check "$m: --kv defrag changes no bit" cmp -s "$T/$m.logits" "$T/$m.d.logits"
 done
 
 # ---- sequences through --kv and --seq ---------------------------------------------------
