@@ -135,7 +135,6 @@ typedef struct moe_attn_step {
     moe_kv_cache *kv;
     int64_t layer;
     int32_t T;
-    int32_t n_kv;                       /* llama.cpp's padded count of cells (the mask's width) */
     const int32_t *pos, *seq, *cells;   /* [T] */
     const int32_t *const *seq_cells;    /* [T] */
     const int32_t *n_seq_cells;         /* [T] */

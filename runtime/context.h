@@ -82,7 +82,6 @@ struct moe_context {
     int32_t logits_cap;    /* rows allocated */
     int32_t *logit_row;    /* [n_batch] batch index -> row, -1 none */
     int32_t n_last;        /* tokens in the last batch */
-    int32_t n_kv;          /* cells attended over in the current layer pass */
     int32_t *pos_buf, *seq_buf; /* [n_batch] resolved positions and sequences */
     /* each batch sequence's cells in position order (moe_kv_seq_cells): lists
      * of kv.size, one per distinct sequence of the batch (at most

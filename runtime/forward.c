@@ -195,17 +195,6 @@ static void qkv_mla(moe_context *ctx, const moe_layer *L, int d, int32_t T, cons
     BE(ctx, d)->ops->mla_kv(BE(ctx, d), kv, kpe, rkv + n_rope, T, H, nope, n_rope, dv, k, v);
 }
 
-/* The cells attended over: llama.cpp attends over the used cells rounded up
- * to 32 (its cache padding), hidden ones masked. */
-static int32_t attended_cells(const moe_kv_cache *kv) {
-    int32_t used_end = 0;
-    for (int32_t c = 0; c < kv->size; c++)
-        if (kv->cells[c].pos >= 0)
-            used_end = c + 1;
-    const int32_t padded = (used_end + 31) / 32 * 32;
-    return padded < kv->size ? padded : kv->size;
-}
-
 static void attention(moe_context *ctx, int64_t il, int32_t T, const int32_t *pos,
                       const int32_t *seq) {
     const moe_layer *L = &ctx->model->layers[il];
@@ -215,13 +204,11 @@ static void attention(moe_context *ctx, int64_t il, int32_t T, const int32_t *po
         qkv_mla(ctx, L, d, T, pos);
     else
         qkv_standard(ctx, L, d, T, pos);
-    ctx->n_kv = attended_cells(&ctx->kv);
     const float *q = rd(ctx, d, MOE_BUF_Q), *k = rd(ctx, d, MOE_BUF_K);
     const float *v = rd(ctx, d, MOE_BUF_V);
     float *out = wr(ctx, d, MOE_BUF_ATT, T * hp->n_head * hp->head_dim_v);
-    const moe_attn_step st = {.kv = &ctx->kv, .layer = il, .T = T, .n_kv = ctx->n_kv,
-                              .pos = pos, .seq = seq, .cells = ctx->cells,
-                              .seq_cells = ctx->tok_cells, .n_seq_cells = ctx->tok_n_cells,
+    const moe_attn_step st = {.kv = &ctx->kv, .layer = il, .T = T, .pos = pos, .seq = seq,
+                              .cells = ctx->cells, .seq_cells = ctx->tok_cells, .n_seq_cells = ctx->tok_n_cells,
                               .q = q, .k = k, .v = v, .out = out};
     BE(ctx, d)->ops->attention(BE(ctx, d), ctx->model, &st);
     matmul(ctx, &L->wo, MOE_BUF_ATT, T, MOE_BUF_TMP);

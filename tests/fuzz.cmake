@@ -65,8 +65,10 @@ if(MOE_FUZZ)
            -fno-omit-frame-pointer)
     endif()
     # the per-ISA sources keep formats/CMakeLists.txt's flags in this copy too
-    set_source_files_properties(${PROJECT_SOURCE_DIR}/formats/quant_iq4_avx2.c
-                                PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
+    if(MOE_FORMATS_AVX2_FLAGS)
+      set_source_files_properties(${MOE_FORMATS_AVX2}
+                                  PROPERTIES COMPILE_OPTIONS "${MOE_FORMATS_AVX2_FLAGS}")
+    endif()
     add_library(moe_formats_fuzz STATIC ${MOE_FUZZ_LIB_SOURCES})
     target_include_directories(moe_formats_fuzz PUBLIC ${PROJECT_SOURCE_DIR})
     target_link_libraries(moe_formats_fuzz PUBLIC PkgConfig::XXHASH ${MATH_LIB})

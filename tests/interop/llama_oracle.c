@@ -165,7 +165,7 @@ static int cmd_compare(const char *pa, const char *pb, long n_vocab, const char 
     size_t rows = na / (size_t)n_vocab, worst_row = 0;
     for (size_t r = 0; r < rows; r++) {
         const float *x = a + r * (size_t)n_vocab, *y = b + r * (size_t)n_vocab;
-        size_t ax = 0, ay = 0, ay2 = 1;
+        size_t ax = 0, ay = 0;
         for (long v = 0; v < n_vocab; v++) {
             double d = fabs((double)x[v] - (double)y[v]);
             if (d > worst || d != d)
@@ -177,7 +177,7 @@ static int cmd_compare(const char *pa, const char *pb, long n_vocab, const char 
         for (long v = 0; v < n_vocab; v++)
             if (y[v] > y[ay])
                 ay = (size_t)v;
-        ay2 = ay == 0 ? 1 : 0;
+        size_t ay2 = ay == 0 ? 1 : 0;
         for (long v = 0; v < n_vocab; v++)
             if ((size_t)v != ay && y[v] > y[ay2])
                 ay2 = (size_t)v;
