@@ -50,8 +50,9 @@ typedef struct planner {
     int64_t n_hot, n_routed;   /* experts moved; experts in routed layers */
 } planner;
 
+/* general.name, for messages that may not name the file */
 static const char *model_label(const moe_model *m) {
-    return m->general_name ? m->general_name : m->arch->name;
+    return m->general_name ? m->general_name : "the model";
 }
 
 static bool has_routed(const moe_model *m, int64_t il) {
@@ -175,7 +176,8 @@ static moe_status fit_dense(planner *pl) {
     const moe_model_params *p = pl->p;
     const int64_t n_cells = p->fit_n_ctx > 0 ? p->fit_n_ctx : m->hp.n_ctx_train;
     const uint64_t cell = moe_kv_cell_bytes(&m->hp, p->fit_type_k, p->fit_type_v);
-    MOE_FAIL_IF(!cell, pl->err, MOE_ERR_USAGE, "--fit: KV cache types %s/%s",
+    MOE_FAIL_IF(!cell, pl->err, MOE_ERR_USAGE, "--fit: KV cache types %s/%s: the cache takes "
+                "f32, f16 or q8_0",
                 moe_type_name(p->fit_type_k), moe_type_name(p->fit_type_v));
     measure(pl, cell * (uint64_t)(n_cells > 0 ? n_cells : 0));
     const moe_device_info *info = &m->dev[pl->target].info;
@@ -238,7 +240,7 @@ static moe_status choose_hot(planner *pl) {
     }
     free(c);
     if (!pl->n_hot && !pl->p->fit)
-        MOE_WARN("--gpu-budget %.2f MiB: no expert fits (one takes %.2f MiB): every routed "
+        MOE_WARN("--gpu-budget %.3f MiB: no expert fits (one takes %.3f MiB): every routed "
                  "expert stays on the CPU", (double)pl->budget / 1048576.0,
                  (double)smallest / 1048576.0);
     return MOE_OK;
