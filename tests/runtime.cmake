@@ -51,10 +51,11 @@ endif()
 
 # Split execution over CPU and CPU1 (runtime/device.h): placement rules and
 # errors, then every pack model split at every layer boundary, with
-# --cpu-moe and with single tensors moved: logits bit-identical.
-if(TARGET moe_runtime)
+# --cpu-moe, with single tensors moved and with experts split by -ot and by
+# --hot-experts (moe_quality reads the statistics file): logits bit-identical.
+if(TARGET moe_quality)
   moe_add_c_test(test_split_rules SOURCES ${MOE_TEST_DIR}/test_split.c LABELS unit
-                 LIBS moe_runtime ${MATH_LIB} ARGS rules)
+                 LIBS moe_quality ${MATH_LIB} ARGS rules)
   if(MOE_HAVE_CONFORMANCE)
     foreach(m tiny-llama tiny-llama-q4_0 tiny-llama-q4_K tiny-llama-split tiny-qwen2moe
               tiny-olmoe tiny-qwen3moe tiny-deepseek2 tiny-deepseek2-lite)

@@ -280,35 +280,6 @@ static int by_count_desc(const void *a, const void *b) {
     return (x->count < y->count) - (x->count > y->count);
 }
 
-/* Writes h as a statistics file (counts split between prompt and generation,
- * which --hot-experts adds back). */
-static bool write_stats(const char *path, const moe_model *m, const hot_counts *h) {
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return false;
-    const int64_t E = h->c.n_expert;
-    fprintf(f, "{\"model\": \"%s\", \"arch\": \"%s\", \"n_expert\": %d, \"n_expert_used\": %d, "
-            "\"layers\": [", moe_model_name(m) ? moe_model_name(m) : "x", moe_model_arch_name(m),
-            h->c.n_expert, h->c.n_expert_used);
-    for (int32_t i = 0; i < h->c.n_layers; i++) {
-        fprintf(f, "%s{\"layer\": %d", i ? ", " : "", h->layer[i]);
-        for (int ph = 0; ph < 2; ph++) {
-            fprintf(f, ", \"%s\": {\"count\": [", ph ? "gen" : "prompt");
-            for (int64_t e = 0; e < E; e++) {
-                const uint64_t c = h->count[i * E + e], part = ph ? c - c / 3 : c / 3;
-                fprintf(f, "%s%" PRIu64, e ? ", " : "", part);
-            }
-            fprintf(f, "], \"weight\": [");
-            for (int64_t e = 0; e < E; e++)
-                fprintf(f, "%s0.5", e ? ", " : "");
-            fprintf(f, "]}");
-        }
-        fprintf(f, "}");
-    }
-    fprintf(f, "]}\n");
-    return fclose(f) == 0;
-}
-
 /* Loads with the plan and checks that the experts on CPU1 are exactly the
  * n_want hottest (counts are distinct: one answer). */
 static void check_hot(const char *name, const char *label, moe_model_params *mp,
@@ -382,7 +353,7 @@ static int cmd_hot(const char *name) {
     /* the same through a statistics file */
     char path[256];
     snprintf(path, sizeof path, "/tmp/test_placement_plan_%d.json", (int)getpid());
-    CHECK(write_stats(path, m, &h), "writing %s", path);
+    CHECK(hot_counts_write(path, m, &h), "writing %s", path);
     moe_expert_counts *fc = NULL;
     moe_status st = moe_expert_stats_load_counts(path, &fc, &err);
     CHECK(st == MOE_OK && fc->n_layers == h.c.n_layers && !strcmp(fc->source, path) &&

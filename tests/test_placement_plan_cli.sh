@@ -16,7 +16,9 @@ unset MOE_CPU1_MEMORY
     --expert-stats "$T/stats.json" > /dev/null 2>&1
 check "moe-run --expert-stats exits 0" test $? -eq 0
 
-# The printed arguments of a plan, pasted back: the same -v report and text.
+# The printed arguments of a plan, pasted back: the same -v report, and the
+# text of the single-device run (greedy, so equal logits give equal text).
+"$RUN" -m "$M" -p "placed" -n 3 --temp 0 -t 1 -c 64 > "$T/single.out" 2> /dev/null
 round_trip() { # LABEL ARGS...
     local label=$1
     shift
@@ -32,7 +34,8 @@ round_trip() { # LABEL ARGS...
     grep -a '^placement: ' "$T/back.err" > "$T/back.place"
     check "$label: the same placement from '$args'" cmp -s "$T/plan.place" "$T/back.place"
     check "$label: some of it on CPU1" grep -q 'CPU1' "$T/plan.place"
-    check "$label: the same text" cmp -s "$T/plan.out" "$T/back.out"
+    check "$label: the single-device text" cmp -s "$T/plan.out" "$T/single.out"
+    check "$label: the same text passed back" cmp -s "$T/plan.out" "$T/back.out"
 }
 round_trip "--hot-experts --gpu-budget" --hot-experts "$T/stats.json" --gpu-budget 2M \
     -dev CPU1 -ngl 99

@@ -7,21 +7,23 @@
  *                             CPU and CPU1 at every layer boundary, with
  *                             --cpu-moe semantics, and with single tensors
  *                             moved by -ot, with experts split by -ot
- *                             experts= and by --hot-experts (skewed counts,
- *                             budgets for a quarter and for three quarters of
- *                             the experts): logits bit-identical to the
+ *                             experts= and by --hot-experts (a statistics
+ *                             file of skewed counts, budgets for a quarter and
+ *                             for three quarters of the experts): logits bit-identical to the
  *                             single-device run, and copies made exactly when
  *                             the placement spans both devices.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "formats/types.h"
 #include "hot_counts.h"
 #include "runtime/device.h"
 #include "runtime/include/moe.h"
 #include "runtime/model.h"
+#include "runtime/quality/expert_stats.h"
 #include "test_util.h"
 
 #define N_PROMPT 16
@@ -155,6 +157,14 @@ static int cmd_logits(const char *name) {
         if (m->layers[il].gate_exps.data)
             expert_bytes = 3 * m->layers[il].gate_exps.expert_bytes;
     const uint64_t n_experts = (uint64_t)hot.c.n_layers * (uint64_t)hot.c.n_expert;
+    /* through a statistics file, as --hot-experts reads it */
+    char stats_path[256];
+    snprintf(stats_path, sizeof stats_path, "/tmp/test_split_%d.json", (int)getpid());
+    moe_expert_counts *from_file = NULL;
+    CHECK(!hot.c.n_layers || (hot_counts_write(stats_path, m, &hot) &&
+                              moe_expert_stats_load_counts(stats_path, &from_file, &err) == MOE_OK),
+          "%s: %s", stats_path, err.msg);
+    remove(stats_path);
     moe_model_free(m);
     placement cases[64 + 24];
     int n = 0;
@@ -183,12 +193,12 @@ static int cmd_logits(const char *name) {
     };
     for (size_t i = 0; i < sizeof single_tensors / sizeof single_tensors[0]; i++)
         cases[n++] = (placement){.label = single_tensors[i], .ot = {single_tensors[i]}};
-    if (hot.c.n_layers) { /* the hottest experts on CPU1, the layers there or not */
+    if (from_file) { /* the hottest experts on CPU1, the layers there or not */
         cases[n++] = (placement){.label = "--hot-experts, a quarter of the experts, -ngl 99",
-                                 .ngl = 99, .devices = "CPU1", .hot = &hot.c,
+                                 .ngl = 99, .devices = "CPU1", .hot = from_file,
                                  .gpu_budget = expert_bytes * (n_experts / 4 + 1) - 1};
         cases[n++] = (placement){.label = "--hot-experts, three quarters of the experts",
-                                 .devices = "CPU1", .hot = &hot.c,
+                                 .devices = "CPU1", .hot = from_file,
                                  .gpu_budget = expert_bytes * (3 * n_experts / 4)};
     }
     for (int c = 0; c < n; c++) {
@@ -216,6 +226,7 @@ static int cmd_logits(const char *name) {
     }
     free(want);
     hot_counts_free(&hot);
+    free(from_file);
     TEST_DONE();
 }
 
