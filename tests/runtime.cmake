@@ -75,8 +75,7 @@ if(TARGET moe_quality)
       moe_add_c_test(placement_fit_${m} TARGET test_placement_plan_bad LABELS golden
                      ARGS fit ${m})
     endforeach()
-    foreach(m tiny-llama tiny-qwen2moe tiny-qwen3moe tiny-olmoe tiny-deepseek2
-              tiny-deepseek2-lite)
+    foreach(m tiny-llama tiny-qwen2moe tiny-qwen3moe tiny-olmoe tiny-deepseek2)
       moe_add_c_test(placement_hot_${m} TARGET test_placement_plan_bad LABELS golden
                      ARGS hot ${m})
     endforeach()
