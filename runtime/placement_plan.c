@@ -116,7 +116,7 @@ static moe_status bind_counts(planner *pl) {
     const moe_model *m = pl->m;
     const char *src = c->source ? c->source : "--hot-experts";
     MOE_FAIL_IF(m->hp.n_expert < 2, pl->err, MOE_ERR_USAGE,
-                "%s: model %s has no routed experts to place", src, model_label(m));
+                "%s: %s has no routed experts to place", src, model_label(m));
     MOE_FAIL_IF(c->n_expert != m->hp.n_expert || c->n_expert_used != m->hp.n_expert_used,
                 pl->err, MOE_ERR_USAGE, "%s: counted on a model with %d experts, %d used per "
                 "token, but %s has %" PRId64 ", %" PRId64 ": statistics of another model", src,
