@@ -38,7 +38,7 @@ typedef enum moe_opt_kind {
 } moe_opt_kind;
 
 /* Most values one MOE_OPT_LIST collects; one more is a usage error. */
-#define MOE_OPT_LIST_MAX 64
+#define MOE_OPT_LIST_MAX 256 /* a --fit / --hot-experts placement has an -ot per MoE layer */
 
 typedef struct moe_opt_list {
     const char *items[MOE_OPT_LIST_MAX]; /* borrowed argv strings, in command-line order */

@@ -15,6 +15,7 @@ int64_t moe_model_n_expert_used(const moe_model *m) { return m->hp.n_expert_used
 const char *moe_model_name(const moe_model *m) { return m->general_name; }
 uint64_t moe_model_bytes_per_token(const moe_model *m) { return m->bytes_per_token; }
 uint64_t moe_model_weight_bytes(const moe_model *m) { return m->weight_bytes; }
+const char *moe_model_placement_args(const moe_model *m) { return m->placement_args; }
 
 int32_t moe_tokenize(const moe_model *m, const char *text, int32_t len, moe_token *out,
                      int32_t cap, bool add_special, bool parse_special) {

@@ -5,7 +5,9 @@
  * --n-cpu-moe, -ngl, -dev) into a device per weight and per layer, checking
  * each device can compute with what it was given (refused at load with a
  * message naming the tensor and the fix, never computed wrong), binding every
- * weight to its device's backend, and the report -v prints.
+ * weight to its device's backend, and the report -v prints; placement plans
+ * (--hot-experts, --fit: placement_plan.c) that compute those flags from the
+ * model's sizes, the device's free memory and expert statistics.
  * Does not own: moving activations between devices during a decode
  * (forward.c), the kernels (the backends).
  */
@@ -23,6 +25,9 @@ typedef struct moe_device_entry {
     moe_device_info info;
     const moe_backend_ops *ops;
 } moe_device_entry;
+
+/* Most -ot rules one placement takes (a plan writes one per MoE layer). */
+#define MOE_MAX_OVERRIDES 256
 
 /* Fills out with every device (CPU first, then CPU1, then GPUs); returns the
  * count. */
@@ -59,5 +64,30 @@ typedef struct moe_expert_set {
 moe_status moe_placement_parse_override(const char *value, const moe_device_entry *devs,
                                         int n_devs, char **pattern, int *dev,
                                         moe_expert_set *experts, bool *ranged, moe_err *err);
+
+/* The index of the device called name (len bytes, compared without case)
+ * among devs, or -1. */
+int moe_device_find(const moe_device_entry *devs, int n, const char *name, size_t len);
+
+/* A placement plan (moe.h: hot_experts, gpu_budget, fit): the flags it
+ * stands for. */
+typedef struct moe_placement_plan {
+    moe_model_params params; /* the caller's, with devices, n_gpu_layers and the
+                                overrides the plan chose; points into the plan */
+    char **ot;               /* [n_ot] the -ot values params uses; owned */
+    int32_t n_ot;
+    char *devices;           /* owned */
+    char *args;              /* the plan as arguments (moe_model_placement_args); owned */
+    char *summary;           /* one line on what went where; owned */
+} moe_placement_plan;
+
+/* Computes the plan p asks for on m (devices discovered, weights bound to
+ * their bytes, nothing placed yet) into *plan; when p asks for none,
+ * plan->params is *p and args NULL. Usage errors name the option, a
+ * statistics file of another model is refused naming the file and the
+ * mismatch. Free with moe_placement_plan_free, also after a failure. */
+moe_status moe_placement_plan_make(const moe_model *m, const moe_model_params *p,
+                                   moe_placement_plan *plan, moe_err *err);
+void moe_placement_plan_free(moe_placement_plan *plan);
 
 #endif

@@ -12,6 +12,15 @@ static uint64_t row_bytes(moe_type t, int64_t n) {
     return b;
 }
 
+uint64_t moe_kv_cell_bytes(const moe_hparams *hp, moe_type tk, moe_type tv) {
+    const bool ok_k = tk == MOE_TYPE_F32 || tk == MOE_TYPE_F16 || tk == MOE_TYPE_Q8_0;
+    const bool ok_v = tv == MOE_TYPE_F32 || tv == MOE_TYPE_F16 || tv == MOE_TYPE_Q8_0;
+    if (!ok_k || !ok_v)
+        return 0;
+    return row_bytes(tk, hp->n_head_kv * hp->head_dim_k) +
+           row_bytes(tv, hp->n_head_kv * hp->head_dim_v);
+}
+
 moe_status moe_kv_init(moe_kv_cache *kv, const moe_model *m, int32_t n_cells, moe_type tk,
                        moe_type tv, moe_err *err) {
     memset(kv, 0, sizeof *kv);

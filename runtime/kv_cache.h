@@ -52,6 +52,9 @@ typedef struct moe_kv_cache {
 moe_status moe_kv_init(moe_kv_cache *kv, const moe_model *model, int32_t n_cells, moe_type tk,
                        moe_type tv, moe_err *err);
 void moe_kv_free(moe_kv_cache *kv);
+/* Bytes one cell takes in one layer (K and V rows) with types tk / tv, as
+ * moe_kv_init lays them out; 0 for a type the cache does not take. */
+uint64_t moe_kv_cell_bytes(const moe_hparams *hp, moe_type tk, moe_type tv);
 
 /* Chooses free cells for n tokens (cells[i] receives token i) and claims them
  * with their positions and sequences. Fails (nothing claimed) when full. */

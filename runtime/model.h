@@ -65,6 +65,11 @@ typedef struct moe_layer {
     X(ffn_down) X(gate_inp) X(exp_probs_b) X(gate_exps) X(up_exps) X(down_exps)                \
     X(gate_inp_shexp) X(gate_shexp) X(up_shexp) X(down_shexp)
 
+/* Bytes of w's data (every expert). */
+static inline uint64_t moe_weight_nbytes(const moe_weight *w) {
+    return w->expert_bytes * (uint64_t)(w->ne[2] * w->ne[3]);
+}
+
 /* The floats of a 1-D weight (the loader keeps every 1-D weight as aligned
  * F32), or NULL when the weight is absent. */
 static inline const float *moe_weight_f32(const moe_weight *w) {
@@ -105,6 +110,7 @@ struct moe_model {
     uint32_t dev_used;            /* bit d: device d holds a weight or a layer */
     bool expert_split;            /* some layer's experts are split between devices */
     bool bound;                   /* weights bound to their devices (unbind at free) */
+    char *placement_args;         /* what a plan (--fit, --hot-experts) chose; owned */
 };
 
 /* Fills the RoPE constants and kq_scale from model->hp (YaRN included). */

@@ -471,7 +471,9 @@ static moe_status keep_general_name(loader *L) {
 }
 
 moe_model_params moe_model_default_params(void) {
-    return (moe_model_params){.use_mmap = true, .verify = false, .n_threads = 0};
+    return (moe_model_params){.use_mmap = true, .verify = false, .n_threads = 0,
+                              .fit_margin = (uint64_t)1 << 30, .fit_type_k = MOE_TYPE_F16,
+                              .fit_type_v = MOE_TYPE_F16};
 }
 
 moe_status moe_model_load(const char *path, const moe_model_params *params, moe_model **out,

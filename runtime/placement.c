@@ -7,12 +7,30 @@
 #include <string.h>
 #include <strings.h>
 
+#include "formats/cli.h"
 #include "formats/log.h"
 #include "formats/regex.h"
 #include "runtime/device.h"
 #include "runtime/model.h"
 
 /* ---- devices ------------------------------------------------------------------------------- */
+
+/* CPU1 stands in for a GPU in tests of --fit: MOE_CPU1_MEMORY gives it the
+ * memory size (total and free) a GPU backend would report. */
+static void cpu1_memory(moe_device_info *info) {
+    static bool warned;
+    const char *size = getenv("MOE_CPU1_MEMORY");
+    if (!size || !*size)
+        return;
+    moe_err err = {0};
+    uint64_t bytes;
+    if (moe_parse_size(size, &bytes, "environment variable MOE_CPU1_MEMORY", &err) == MOE_OK) {
+        info->free_bytes = info->total_bytes = bytes;
+    } else if (!warned) {
+        warned = true;
+        MOE_WARN("%s (ignored)", err.msg);
+    }
+}
 
 int moe_devices_discover(moe_device_entry *out, int cap) {
     if (cap < 2)
@@ -24,6 +42,7 @@ int moe_devices_discover(moe_device_entry *out, int cap) {
     snprintf(out[1].info.name, sizeof out[1].info.name, "CPU1");
     snprintf(out[1].info.description, sizeof out[1].info.description,
              "second CPU device: own memory, explicit copies (for split-execution tests)");
+    cpu1_memory(&out[1].info);
     return 2 + moe_devices_discover_gpus(out + 2, cap - 2);
 }
 
@@ -41,7 +60,7 @@ bool moe_device_get(int i, moe_device_info *out) {
     return true;
 }
 
-static int find_device(const moe_device_entry *devs, int n, const char *name, size_t len) {
+int moe_device_find(const moe_device_entry *devs, int n, const char *name, size_t len) {
     for (int d = 0; d < n; d++)
         if (strlen(devs[d].info.name) == len && !strncasecmp(devs[d].info.name, name, len))
             return d;
@@ -104,7 +123,7 @@ moe_status moe_placement_parse_override(const char *value, const moe_device_entr
                 "option -ot '%s': expected PATTERN=DEVICE[:experts=A-B,...] (e.g. "
                 "'ffn_.*_exps=CPU')", value);
     const size_t dev_len = (size_t)(value + head_len - eq - 1);
-    *dev = find_device(devs, n_devs, eq + 1, dev_len);
+    *dev = moe_device_find(devs, n_devs, eq + 1, dev_len);
     if (*dev < 0) {
         char names[160];
         device_names(devs, n_devs, names, sizeof names);
@@ -168,7 +187,7 @@ typedef struct override {
 typedef struct resolver {
     moe_model *m;
     const moe_model_params *p;
-    override ov[64];
+    override ov[MOE_MAX_OVERRIDES];
     int n_ov;
     int offload[MOE_MAX_DEVICES]; /* -dev list (or every GPU), in order */
     int n_offload;
@@ -222,6 +241,10 @@ static moe_status place_experts(resolver *r, moe_weight *w, int64_t il, const ch
     }
     for (int d = 1; d < MOE_MAX_DEVICES; d++)
         home = count[d] > count[home] ? d : home;
+    /* a split layer sums the devices' results in host memory: a home there */
+    for (int d = 0; count[home] < E && !r->m->dev[home].ops->host_memory && d < r->m->n_dev; d++)
+        if (count[d] && r->m->dev[d].ops->host_memory)
+            home = d;
     w->device = (int8_t)home;
     return MOE_OK;
 }
@@ -264,7 +287,7 @@ static moe_status offload_devices(resolver *r) {
         return MOE_OK;
     for (const char *s = list; *s;) {
         size_t len = strcspn(s, ",");
-        int d = find_device(m->dev, m->n_dev, s, len);
+        int d = moe_device_find(m->dev, m->n_dev, s, len);
         if (d < 0) {
             char names[160];
             device_names(m->dev, m->n_dev, names, sizeof names);
@@ -355,8 +378,8 @@ static void free_overrides(resolver *r) {
 
 static moe_status compile_overrides(resolver *r) {
     const moe_model_params *p = r->p;
-    MOE_FAIL_IF(p->n_tensor_overrides > (int32_t)(sizeof r->ov / sizeof r->ov[0]), r->err,
-                MOE_ERR_USAGE, "more than %zu -ot overrides", sizeof r->ov / sizeof r->ov[0]);
+    MOE_FAIL_IF(p->n_tensor_overrides > MOE_MAX_OVERRIDES, r->err, MOE_ERR_USAGE,
+                "more than %d -ot overrides", MOE_MAX_OVERRIDES);
     for (int32_t i = 0; i < p->n_tensor_overrides; i++) {
         char *pattern;
         override *o = &r->ov[r->n_ov];
@@ -512,13 +535,26 @@ moe_status moe_placement_apply(moe_model *m, const moe_model_params *params, moe
     m->layer_dev = calloc((size_t)(m->hp.n_layer > 0 ? m->hp.n_layer : 1), sizeof *m->layer_dev);
     MOE_FAIL_IF(!m->dev || !m->layer_dev, err, MOE_ERR_NOMEM, "out of memory");
     m->n_dev = moe_devices_discover(m->dev, MOE_MAX_DEVICES);
-    resolver r = {.m = m, .p = params, .err = err};
+    moe_placement_plan plan;
+    moe_status st = moe_placement_plan_make(m, params, &plan, err);
+    if (st != MOE_OK) {
+        moe_placement_plan_free(&plan);
+        return st;
+    }
+    resolver r = {.m = m, .p = &plan.params, .err = err};
     const int64_t E = m->hp.n_expert > 0 ? m->hp.n_expert : 1;
     r.assign = calloc((size_t)((m->hp.n_layer > 0 ? m->hp.n_layer : 1) * 3 * E), 1);
-    MOE_FAIL_IF(!r.assign, err, MOE_ERR_NOMEM, "out of memory");
-    moe_status st = resolve(&r);
+    st = r.assign ? resolve(&r) : moe_fail(err, MOE_ERR_NOMEM, "out of memory");
     free_overrides(&r);
     free(r.assign);
+    if (st == MOE_OK && plan.args) {
+        const char *flag = params->fit ? "--fit" : "--hot-experts";
+        MOE_INFO("%s: %s", flag, plan.summary);
+        MOE_INFO("%s: the placement as arguments: %s", flag, plan.args);
+        m->placement_args = plan.args;
+        plan.args = NULL;
+    }
+    moe_placement_plan_free(&plan);
     return st;
 }
 
@@ -539,8 +575,10 @@ void moe_placement_release(moe_model *m) {
     m->bound = false;
     free(m->dev);
     free(m->layer_dev);
+    free(m->placement_args);
     m->dev = NULL;
     m->layer_dev = NULL;
+    m->placement_args = NULL;
 }
 
 /* ---- reporting ------------------------------------------------------------------------------ */
@@ -553,14 +591,10 @@ typedef struct report {
     int found;
 } report;
 
-static uint64_t weight_bytes(const moe_weight *w) {
-    return w->expert_bytes * (uint64_t)(w->ne[2] * w->ne[3]);
-}
-
 static moe_status report_one(void *user, moe_weight *w, int64_t il, const char *name) {
     report *rp = user;
     (void)il;
-    const uint64_t b = weight_bytes(w);
+    const uint64_t b = moe_weight_nbytes(w);
     rp->bytes[w->device] += b;
     fprintf(rp->f, "placement: %-34s %-9s %10.3f MiB -> %s\n", name, moe_type_name(w->type),
             (double)b / 1048576.0, rp->m->dev[w->device].info.name);
@@ -569,7 +603,7 @@ static moe_status report_one(void *user, moe_weight *w, int64_t il, const char *
         const moe_weight *part = &sp->part[d][expert_role(rp->m, il, w)];
         if (d == w->device || !(sp->devs & (1u << d)))
             continue;
-        const uint64_t pb = weight_bytes(part);
+        const uint64_t pb = moe_weight_nbytes(part);
         rp->bytes[d] += pb;
         fprintf(rp->f, "placement:   and a copy of %lld of its %lld experts (%.3f MiB) on %s\n",
                 (long long)part->ne[2], (long long)w->ne[2], (double)pb / 1048576.0,
@@ -605,4 +639,13 @@ int moe_model_tensor_device(const moe_model *m, const char *name) {
     report rp = {.m = m, .find = name, .found = -1};
     visit((moe_model *)m, find_one, &rp);
     return rp.found;
+}
+
+int moe_model_expert_device(const moe_model *m, int64_t layer, int64_t expert) {
+    if (layer < 0 || layer >= m->hp.n_layer || expert < 0 || expert >= m->hp.n_expert)
+        return -1;
+    const moe_layer *L = &m->layers[layer];
+    if (!L->gate_exps.data)
+        return -1;
+    return L->split ? L->split->dev[expert] : L->gate_exps.device;
 }

@@ -51,14 +51,36 @@ endif()
 
 # Split execution over CPU and CPU1 (runtime/device.h): placement rules and
 # errors, then every pack model split at every layer boundary, with
-# --cpu-moe and with single tensors moved: logits bit-identical.
-if(TARGET moe_runtime)
+# --cpu-moe, with single tensors moved and with experts split by -ot and by
+# --hot-experts (moe_quality reads the statistics file): logits bit-identical.
+if(TARGET moe_quality)
   moe_add_c_test(test_split_rules SOURCES ${MOE_TEST_DIR}/test_split.c LABELS unit
-                 LIBS moe_runtime ${MATH_LIB} ARGS rules)
+                 LIBS moe_quality ${MATH_LIB} ARGS rules)
   if(MOE_HAVE_CONFORMANCE)
     foreach(m tiny-llama tiny-llama-q4_0 tiny-llama-q4_K tiny-llama-split tiny-qwen2moe
               tiny-olmoe tiny-qwen3moe tiny-deepseek2 tiny-deepseek2-lite)
       moe_add_c_test(split_${m} TARGET test_split_rules LABELS golden ARGS logits ${m})
     endforeach()
   endif()
+endif()
+
+# Placement plans on CPU1 with a fake memory size (MOE_CPU1_MEMORY): the
+# --fit table and its printed arguments passed back, --hot-experts choosing
+# exactly the hottest experts that fit, and the refusals.
+if(TARGET moe_quality)
+  moe_add_c_test(test_placement_plan_bad SOURCES ${MOE_TEST_DIR}/test_placement_plan.c
+                 LABELS unit LIBS moe_quality ${MATH_LIB} ARGS bad)
+  if(MOE_HAVE_CONFORMANCE)
+    foreach(m tiny-qwen2moe tiny-deepseek2-lite)
+      moe_add_c_test(placement_fit_${m} TARGET test_placement_plan_bad LABELS golden
+                     ARGS fit ${m})
+    endforeach()
+    foreach(m tiny-llama tiny-qwen2moe tiny-qwen3moe tiny-olmoe tiny-deepseek2)
+      moe_add_c_test(placement_hot_${m} TARGET test_placement_plan_bad LABELS golden
+                     ARGS hot ${m})
+    endforeach()
+  endif()
+endif()
+if(TARGET moe-run AND TARGET moe-bench AND TARGET moe-perplexity)
+  moe_add_sh_test(test_placement_plan_cli SCRIPT test_placement_plan_cli.sh LABELS cli)
 endif()

@@ -6,17 +6,24 @@
  *   test_split logits NAME    the pack model NAME with its layers split between
  *                             CPU and CPU1 at every layer boundary, with
  *                             --cpu-moe semantics, and with single tensors
- *                             moved by -ot: logits bit-identical to the
+ *                             moved by -ot, with experts split by -ot
+ *                             experts= and by --hot-experts (a statistics
+ *                             file of skewed counts, budgets for a quarter and
+ *                             for three quarters of the experts): logits bit-identical to the
  *                             single-device run, and copies made exactly when
  *                             the placement spans both devices.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "formats/types.h"
+#include "hot_counts.h"
 #include "runtime/device.h"
 #include "runtime/include/moe.h"
+#include "runtime/model.h"
+#include "runtime/quality/expert_stats.h"
 #include "test_util.h"
 
 #define N_PROMPT 16
@@ -30,6 +37,8 @@ typedef struct placement {
     bool cpu_moe;
     int32_t n_cpu_moe;
     int32_t op_offload_min; /* 0: the default */
+    const moe_expert_counts *hot; /* --hot-experts with gpu_budget */
+    uint64_t gpu_budget;
 } placement;
 
 static moe_model_params params_of(const placement *p) {
@@ -41,6 +50,8 @@ static moe_model_params params_of(const placement *p) {
     mp.tensor_overrides = p->ot;
     while (mp.n_tensor_overrides < 4 && p->ot[mp.n_tensor_overrides])
         mp.n_tensor_overrides++;
+    mp.hot_experts = p->hot;
+    mp.gpu_budget = p->gpu_budget;
     return mp;
 }
 
@@ -139,8 +150,23 @@ static int cmd_logits(const char *name) {
             break;
     }
     const bool layer0_experts = moe_model_tensor_device(m, "blk.0.ffn_gate_exps.weight") >= 0;
+    hot_counts hot;
+    hot_counts_make(m, &hot);
+    uint64_t expert_bytes = 0; /* one routed expert's gate, up and down */
+    for (int64_t il = 0; il < moe_model_n_layer(m) && !expert_bytes; il++)
+        if (m->layers[il].gate_exps.data)
+            expert_bytes = 3 * m->layers[il].gate_exps.expert_bytes;
+    const uint64_t n_experts = (uint64_t)hot.c.n_layers * (uint64_t)hot.c.n_expert;
+    /* through a statistics file, as --hot-experts reads it */
+    char stats_path[256];
+    snprintf(stats_path, sizeof stats_path, "/tmp/test_split_%d.json", (int)getpid());
+    moe_expert_counts *from_file = NULL;
+    CHECK(!hot.c.n_layers || (hot_counts_write(stats_path, m, &hot) &&
+                              moe_expert_stats_load_counts(stats_path, &from_file, &err) == MOE_OK),
+          "%s: %s", stats_path, err.msg);
+    remove(stats_path);
     moe_model_free(m);
-    placement cases[64 + 16];
+    placement cases[64 + 24];
     int n = 0;
     for (int32_t ngl = 1; ngl <= n_layer + 1 && n < 64; ngl++) /* every layer boundary, then the head */
         cases[n++] = (placement){.label = "-dev CPU1 -ngl", .ngl = ngl, .devices = "CPU1"};
@@ -167,6 +193,14 @@ static int cmd_logits(const char *name) {
     };
     for (size_t i = 0; i < sizeof single_tensors / sizeof single_tensors[0]; i++)
         cases[n++] = (placement){.label = single_tensors[i], .ot = {single_tensors[i]}};
+    if (from_file) { /* the hottest experts on CPU1, the layers there or not */
+        cases[n++] = (placement){.label = "--hot-experts, a quarter of the experts, -ngl 99",
+                                 .ngl = 99, .devices = "CPU1", .hot = from_file,
+                                 .gpu_budget = expert_bytes * (n_experts / 4 + 1) - 1};
+        cases[n++] = (placement){.label = "--hot-experts, three quarters of the experts",
+                                 .devices = "CPU1", .hot = from_file,
+                                 .gpu_budget = expert_bytes * (3 * n_experts / 4)};
+    }
     for (int c = 0; c < n; c++) {
         const placement *p = &cases[c];
         float *got = run(name, p, &copies, &offloads, &err);
@@ -191,6 +225,8 @@ static int cmd_logits(const char *name) {
         free(got);
     }
     free(want);
+    hot_counts_free(&hot);
+    free(from_file);
     TEST_DONE();
 }
 

@@ -44,7 +44,10 @@ typedef struct moe_device_info {
     char name[16];          /* "CPU", "CPU1", "CUDA0" */
     char description[128];  /* "NVIDIA H200 (sm_90)" */
     bool gpu;               /* an offload device -ngl uses by default */
-    uint64_t free_bytes, total_bytes; /* 0 when unknown (host devices) */
+    uint64_t free_bytes, total_bytes; /* 0 when unknown (host devices); a GPU backend
+                                          fills them, and CPU1 reports the size in the
+                                          environment variable MOE_CPU1_MEMORY ("64M",
+                                          "2G": a stand-in GPU for tests of --fit) */
 } moe_device_info;
 
 int moe_device_count(void);
@@ -52,6 +55,17 @@ int moe_device_count(void);
 bool moe_device_get(int i, moe_device_info *out);
 
 /* ---- model ------------------------------------------------------------------------- */
+
+/* How often each routed expert was chosen, per MoE layer (made from an expert
+ * statistics file by runtime/quality/expert_stats.h), for --hot-experts. */
+typedef struct moe_expert_counts {
+    const char *source;       /* the file they came from, for messages */
+    const char *model, *arch; /* the model counted (general.name, architecture); NULL: unknown */
+    int32_t n_expert, n_expert_used;
+    int32_t n_layers;
+    const int32_t *layer;     /* [n_layers] block indices, increasing */
+    const uint64_t *count;    /* [n_layers][n_expert] token choices */
+} moe_expert_counts;
 
 typedef struct moe_model_params {
     bool use_mmap;   /* default true; false reads weights into memory */
@@ -71,6 +85,27 @@ typedef struct moe_model_params {
     int32_t n_tensor_overrides;
     bool cpu_moe;                         /* --cpu-moe: every expert tensor on the CPU */
     int32_t n_cpu_moe;                    /* --n-cpu-moe N: the experts of layers < N */
+    /* Placement plans (--hot-experts, --gpu-budget, --fit): computed at load
+     * into the flags above (-dev, -ngl, -ot), which then place as usual, so the
+     * arguments moe_model_placement_args prints reproduce the placement. The
+     * target is the first offload device (-dev's first, else the first GPU).
+     *  - hot_experts + gpu_budget: the most chosen experts of all MoE layers,
+     *    greedily by count (prompt and generation added) while their bytes
+     *    fit gpu_budget, go to the target; every other routed expert stays on
+     *    the CPU. -ngl, -dev and -ot are the user's (-ot rules come first).
+     *  - fit: the target's free memory minus fit_margin is filled with the
+     *    dense part of the last layers (every weight but the routed experts,
+     *    and the layer's KV cache of fit_n_ctx cells), as a -ngl count, the
+     *    output head when every layer fits; then, when every dense part fits,
+     *    the whole routed-expert tensors of the last MoE layers, or with
+     *    hot_experts the hottest experts as above. Not with -ngl, -ot,
+     *    --cpu-moe, --n-cpu-moe or gpu_budget (fit chooses them). */
+    const moe_expert_counts *hot_experts; /* NULL: none; read only during the load */
+    uint64_t gpu_budget;                  /* bytes of hot experts on the target (no fit) */
+    bool fit;
+    uint64_t fit_margin;                  /* free memory --fit leaves; default 1 GiB */
+    int32_t fit_n_ctx;                    /* KV cells --fit counts; 0 = the training context */
+    moe_type fit_type_k, fit_type_v;      /* and their types; default F16 */
 } moe_model_params;
 
 moe_model_params moe_model_default_params(void);
@@ -105,6 +140,14 @@ void moe_model_print_placement(const moe_model *model, FILE *f);
 /* The device (an index for moe_device_get) tensor name was placed on, or -1
  * when the model has no such tensor. */
 int moe_model_tensor_device(const moe_model *model, const char *name);
+/* The device computing routed expert `expert` of block `layer` (it differs
+ * from its tensor's device when the layer's experts are split), or -1 when
+ * the layer has no such expert. */
+int moe_model_expert_device(const moe_model *model, int64_t layer, int64_t expert);
+/* The placement a plan (--fit, --hot-experts) chose, as arguments that give
+ * it back ("-dev CUDA0 -ngl 28 -ot '...'"), or NULL when no plan was asked
+ * for. Borrowed; valid until the model is freed. */
+const char *moe_model_placement_args(const moe_model *model);
 
 /* ---- context ----------------------------------------------------------------------- */
 

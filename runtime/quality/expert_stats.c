@@ -405,3 +405,41 @@ moe_expert_summary moe_expert_summarize(const uint64_t *count, int32_t n_expert)
     free(sorted);
     return r;
 }
+
+moe_status moe_expert_stats_load_counts(const char *path, moe_expert_counts **out,
+                                        moe_err *err) {
+    *out = NULL;
+    moe_expert_stats *s = NULL;
+    MOE_TRY(moe_expert_stats_load(path, &s, err));
+    const size_t n_layers = (size_t)s->n_layers, E = (size_t)s->n_expert;
+    const size_t strings =
+        strlen(path) + 1 + strlen(s->model) + 1 + (s->arch ? strlen(s->arch) + 1 : 0);
+    /* the struct, the counts, the layer indices, then the strings */
+    moe_expert_counts *c = malloc(sizeof *c + n_layers * E * sizeof(uint64_t) +
+                                  n_layers * sizeof(int32_t) + strings);
+    if (!c) {
+        moe_expert_stats_free(s);
+        return moe_fail(err, MOE_ERR_NOMEM, "%s: out of memory", path);
+    }
+    uint64_t *count = (uint64_t *)(c + 1);
+    int32_t *layer = (int32_t *)(count + n_layers * E);
+    char *text = (char *)(layer + n_layers);
+    *c = (moe_expert_counts){.n_expert = s->n_expert, .n_expert_used = s->n_expert_used,
+                             .n_layers = s->n_layers, .layer = layer, .count = count};
+    for (size_t i = 0; i < n_layers; i++) {
+        const moe_expert_layer_stats *l = &s->layers[i];
+        layer[i] = l->layer;
+        for (size_t e = 0; e < E; e++)
+            count[i * E + e] =
+                l->phase[MOE_STATS_PROMPT].count[e] + l->phase[MOE_STATS_GEN].count[e];
+    }
+    const char *from[3] = {path, s->model, s->arch};
+    const char **to[3] = {&c->source, &c->model, &c->arch};
+    for (int k = 0; k < 3 && from[k]; k++) {
+        *to[k] = strcpy(text, from[k]);
+        text += strlen(from[k]) + 1;
+    }
+    moe_expert_stats_free(s);
+    *out = c;
+    return MOE_OK;
+}

@@ -91,6 +91,12 @@ moe_status moe_expert_stats_save(const moe_expert_stats *s, const char *path, mo
 /* Reads and validates path; errors name the file and the JSON key
  * ("stats.json: layers[2].gen.count[5]: ..."). */
 moe_status moe_expert_stats_load(const char *path, moe_expert_stats **out, moe_err *err);
+/* --hot-experts: reads and validates path (as moe_expert_stats_load) into
+ * the plain counts the runtime takes (moe_model_params.hot_experts): per
+ * layer and expert, prompt and generation added. *out is one allocation
+ * holding everything it points to (its source is path); free it with free(). */
+moe_status moe_expert_stats_load_counts(const char *path, moe_expert_counts **out,
+                                        moe_err *err);
 /* Adds src into dst: counts, weights and n_tokens add; layers only in src are
  * added. Refuses (MOE_ERR_USAGE, dst unchanged) another model name, arch,
  * n_expert or n_expert_used. */

@@ -291,8 +291,11 @@ static moe_status bench_model(const char *path, const bench_opts *o, const bench
     moe_model *m = NULL;
     moe_context *ctx = NULL;
     moe_model_params mp = moe_model_default_params();
-    moe_placement_cli_apply(&o->place, &mp);
-    moe_status st = moe_model_load(path, &mp, &m, err);
+    moe_expert_counts *hot = NULL;
+    moe_status st = moe_placement_cli_apply(&o->place, (int32_t)o->n_ctx, &mp, &hot, err);
+    if (st == MOE_OK)
+        st = moe_model_load(path, &mp, &m, err);
+    free(hot);
     int64_t max_batch = 1;
     for (int i = 0; i < n_tests; i++)
         max_batch = tests[i].n_prompt > max_batch ? tests[i].n_prompt : max_batch;

@@ -180,9 +180,12 @@ static moe_status run(const im_opts *o, moe_err *err) {
     moe_model_params mp = moe_model_default_params();
     mp.use_mmap = !o->no_mmap;
     mp.n_threads = (int)o->threads;
-    moe_placement_cli_apply(&o->place, &mp);
     moe_model *m = NULL;
-    moe_status st = moe_model_load(o->model, &mp, &m, err);
+    moe_expert_counts *hot = NULL;
+    moe_status st = moe_placement_cli_apply(&o->place, (int32_t)o->n_ctx, &mp, &hot, err);
+    if (st == MOE_OK)
+        st = moe_model_load(o->model, &mp, &m, err);
+    free(hot);
     if (st != MOE_OK) {
         if (!strstr(err->msg, o->model))
             moe_err_prefix(err, "%s", o->model);

@@ -111,8 +111,14 @@ moe_status moe_model_cli_load(const moe_model_cli *mc, int32_t n_seq, int32_t n_
     mp.use_mmap = !mc->no_mmap;
     mp.verify = mc->verify;
     mp.n_threads = (int)mc->threads;
-    moe_placement_cli_apply(&mc->place, &mp);
+    MOE_TRY(parse_cache_type(mc->cache_k, "option --cache-type-k", &mp.fit_type_k, err));
+    MOE_TRY(parse_cache_type(mc->cache_v, "option --cache-type-v", &mp.fit_type_v, err));
+    /* --fit counts the cache of the default context, which may be the smaller training one */
+    const int32_t kv_cells = mc->n_ctx < 0 ? MOE_MODEL_CLI_DEFAULT_N_CTX : (int32_t)mc->n_ctx;
+    moe_expert_counts *hot = NULL;
+    MOE_TRY(moe_placement_cli_apply(&mc->place, kv_cells, &mp, &hot, err));
     moe_status st = moe_model_load(mc->model, &mp, model, err);
+    free(hot);
     if (st != MOE_OK) {
         if (!strstr(err->msg, mc->model)) /* the user must see which file failed */
             moe_err_prefix(err, "%s", mc->model);

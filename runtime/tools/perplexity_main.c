@@ -289,13 +289,24 @@ static moe_status evaluate(const ppl_opts *o, moe_model *m, ppl_run *r, moe_err 
     return st;
 }
 
+/* The KV cells --fit counts: b / c chunks of c tokens share one cache, so
+ * the larger of the two (the defaults of prepare). */
+static int32_t kv_cells(const ppl_opts *o) {
+    const int64_t n_ctx = o->n_ctx > 0 ? o->n_ctx : 512;
+    const int64_t n_batch = o->n_batch > 0 ? o->n_batch : 2048;
+    return (int32_t)(n_ctx > n_batch ? n_ctx : n_batch);
+}
+
 static moe_status run(const ppl_opts *o, moe_err *err) {
     moe_model_params mp = moe_model_default_params();
     mp.use_mmap = !o->no_mmap;
     mp.n_threads = (int)o->threads;
-    moe_placement_cli_apply(&o->place, &mp);
     moe_model *m = NULL;
-    moe_status st = moe_model_load(o->model, &mp, &m, err);
+    moe_expert_counts *hot = NULL;
+    moe_status st = moe_placement_cli_apply(&o->place, kv_cells(o), &mp, &hot, err);
+    if (st == MOE_OK)
+        st = moe_model_load(o->model, &mp, &m, err);
+    free(hot);
     if (st != MOE_OK) {
         if (!strstr(err->msg, o->model))
             moe_err_prefix(err, "%s", o->model);

@@ -1,18 +1,24 @@
 /* placement_cli — llama.cpp's placement flags, the same in every tool that
  * loads a model (moe-run, moe-bench, moe-perplexity, moe-imatrix):
  *   -ngl N, -dev A,B, --list-devices, -ot PATTERN=DEVICE (repeatable,
- *   first match wins; --override-tensor too), --cpu-moe, --n-cpu-moe N.
+ *   first match wins; --override-tensor too), --cpu-moe, --n-cpu-moe N,
+ *   and the plans: --hot-experts FILE.json with --gpu-budget SIZE or --fit,
+ *   --fit, --fit-margin SIZE.
  * A tool puts MOE_PLACEMENT_OPTS(&its_placement_opts) in its option table,
  * answers --list-devices with moe_placement_cli_list, and copies the values
- * into its moe_model_params with moe_placement_cli_apply. */
+ * into its moe_model_params with moe_placement_cli_apply (which reads the
+ * --hot-experts file into counts the tool frees after moe_model_load). */
 #ifndef MOE_RUNTIME_TOOLS_PLACEMENT_CLI_H
 #define MOE_RUNTIME_TOOLS_PLACEMENT_CLI_H
 
 #include <inttypes.h>
 #include <stdio.h>
 
+#include <stdlib.h>
+
 #include "formats/cli.h"
 #include "runtime/include/moe.h"
+#include "runtime/quality/expert_stats.h"
 
 typedef struct moe_placement_opts {
     int64_t n_gpu_layers;
@@ -21,10 +27,14 @@ typedef struct moe_placement_opts {
     bool cpu_moe, list_devices, no_op_offload;
     int64_t n_cpu_moe;
     int64_t op_offload_min; /* -1: the library's default */
+    const char *hot_experts; /* --hot-experts FILE.json */
+    uint64_t gpu_budget;
+    bool fit;
+    uint64_t fit_margin;     /* UINT64_MAX: not given */
 } moe_placement_opts;
 
 /* The defaults a tool sets before parsing. */
-#define MOE_PLACEMENT_OPTS_INIT {.op_offload_min = -1}
+#define MOE_PLACEMENT_OPTS_INIT {.op_offload_min = -1, .fit_margin = UINT64_MAX}
 
 #define MOE_PLACEMENT_OPTS(po)                                                                  \
     {.names = "ngl,gpu-layers,n-gpu-layers", .kind = MOE_OPT_INT, .dest = &(po)->n_gpu_layers,  \
@@ -49,15 +59,51 @@ typedef struct moe_placement_opts {
                               "experts kept on the CPU on the layer's device, uploading the "  \
                               "ones used (default 32)", .min = 1, .max = INT32_MAX},            \
     {.names = "no-op-offload", .kind = MOE_OPT_FLAG, .dest = &(po)->no_op_offload,              \
-     .help = "never upload experts for a batch (see --op-offload-min)"}
+     .help = "never upload experts for a batch (see --op-offload-min)"},                        \
+    {.names = "hot-experts", .kind = MOE_OPT_STRING, .dest = &(po)->hot_experts,                \
+     .arg_name = "FILE", .help = "expert statistics (--expert-stats): the most used experts go " \
+                                 "to the first offload device within --gpu-budget or --fit, "  \
+                                 "the rest to the CPU"},                                        \
+    {.names = "gpu-budget", .kind = MOE_OPT_SIZE, .dest = &(po)->gpu_budget, .arg_name = "SIZE",\
+     .help = "device memory for --hot-experts' experts (e.g. 20G, 512M)"},                     \
+    {.names = "fit", .kind = MOE_OPT_FLAG, .dest = &(po)->fit,                                  \
+     .help = "fill the offload device's free memory: dense parts of the last layers first, "   \
+             "then experts; prints the placement as -ngl/-ot arguments"},                      \
+    {.names = "fit-margin", .kind = MOE_OPT_SIZE, .dest = &(po)->fit_margin, .arg_name = "SIZE",\
+     .help = "free memory --fit leaves on the device (default 1G)"}
 
-static inline void moe_placement_cli_apply(const moe_placement_opts *po, moe_model_params *mp) {
+/* Copies po into mp. kv_cells: the KV cells the tool's contexts will hold,
+ * which --fit counts (0: the model's training context). With --hot-experts
+ * the file is read into *counts, which mp points to: free() it after
+ * moe_model_load. Errors name the option or the file. */
+static inline moe_status moe_placement_cli_apply(const moe_placement_opts *po, int32_t kv_cells,
+                                                 moe_model_params *mp, moe_expert_counts **counts,
+                                                 moe_err *err) {
+    *counts = NULL;
     mp->n_gpu_layers = (int32_t)po->n_gpu_layers;
     mp->devices = po->devices;
     mp->tensor_overrides = po->overrides.items;
     mp->n_tensor_overrides = po->overrides.count;
     mp->cpu_moe = po->cpu_moe;
     mp->n_cpu_moe = (int32_t)po->n_cpu_moe;
+    MOE_FAIL_IF(po->fit_margin != UINT64_MAX && !po->fit, err, MOE_ERR_USAGE,
+                "option --fit-margin: only with --fit");
+    MOE_FAIL_IF(po->gpu_budget && !po->hot_experts, err, MOE_ERR_USAGE,
+                "option --gpu-budget: only with --hot-experts FILE (the budget is for the most "
+                "used experts)");
+    MOE_FAIL_IF(po->hot_experts && !po->gpu_budget && !po->fit, err, MOE_ERR_USAGE,
+                "option --hot-experts: give --gpu-budget SIZE or --fit (how much goes to the "
+                "device)");
+    mp->gpu_budget = po->gpu_budget;
+    mp->fit = po->fit;
+    if (po->fit_margin != UINT64_MAX)
+        mp->fit_margin = po->fit_margin;
+    mp->fit_n_ctx = kv_cells;
+    if (po->hot_experts) {
+        MOE_TRY(moe_expert_stats_load_counts(po->hot_experts, counts, err));
+        mp->hot_experts = *counts;
+    }
+    return MOE_OK;
 }
 
 /* The per-context part: expert offload for large batches. */
