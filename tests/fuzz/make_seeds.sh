@@ -56,15 +56,53 @@ for name, text in [('spm-hello', 'Hello world, this is a test.'),
                    ('spm-special', '<s>Hi</s> <unk>\u2581x \u00e9\u00e8 \U0001F600 12345'),
                    ('spm-empty', '')]:
     open(f'{out}/{name}.gguf', 'wb').write(head + text.encode())
+
+# a byte-level BPE vocabulary (GPT-2 style): the 256 byte symbols, a few merges
+def gstr(x):
+    x = x.encode()
+    return struct.pack('<Q', len(x)) + x
+def kv(key, t, payload):
+    return gstr(key) + struct.pack('<I', t) + payload
+def str_array(items):
+    return struct.pack('<IQ', 8, len(items)) + b''.join(gstr(i) for i in items)
+def i32_array(items):
+    return struct.pack('<IQ', 5, len(items)) + b''.join(struct.pack('<i', i) for i in items)
+printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+byte_sym, extra = {}, 0
+for c in range(256):
+    if c in printable:
+        byte_sym[c] = chr(c)
+    else:
+        byte_sym[c] = chr(256 + extra)
+        extra += 1
+sp = byte_sym[32]
+merges = ['h e', 'l l', 'he ll', 'hell o', sp + ' w', sp + 'w o', 'r l', sp + 'wo rl', sp + 'worl d']
+tokens = [byte_sym[c] for c in range(256)]
+for m in merges:
+    tokens.append(m.replace(' ', ''))
+tokens += ['<|endoftext|>', '<|im_start|>']
+types = [1] * (len(tokens) - 2) + [3, 3]
+kvs = [kv('general.architecture', 8, gstr('qwen2moe')),
+       kv('tokenizer.ggml.model', 8, gstr('gpt2')),
+       kv('tokenizer.ggml.pre', 8, gstr('qwen2')),
+       kv('tokenizer.ggml.tokens', 9, str_array(tokens)),
+       kv('tokenizer.ggml.token_type', 9, i32_array(types)),
+       kv('tokenizer.ggml.merges', 9, str_array(merges)),
+       kv('tokenizer.ggml.eos_token_id', 4, struct.pack('<I', len(tokens) - 2))]
+head = b'GGUF' + struct.pack('<IQQ', 3, 0, len(kvs)) + b''.join(kvs)
+head += b'\0' * (-len(head) % 32)
+for name, text in [('bpe-hello', 'hello world, hello  World! 123 <|im_start|>x'),
+                   ('bpe-bytes', '\u00e9\U0001F600\tline\nnext \u2581')]:
+    open(f'{out}/{name}.gguf', 'wb').write(head + text.encode())
 PY
 
 # imatrix: both forms, from a few tokens of text through the tiny model
 mkdir -p "$C/imatrix"
 printf 'Hello world. The quick brown fox.\n' > "$T/text.txt"
-"$B/moe-imatrix" -m "$C/model/tiny-llama.gguf" -f "$T/text.txt" -c 8 -o "$C/imatrix/tiny.dat" \
-    > /dev/null 2>&1
-"$B/moe-imatrix" -m "$C/model/tiny-llama.gguf" -f "$T/text.txt" -c 8 -o "$C/imatrix/tiny.gguf" \
-    > /dev/null 2>&1
+for out in tiny.dat tiny.gguf; do # from inside T: the recorded dataset name is stable
+    (cd "$T" && "$B/moe-imatrix" -m "$C/model/tiny-llama.gguf" -f text.txt -c 8 \
+        -o "$C/imatrix/$out" > /dev/null 2>&1)
+done
 
 # zstd: a seekable file of a small GGUF (two frames), a stock zstd stream, a cut one
 mkdir -p "$C/zstd"
