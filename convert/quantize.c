@@ -309,6 +309,9 @@ static moe_status write_output(qjob *j, const char *out_path) {
     const moe_gguf *g = j->in->g;
     for (uint64_t i = 0; i < g->n_tensors && st == MOE_OK; i++) {
         const moe_gguf_tensor *t = &g->tensors[i];
+        st = moe_gguf_file_check_tensor(j->in, i, moe_gguf_file_tensor_data(j->in, i), j->err);
+        if (st != MOE_OK)
+            break;
         if (j->rep->tensors[i].converted) {
             st = convert_tensor(j, w, i);
         } else {

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "formats/status.h"
+#include "formats/tempfile.h"
 #include "formats/types.h"
 
 #define MOE_GGUF_MAGIC "GGUF"
@@ -165,6 +166,14 @@ typedef struct moe_gguf_verify_result {
 moe_status moe_gguf_file_verify(const moe_gguf_file *f, bool keep_hashes,
                                 moe_gguf_verify_result *res, moe_err *err);
 
+/* Checks the bytes of tensor i (data, its nbytes long, e.g. from the mapping)
+ * against the checksum f stores for it: MOE_ERR_INTEGRITY naming the file and
+ * the tensor on a mismatch, a format error for a malformed key, MOE_OK when
+ * they match or f stores no checksums. For tools that read each tensor once
+ * and would otherwise carry corrupt bytes into a fresh, valid-looking output. */
+moe_status moe_gguf_file_check_tensor(const moe_gguf_file *f, uint64_t i, const void *data,
+                                      moe_err *err);
+
 /* XXH3-64 of a buffer (seed 0), the hash used in MOE_GGUF_XXH3_KEY. */
 uint64_t moe_xxh3(const void *p, size_t len);
 
@@ -175,16 +184,16 @@ typedef struct moe_gguf_writer moe_gguf_writer;
 typedef struct moe_gguf_writer_opts {
     bool overwrite;       /* replace an existing file at path (else refuse) */
     bool no_checksums;    /* do not record MOE_GGUF_XXH3_KEY */
-    bool defer_commit;    /* finish() leaves the synced temp file in place (still
-                             registered for signal cleanup); the caller publishes
-                             it with moe_temp_commit() or drops it with
-                             moe_temp_discard() — for outputs made of several
-                             files (shards) or post-processed (compressed) */
+    bool named_temp;      /* write through a named temp file (MOE_OUTPUT_NAMED_TEMP),
+                             for a caller of finish_deferred that hands the temp
+                             file on by path (moe_output_release_temp) */
 } moe_gguf_writer_opts;
 
-/* Starts writing `path`: creates a unique temp file beside it (registered for
- * removal on SIGINT/SIGTERM, see tempfile.h). Nothing appears at path until
- * moe_gguf_writer_finish succeeds. opts may be NULL. */
+/* Starts writing `path` through moe_output_open (see tempfile.h: a temp file
+ * beside it that a SIGKILL does not leave behind; a device is written in
+ * place; a pipe is refused, since the header is completed after the data).
+ * Nothing appears at path until moe_gguf_writer_finish succeeds. opts may be
+ * NULL. */
 moe_status moe_gguf_writer_create(const char *path, const moe_gguf_writer_opts *opts,
                                   moe_gguf_writer **out, moe_err *err);
 
@@ -231,9 +240,12 @@ moe_status moe_gguf_writer_write(moe_gguf_writer *w, const void *p, size_t n, mo
  * Frees w in every case; on failure the temp file is removed. */
 moe_status moe_gguf_writer_finish(moe_gguf_writer *w, moe_err *err);
 
-/* Path of the temp file being written. Borrowed: valid until finish/abort;
- * copy it before finish when using defer_commit. */
-const char *moe_gguf_writer_temp_path(const moe_gguf_writer *w);
+/* Like finish, but publishes nothing: on success *out receives the written
+ * output (not yet fsynced; read it back through moe_output_reopen_path) for
+ * the caller to publish with moe_output_commit or drop with moe_output_abort —
+ * for outputs made of several files (shards) or post-processed (compressed).
+ * Frees w in every case. */
+moe_status moe_gguf_writer_finish_deferred(moe_gguf_writer *w, moe_output *out, moe_err *err);
 
 /* Removes the temp file and frees w. NULL is a no-op. */
 void moe_gguf_writer_abort(moe_gguf_writer *w);

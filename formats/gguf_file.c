@@ -207,6 +207,22 @@ moe_status moe_gguf_file_verify(const moe_gguf_file *f, bool keep_hashes,
     return MOE_OK;
 }
 
+moe_status moe_gguf_file_check_tensor(const moe_gguf_file *f, uint64_t i, const void *data,
+                                      moe_err *err) {
+    const moe_gguf_kv *stored;
+    MOE_TRY(stored_checksums(f, &stored, err));
+    if (!stored)
+        return MOE_OK;
+    const moe_gguf_tensor *t = &f->g->tensors[i];
+    uint64_t want = moe_load_le64(stored->raw + 12 + 8 * i);
+    uint64_t got = XXH3_64bits(data, (size_t)t->nbytes);
+    MOE_FAIL_IF(want != got, err, MOE_ERR_INTEGRITY,
+                "%s: tensor '%s' does not match its stored XXH3 checksum (stored %016llx, read "
+                "%016llx): the input is corrupt",
+                f->path, t->name, (unsigned long long)want, (unsigned long long)got);
+    return MOE_OK;
+}
+
 void moe_gguf_file_release(const moe_gguf_file *f, uint64_t off, uint64_t len) {
     if (f->map) {
         uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);

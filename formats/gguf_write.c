@@ -39,8 +39,8 @@ typedef struct wtensor {
 
 struct moe_gguf_writer {
     char *path;
-    char *tmp_path;
-    int fd;
+    moe_output out;       /* fd and publication (formats/tempfile.h) */
+    uint64_t written;     /* bytes written to out.fd so far */
     moe_gguf_writer_opts opts;
     wkv *kv;
     uint64_t n_kv;
@@ -65,13 +65,14 @@ struct moe_gguf_writer {
 static moe_status write_all(moe_gguf_writer *w, const void *p, size_t n, moe_err *err) {
     const uint8_t *b = p;
     while (n > 0) {
-        ssize_t k = write(w->fd, b, n);
+        ssize_t k = write(w->out.fd, b, n);
         if (k < 0 && errno == EINTR)
             continue;
         if (k < 0)
             return moe_fail(err, MOE_ERR_IO, "%s: write failed: %s", w->path, strerror(errno));
         b += k;
         n -= (size_t)k;
+        w->written += (uint64_t)k;
     }
     return MOE_OK;
 }
@@ -115,41 +116,32 @@ static moe_status put_zeros(moe_gguf_writer *w, uint64_t n, moe_err *err) {
 moe_status moe_gguf_writer_create(const char *path, const moe_gguf_writer_opts *opts,
                                   moe_gguf_writer **out, moe_err *err) {
     *out = NULL;
-    struct stat sb;
-    if (!(opts && opts->overwrite) && stat(path, &sb) == 0)
-        return moe_fail(err, MOE_ERR_USAGE, "%s already exists (use --force to replace it)",
-                        path);
     moe_gguf_writer *w = calloc(1, sizeof *w);
     MOE_FAIL_IF(!w, err, MOE_ERR_NOMEM, "out of memory");
-    w->fd = -1;
+    w->out.fd = -1;
     w->alignment = MOE_GGUF_DEFAULT_ALIGNMENT;
     if (opts)
         w->opts = *opts;
-    size_t len = strlen(path);
     w->path = strdup(path);
-    w->tmp_path = malloc(len + 16);
     w->buf = malloc(WRITE_BUFFER);
     w->state = XXH3_createState();
-    if (!w->path || !w->tmp_path || !w->buf || !w->state) {
+    if (!w->path || !w->buf || !w->state) {
         moe_gguf_writer_abort(w);
         return moe_fail(err, MOE_ERR_NOMEM, "out of memory");
     }
-    /* beside the destination so the final rename stays on one filesystem */
-    snprintf(w->tmp_path, len + 16, "%s.tmp.XXXXXX", path);
-    w->fd = mkostemp(w->tmp_path, O_CLOEXEC);
-    if (w->fd < 0) {
-        moe_status st = moe_fail(err, MOE_ERR_IO, "%s: cannot create a temp file beside it: %s",
-                                 path, strerror(errno));
-        w->tmp_path[0] = '\0';
-        moe_gguf_writer_abort(w);
-        return st;
-    }
-    moe_status st = moe_tempfile_register(w->tmp_path, err);
+    unsigned flags = (w->opts.overwrite ? MOE_OUTPUT_OVERWRITE : 0) |
+                     (w->opts.named_temp ? MOE_OUTPUT_NAMED_TEMP : 0);
+    moe_status st = moe_output_open(&w->out, path, flags, err);
+    /* the checksums are patched into the header after the data */
+    if (st == MOE_OK && !w->out.seekable)
+        st = moe_fail(err, MOE_ERR_USAGE,
+                      "%s: a GGUF file cannot be streamed (its header is completed after the "
+                      "data): write it to a file, a device or /dev/stdout redirected to a file",
+                      path);
     if (st != MOE_OK) {
         moe_gguf_writer_abort(w);
         return st;
     }
-    fchmod(w->fd, 0644);
     *out = w;
     return MOE_OK;
 }
@@ -157,12 +149,7 @@ moe_status moe_gguf_writer_create(const char *path, const moe_gguf_writer_opts *
 void moe_gguf_writer_abort(moe_gguf_writer *w) {
     if (!w)
         return;
-    if (w->fd >= 0)
-        close(w->fd);
-    if (w->tmp_path && w->tmp_path[0]) {
-        unlink(w->tmp_path);
-        moe_tempfile_unregister(w->tmp_path);
-    }
+    moe_output_abort(&w->out);
     for (uint64_t i = 0; i < w->n_kv; i++) {
         free(w->kv[i].key);
         free(w->kv[i].raw);
@@ -176,13 +163,11 @@ void moe_gguf_writer_abort(moe_gguf_writer *w) {
     free(w->hashes);
     free(w->buf);
     free(w->path);
-    free(w->tmp_path);
     free(w);
 }
 
 const uint64_t *moe_gguf_writer_checksums(const moe_gguf_writer *w) { return w->hashes; }
 
-const char *moe_gguf_writer_temp_path(const moe_gguf_writer *w) { return w->tmp_path; }
 
 /* ---- metadata ------------------------------------------------------------------ */
 
@@ -393,7 +378,7 @@ static moe_status put_str(moe_gguf_writer *w, const char *s, moe_err *err) {
 
 /* Position in the file the next byte put() will land at. */
 static uint64_t out_pos(moe_gguf_writer *w) {
-    return (uint64_t)lseek(w->fd, 0, SEEK_CUR) + w->buf_len;
+    return w->written + w->buf_len;
 }
 
 static moe_status put_checksum_kv(moe_gguf_writer *w, moe_err *err) {
@@ -492,7 +477,7 @@ static moe_status patch_checksums(moe_gguf_writer *w, moe_err *err) {
         moe_store_le64(le + 8 * i, w->hashes[i]);
     size_t len = 8 * w->n_t, done = 0;
     while (done < len) {
-        ssize_t k = pwrite(w->fd, le + done, len - done, (off_t)(w->checksum_pos + done));
+        ssize_t k = pwrite(w->out.fd, le + done, len - done, (off_t)(w->checksum_pos + done));
         if (k < 0 && errno == EINTR)
             continue;
         if (k < 0) {
@@ -515,22 +500,24 @@ static moe_status finish_steps(moe_gguf_writer *w, moe_err *err) {
                         (unsigned long long)w->t[w->cur].nbytes);
     MOE_TRY(flush(w, err));
     MOE_TRY(patch_checksums(w, err));
-    MOE_FAIL_IF(fsync(w->fd) != 0, err, MOE_ERR_IO, "%s: fsync failed: %s", w->path,
-                strerror(errno));
-    MOE_FAIL_IF(close(w->fd) != 0, err, MOE_ERR_IO, "%s: close failed: %s", w->path,
-                strerror(errno));
-    w->fd = -1;
-    if (w->opts.defer_commit) {
-        w->tmp_path[0] = '\0'; /* the caller commits or discards it */
-        return MOE_OK;
-    }
-    MOE_TRY(moe_temp_commit(w->tmp_path, w->path, w->opts.overwrite, err));
-    w->tmp_path[0] = '\0';
     return MOE_OK;
 }
 
 moe_status moe_gguf_writer_finish(moe_gguf_writer *w, moe_err *err) {
     moe_status st = finish_steps(w, err);
-    moe_gguf_writer_abort(w); /* frees; removes the temp file unless it was renamed */
+    if (st == MOE_OK)
+        st = moe_output_commit(&w->out, err);
+    moe_gguf_writer_abort(w); /* frees; removes the temp file unless it was published */
+    return st;
+}
+
+moe_status moe_gguf_writer_finish_deferred(moe_gguf_writer *w, moe_output *out, moe_err *err) {
+    moe_status st = finish_steps(w, err);
+    if (st == MOE_OK) {
+        *out = w->out; /* the caller publishes or drops it */
+        memset(&w->out, 0, sizeof w->out);
+        w->out.fd = -1;
+    }
+    moe_gguf_writer_abort(w);
     return st;
 }

@@ -7,7 +7,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,102 +119,24 @@ static moe_status pread_full(int fd, void *buf, size_t len, uint64_t off, size_t
     return MOE_OK;
 }
 
-/* An output written to a temp file beside its destination and renamed over it
- * only once complete and fsynced. */
-typedef struct out_file {
-    const char *path; /* borrowed */
-    char *tmp;        /* owned; NULL once renamed or removed */
-    int fd;
-} out_file;
-
-static void out_abort(out_file *o) {
-    if (o->fd >= 0)
-        close(o->fd);
-    o->fd = -1;
-    if (o->tmp) {
-        unlink(o->tmp);
-        moe_tempfile_unregister(o->tmp);
-        free(o->tmp);
-        o->tmp = NULL;
-    }
-}
+/* Outputs go through moe_output (tempfile.h): a temp file published once
+ * complete and fsynced, or a device/FIFO/stdout written in place. */
+typedef moe_output out_file;
 
 static moe_status out_open(out_file *o, const char *path, bool overwrite, moe_err *err) {
-    o->path = path;
-    o->tmp = NULL;
-    o->fd = -1;
-    struct stat sb;
-    MOE_FAIL_IF(!overwrite && stat(path, &sb) == 0, err, MOE_ERR_USAGE,
-                "%s already exists (use --force to replace it)", path);
-    size_t len = strlen(path) + 16;
-    o->tmp = malloc(len);
-    MOE_FAIL_IF(!o->tmp, err, MOE_ERR_NOMEM, "out of memory");
-    /* beside the destination so the final rename stays on one filesystem */
-    snprintf(o->tmp, len, "%s.tmp.XXXXXX", path);
-    o->fd = mkostemp(o->tmp, O_CLOEXEC);
-    if (o->fd < 0) {
-        moe_status st = moe_fail(err, MOE_ERR_IO, "%s: cannot create a temp file beside it: %s",
-                                 path, strerror(errno));
-        free(o->tmp);
-        o->tmp = NULL;
-        return st;
-    }
-    moe_status st = moe_tempfile_register(o->tmp, err);
-    if (st != MOE_OK) {
-        out_abort(o);
-        return st;
-    }
-    fchmod(o->fd, 0644); /* mkostemp makes 0600; outputs are ordinary shared files */
-    return MOE_OK;
+    return moe_output_open(o, path, overwrite ? MOE_OUTPUT_OVERWRITE : 0, err);
 }
 
 static moe_status out_write(out_file *o, const void *buf, size_t len, moe_err *err) {
-    const uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t k = write(o->fd, p, len);
-        if (k < 0 && errno == EINTR)
-            continue;
-        MOE_FAIL_IF(k < 0, err, MOE_ERR_IO, "%s: write failed: %s", o->path, strerror(errno));
-        p += k;
-        len -= (size_t)k;
-    }
-    return MOE_OK;
-}
-
-static moe_status sync_dir_of(const char *path, moe_err *err) {
-    char *copy = strdup(path);
-    MOE_FAIL_IF(!copy, err, MOE_ERR_NOMEM, "out of memory");
-    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    free(copy);
-    if (dfd < 0)
-        return MOE_OK; /* nothing to sync through; the rename itself succeeded */
-    int rc = fsync(dfd);
-    close(dfd);
-    MOE_FAIL_IF(rc != 0 && errno != EINVAL, err, MOE_ERR_IO, "%s: fsync of directory failed: %s",
-                path, strerror(errno));
-    return MOE_OK;
-}
-
-static moe_status out_commit_steps(out_file *o, moe_err *err) {
-    MOE_FAIL_IF(fsync(o->fd) != 0, err, MOE_ERR_IO, "%s: fsync failed: %s", o->path,
-                strerror(errno));
-    int rc = close(o->fd);
-    o->fd = -1;
-    MOE_FAIL_IF(rc != 0, err, MOE_ERR_IO, "%s: close failed: %s", o->path, strerror(errno));
-    MOE_FAIL_IF(rename(o->tmp, o->path) != 0, err, MOE_ERR_IO, "%s: rename failed: %s", o->path,
-                strerror(errno));
-    moe_tempfile_unregister(o->tmp);
-    free(o->tmp);
-    o->tmp = NULL;
-    return sync_dir_of(o->path, err);
+    return moe_output_write(o, buf, len, err);
 }
 
 /* Finishes o: on success the destination holds the bytes; on failure the temp
  * file is gone. Either way o is released. */
 static moe_status out_finish(out_file *o, moe_status st, moe_err *err) {
     if (st == MOE_OK)
-        st = out_commit_steps(o, err);
-    out_abort(o);
+        return moe_output_commit(o, err);
+    moe_output_abort(o);
     return st;
 }
 
@@ -382,7 +303,7 @@ moe_status moe_zstd_compress_fd(int plain_fd, const char *plain_name, const char
     MOE_FAIL_IF(level < ZSTD_minCLevel() || level > ZSTD_maxCLevel(), err, MOE_ERR_USAGE,
                 "zstd level %d is outside %d..%d", level, ZSTD_minCLevel(), ZSTD_maxCLevel());
     compressor c = {.in_fd = plain_fd, .in_name = plain_name, .frame_size = frame_size};
-    out_file o = {.fd = -1};
+    out_file o;
     moe_status st = compressor_init(&c, level, threads, err);
     if (st == MOE_OK) {
         st = out_open(&o, out_path, overwrite, err);
@@ -500,6 +421,74 @@ static moe_status parse_seek_table(moe_zstd_file *f, const uint8_t *p, size_t le
     return MOE_OK;
 }
 
+/* Size of the zstd frame header (magic included) whose descriptor byte is fhd. */
+static uint64_t frame_header_size(uint8_t fhd) {
+    static const uint8_t did_size[4] = {0, 1, 2, 4};
+    static const uint8_t fcs_size[4] = {0, 2, 4, 8};
+    bool single_segment = (fhd >> 5) & 1;
+    uint64_t fcs = fcs_size[fhd >> 6];
+    if (fhd >> 6 == 0 && single_segment)
+        fcs = 1;
+    return 4 + 1 + (single_segment ? 0 : 1) + did_size[fhd & 3] + fcs;
+}
+
+/* Offset just past the zstd or skippable frame starting at off, from its headers
+ * only (block headers are walked, no decoding). Sets *end past file_size when
+ * the file stops inside the frame. */
+static moe_status frame_end(const moe_zstd_file *f, uint64_t off, uint64_t *end, moe_err *err) {
+    uint8_t scratch[8];
+    const uint8_t *p;
+    *end = off + SKIPPABLE_HEADER;
+    if (off + SKIPPABLE_HEADER > f->file_size)
+        return MOE_OK;
+    MOE_TRY(src_bytes(f, off, SKIPPABLE_HEADER, scratch, &p, err));
+    uint32_t magic = moe_load_le32(p);
+    if ((magic & 0xFFFFFFF0u) == 0x184D2A50u) { /* skippable: magic, u32 size, body */
+        *end = off + SKIPPABLE_HEADER + moe_load_le32(p + 4);
+        return MOE_OK;
+    }
+    MOE_FAIL_IF(magic != ZSTD_MAGICNUMBER, err, MOE_ERR_FORMAT,
+                "%s: byte %llu: neither a zstd nor a skippable frame", f->name,
+                (unsigned long long)off);
+    uint8_t fhd = p[4];
+    uint64_t pos = off + frame_header_size(fhd);
+    for (;;) {
+        if (pos + 3 > f->file_size) {
+            *end = pos + 3;
+            return MOE_OK;
+        }
+        MOE_TRY(src_bytes(f, pos, 3, scratch, &p, err));
+        uint32_t h = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16;
+        uint32_t type = (h >> 1) & 3;
+        MOE_FAIL_IF(type == 3, err, MOE_ERR_FORMAT, "%s: byte %llu: reserved zstd block type",
+                    f->name, (unsigned long long)pos);
+        pos += 3 + (type == 1 ? 1 : h >> 3); /* an RLE block stores its one byte */
+        if (h & 1)
+            break;
+    }
+    *end = pos + (fhd & FHD_CHECKSUM ? 4 : 0);
+    return MOE_OK;
+}
+
+/* A file without a seekable footer is either a plain zstd stream or a cut-off
+ * copy of one of ours (the footer is the last thing written). Walks the frame
+ * headers to tell the two apart, so a truncated download is called that and
+ * not "no seek table". */
+static moe_status check_not_truncated(const moe_zstd_file *f, moe_err *err) {
+    uint64_t off = 0;
+    while (off < f->file_size) {
+        uint64_t end;
+        MOE_TRY(frame_end(f, off, &end, err));
+        MOE_FAIL_IF(end > f->file_size, err, MOE_ERR_FORMAT,
+                    "%s: truncated: the zstd frame at byte %llu needs %llu bytes but the file "
+                    "ends at %llu (an interrupted copy or download?)",
+                    f->name, (unsigned long long)off, (unsigned long long)(end - off),
+                    (unsigned long long)f->file_size);
+        off = end;
+    }
+    return MOE_OK;
+}
+
 /* Decides between seekable and stream-only, and loads the seek table. */
 static moe_status open_common(moe_zstd_file *f, moe_err *err) {
     uint8_t head[4], foot[FOOTER_SIZE];
@@ -509,10 +498,10 @@ static moe_status open_common(moe_zstd_file *f, moe_err *err) {
     MOE_FAIL_IF(!moe_zstd_sniff(p, nh), err, MOE_ERR_FORMAT,
                 "%s: not a zstd file (no zstd or skippable frame magic at the start)", f->name);
     if (f->file_size < SKIPPABLE_HEADER + FOOTER_SIZE)
-        return MOE_OK;
+        return check_not_truncated(f, err);
     MOE_TRY(src_bytes(f, f->file_size - FOOTER_SIZE, FOOTER_SIZE, foot, &p, err));
     if (moe_load_le32(p + 5) != MOE_ZSTD_SEEKABLE_MAGIC)
-        return MOE_OK; /* plain zstd stream: no random access */
+        return check_not_truncated(f, err); /* plain zstd stream: no random access */
     uint32_t n = moe_load_le32(p);
     uint64_t entry = p[4] & DESC_CHECKSUM ? 12 : 8;
     uint64_t len = (uint64_t)n * entry + SKIPPABLE_HEADER + FOOTER_SIZE; /* no overflow: n < 2^32 */

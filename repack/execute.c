@@ -12,6 +12,7 @@
 
 #include "formats/cursor.h"
 #include "formats/interleave.h"
+#include "formats/log.h"
 #include "formats/tempfile.h"
 #include "repack/repack.h"
 
@@ -37,7 +38,7 @@ typedef struct job {
     double start, last_progress;
     uint32_t *shard_of;     /* output tensor -> shard */
     uint32_t n_shards;
-    char **tmp;             /* temp path per shard */
+    moe_output *out;        /* per shard: written, not yet published (fd < 0: none) */
     bool *replaced;         /* shard s replaced an existing file when published */
 } job;
 
@@ -238,10 +239,12 @@ static moe_status output_paths(job *j, const char *out_path) {
     r->n_outputs = j->n_shards;
     r->final_paths = calloc(j->n_shards, sizeof *r->final_paths);
     r->outputs = calloc(j->n_shards, sizeof *r->outputs);
-    j->tmp = calloc(j->n_shards, sizeof *j->tmp);
+    j->out = calloc(j->n_shards, sizeof *j->out);
     j->replaced = calloc(j->n_shards, sizeof *j->replaced);
-    MOE_FAIL_IF(!r->final_paths || !r->outputs || !j->tmp || !j->replaced, j->err, MOE_ERR_NOMEM,
+    MOE_FAIL_IF(!r->final_paths || !r->outputs || !j->out || !j->replaced, j->err, MOE_ERR_NOMEM,
                 "out of memory");
+    for (uint32_t s = 0; s < j->n_shards; s++)
+        j->out[s].fd = -1;
     bool sharded = j->opts->split_max_bytes || j->opts->split_max_tensors;
     size_t len = strlen(out_path);
     for (uint32_t s = 0; s < j->n_shards; s++) {
@@ -303,14 +306,11 @@ static moe_status write_metadata(job *j, moe_gguf_writer *w, uint32_t shard) {
 }
 
 static moe_status write_shard(job *j, uint32_t shard) {
-    moe_gguf_writer_opts wo = {.overwrite = true, .defer_commit = true};
+    moe_gguf_writer_opts wo = {.overwrite = true, .named_temp = j->opts->keep_temp};
     moe_gguf_writer *w;
-    /* the temp file lives beside the final path; check_outputs() already
-     * enforced --force, so the writer itself may replace */
+    /* check_outputs() already enforced --force, so the writer itself may replace */
     MOE_TRY(moe_gguf_writer_create(j->res->final_paths[shard], &wo, &w, j->err));
-    j->tmp[shard] = strdup(moe_gguf_writer_temp_path(w));
-    moe_status st = j->tmp[shard] ? write_metadata(j, w, shard)
-                                  : moe_fail(j->err, MOE_ERR_NOMEM, "out of memory");
+    moe_status st = write_metadata(j, w, shard);
     uint64_t first = UINT64_MAX;
     for (uint64_t i = 0; i < j->plan->n_tensors && st == MOE_OK; i++) {
         if (j->shard_of[i] != shard)
@@ -341,7 +341,7 @@ static moe_status write_shard(job *j, uint32_t shard) {
         moe_gguf_writer_abort(w);
         return st;
     }
-    return moe_gguf_writer_finish(w, j->err);
+    return moe_gguf_writer_finish_deferred(w, &j->out[shard], j->err);
 }
 
 /* ---- verification and publishing -------------------------------------------------- */
@@ -350,8 +350,13 @@ static moe_status write_shard(job *j, uint32_t shard) {
  * input bytes it was made of. */
 static moe_status verify_outputs(job *j) {
     for (uint32_t s = 0; s < j->n_shards; s++) {
+        const char *written = moe_output_reopen_path(&j->out[s]);
+        if (!written) { /* a device or FIFO: nothing to read back */
+            MOE_WARN("%s: not a regular file: --verify skipped", j->res->final_paths[s]);
+            continue;
+        }
         moe_gguf_file *f;
-        MOE_TRY(moe_gguf_file_open(j->tmp[s], false, &f, j->err));
+        MOE_TRY(moe_gguf_file_open(written, false, &f, j->err));
         moe_gguf_verify_result vr;
         moe_status st = moe_gguf_file_verify(f, true, &vr, j->err);
         uint64_t n = 0;
@@ -377,13 +382,14 @@ static moe_status publish(job *j) {
     for (uint32_t s = 0; s < j->n_shards; s++) {
         moe_repack_result *r = j->res;
         if (j->opts->keep_temp) {
-            r->outputs[s] = j->tmp[s];
-            j->tmp[s] = NULL; /* now the caller's */
+            r->outputs[s] = moe_output_release_temp(&j->out[s], j->err); /* now the caller's */
+            if (!r->outputs[s])
+                return j->err->code;
             continue;
         }
         struct stat sb;
         j->replaced[s] = stat(r->final_paths[s], &sb) == 0;
-        moe_status st = moe_temp_commit(j->tmp[s], r->final_paths[s], true, j->err);
+        moe_status st = moe_output_commit(&j->out[s], j->err);
         if (st != MOE_OK) {
             /* take back the shards this run created; a file that replaced an
              * older one (--force) stays, since the older one is gone */
@@ -394,8 +400,6 @@ static moe_status publish(job *j) {
         }
         r->outputs[s] = strdup(r->final_paths[s]);
         MOE_FAIL_IF(!r->outputs[s], j->err, MOE_ERR_NOMEM, "out of memory");
-        free(j->tmp[s]);
-        j->tmp[s] = NULL;
     }
     return MOE_OK;
 }
@@ -433,14 +437,11 @@ moe_status moe_repack_write(const moe_gguf_set *in, const moe_repack_plan *plan,
         st = verify_outputs(&j);
     if (st == MOE_OK)
         st = publish(&j);
-    for (uint32_t s = 0; j.tmp && s < j.n_shards; s++) {
-        if (j.tmp[s]) /* not published: nothing may stay behind */
-            moe_temp_discard(j.tmp[s]);
-        free(j.tmp[s]);
-    }
+    for (uint32_t s = 0; j.out && s < j.n_shards; s++)
+        moe_output_abort(&j.out[s]); /* not published: nothing may stay behind */
     for (uint32_t s = 0; st == MOE_OK && s < res->n_outputs; s++)
         res->bytes_written += file_bytes(res->outputs[s]);
-    free(j.tmp);
+    free(j.out);
     free(j.replaced);
     free(j.shard_of);
     free(j.buf);

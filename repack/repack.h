@@ -96,7 +96,7 @@ typedef struct moe_repack_write_opts {
     bool verify;               /* re-read every output tensor and compare its hash with the
                                   hash of the input bytes it was made from */
     bool progress;             /* a progress line on stderr */
-    bool keep_temp;            /* leave outputs as temp files (defer_commit) for the caller */
+    bool keep_temp;            /* leave outputs as named temp files for the caller */
 } moe_repack_write_opts;
 
 typedef struct moe_repack_result {

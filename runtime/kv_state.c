@@ -235,33 +235,13 @@ moe_status moe_state_save_file(moe_context *ctx, const char *path, const moe_tok
     MOE_FAIL_IF(n_tokens < 0 || (n_tokens > 0 && !tokens), err, MOE_ERR_USAGE,
                 "state: %d tokens without ids", n_tokens);
     moe_context_kv_shift(ctx); /* the file holds no pending deltas */
-    size_t len = strlen(path) + 16;
-    char *tmp = malloc(len);
-    MOE_FAIL_IF(!tmp, err, MOE_ERR_NOMEM, "out of memory");
-    snprintf(tmp, len, "%s.tmp.XXXXXX", path);
-    int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        moe_status st = moe_fail(err, MOE_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-        free(tmp);
-        return st;
-    }
-    fchmod(fd, 0644);
-    FILE *f = fdopen(fd, "wb");
-    moe_status st = f ? moe_tempfile_register(tmp, err)
-                      : moe_fail(err, MOE_ERR_IO, "%s: %s", path, strerror(errno));
-    if (!f)
-        close(fd);
+    moe_output out;
+    MOE_TRY(moe_output_open(&out, path, MOE_OUTPUT_OVERWRITE, err));
+    FILE *f = moe_output_stream(&out, err);
+    moe_status st = f ? write_state(ctx, f, tokens, n_tokens, path, err) : MOE_ERR_IO;
     if (st == MOE_OK)
-        st = write_state(ctx, f, tokens, n_tokens, path, err);
-    if (st == MOE_OK && (fflush(f) != 0 || fsync(fileno(f)) != 0))
-        st = moe_fail(err, MOE_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-    if (f && fclose(f) != 0 && st == MOE_OK)
-        st = moe_fail(err, MOE_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-    if (st == MOE_OK)
-        st = moe_temp_commit(tmp, path, true, err);
-    if (st != MOE_OK)
-        moe_temp_discard(tmp);
-    free(tmp);
+        return moe_output_commit(&out, err);
+    moe_output_abort(&out);
     return st;
 }
 

@@ -52,34 +52,92 @@ moe_add_sh_test(inspect_corpus SCRIPT test_inspect_corrupt.sh LABELS cli
   ARGS $<TARGET_FILE:gen_corpus> --corpus)
 set_tests_properties(inspect_corrupt inspect_corpus PROPERTIES TIMEOUT 900)
 
+# The other targets (tests/fuzz/fuzz_WHAT.c, each with a seed corpus in
+# tests/corpus/WHAT, replayed with --expect any: only "no crash, no broken
+# invariant"): the importance-matrix reader, the seekable zstd reader, chat
+# templates, the vocabulary loader and tokenizers, the model loader up to the
+# first decode. Fuzz them like fuzz_gguf (no dictionary), e.g.
+#   BUILD/tests/fuzz_vocab -max_total_time=120 -timeout=5 -rss_limit_mb=2048 \
+#         new-inputs SRC/tests/corpus/vocab
+# The seeds are small files made by tests/fuzz/make_seeds.sh; a crash found
+# is checked in beside them as found-WHAT.
+set(MOE_FUZZ_TARGETS imatrix:moe_convert zstd:moe_formats chat:moe_runtime
+    vocab:moe_runtime model:moe_runtime)
+foreach(entry ${MOE_FUZZ_TARGETS})
+  string(REPLACE ":" ";" parts ${entry})
+  list(GET parts 0 what)
+  list(GET parts 1 lib)
+  if(NOT TARGET ${lib})
+    continue()
+  endif()
+  add_executable(moe_fuzz_replay_${what} ${MOE_TEST_DIR}/fuzz/replay_main.c
+                 ${MOE_TEST_DIR}/fuzz/fuzz_${what}.c)
+  target_link_libraries(moe_fuzz_replay_${what} PRIVATE ${lib})
+  target_include_directories(moe_fuzz_replay_${what} PRIVATE ${MOE_TEST_DIR})
+  set_target_properties(moe_fuzz_replay_${what} PROPERTIES
+    RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
+  add_test(NAME fuzz_replay_${what} COMMAND moe_fuzz_replay_${what} --expect any
+           ${MOE_TEST_DIR}/corpus/${what})
+  set_tests_properties(fuzz_replay_${what} PROPERTIES LABELS "fuzz-regress" TIMEOUT 300)
+endforeach()
+
 if(MOE_FUZZ)
   if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
     message(WARNING "MOE_FUZZ needs clang (libFuzzer); fuzz targets are not built")
   else()
-    # libFuzzer needs coverage in the code under test, so the fuzzer links its own
-    # instrumented copy of the formats library.
-    get_target_property(MOE_FUZZ_LIB_SOURCES moe_formats SOURCES)
+    # libFuzzer needs coverage in the code under test, so each fuzzer links its
+    # own instrumented copy of the libraries it tests.
     set(MOE_FUZZ_SAN -fsanitize=fuzzer-no-link)
     if(NOT MOE_SANITIZE)
       list(APPEND MOE_FUZZ_SAN -fsanitize=address,undefined -fno-sanitize-recover=all
            -fno-omit-frame-pointer)
     endif()
-    # the per-ISA sources keep formats/CMakeLists.txt's flags in this copy too
-    if(MOE_FORMATS_AVX2_FLAGS)
-      set_source_files_properties(${MOE_FORMATS_AVX2}
-                                  PROPERTIES COMPILE_OPTIONS "${MOE_FORMATS_AVX2_FLAGS}")
+    # moe_fuzz_library(COPY LIB DIR DEPS...): COPY is LIB built again from the
+    # same sources with coverage, keeping the per-source options (ISA flags)
+    # and definitions that DIR's CMakeLists gives them; links DEPS.
+    function(moe_fuzz_library copy lib dir)
+      get_target_property(srcs ${lib} SOURCES)
+      add_library(${copy} STATIC ${srcs})
+      foreach(src ${srcs})
+        get_source_file_property(opts ${src} DIRECTORY ${dir} COMPILE_OPTIONS)
+        if(opts)
+          set_source_files_properties(${src} PROPERTIES COMPILE_OPTIONS "${opts}")
+        endif()
+      endforeach()
+      get_target_property(defs ${lib} COMPILE_DEFINITIONS)
+      if(defs)
+        target_compile_definitions(${copy} PRIVATE ${defs})
+      endif()
+      target_include_directories(${copy} PUBLIC ${PROJECT_SOURCE_DIR})
+      target_compile_options(${copy} PRIVATE ${MOE_FUZZ_SAN})
+      target_link_libraries(${copy} PUBLIC ${ARGN})
+    endfunction()
+    moe_fuzz_library(moe_formats_fuzz moe_formats ${PROJECT_SOURCE_DIR}/formats
+      PkgConfig::XXHASH PkgConfig::PCRE2 PkgConfig::ZSTD
+      $<$<BOOL:${MOE_OPENMP}>:OpenMP::OpenMP_C> ${MATH_LIB})
+    moe_fuzz_library(moe_repack_fuzz moe_repack ${PROJECT_SOURCE_DIR}/repack moe_formats_fuzz)
+    moe_fuzz_library(moe_convert_fuzz moe_convert ${PROJECT_SOURCE_DIR}/convert moe_repack_fuzz)
+    if(TARGET moe_runtime)
+      moe_fuzz_library(moe_runtime_fuzz moe_runtime ${PROJECT_SOURCE_DIR}/runtime
+        moe_formats_fuzz)
     endif()
-    add_library(moe_formats_fuzz STATIC ${MOE_FUZZ_LIB_SOURCES})
-    target_include_directories(moe_formats_fuzz PUBLIC ${PROJECT_SOURCE_DIR})
-    target_link_libraries(moe_formats_fuzz PUBLIC PkgConfig::XXHASH ${MATH_LIB})
-    target_compile_options(moe_formats_fuzz PRIVATE ${MOE_FUZZ_SAN})
 
-    add_executable(fuzz_gguf ${MOE_TEST_DIR}/fuzz/fuzz_gguf.c)
-    target_include_directories(fuzz_gguf PRIVATE ${MOE_TEST_DIR})
-    target_link_libraries(fuzz_gguf PRIVATE moe_formats_fuzz)
-    target_compile_options(fuzz_gguf PRIVATE ${MOE_FUZZ_SAN})
-    target_link_options(fuzz_gguf PRIVATE -fsanitize=fuzzer
-      $<$<NOT:$<BOOL:${MOE_SANITIZE}>>:-fsanitize=address,undefined>)
-    set_target_properties(fuzz_gguf PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
+    set(MOE_FUZZERS gguf:moe_formats ${MOE_FUZZ_TARGETS})
+    foreach(entry ${MOE_FUZZERS})
+      string(REPLACE ":" ";" parts ${entry})
+      list(GET parts 0 what)
+      list(GET parts 1 lib)
+      if(NOT TARGET ${lib}_fuzz)
+        continue()
+      endif()
+      add_executable(fuzz_${what} ${MOE_TEST_DIR}/fuzz/fuzz_${what}.c)
+      target_include_directories(fuzz_${what} PRIVATE ${MOE_TEST_DIR})
+      target_link_libraries(fuzz_${what} PRIVATE ${lib}_fuzz)
+      target_compile_options(fuzz_${what} PRIVATE ${MOE_FUZZ_SAN})
+      target_link_options(fuzz_${what} PRIVATE -fsanitize=fuzzer
+        $<$<NOT:$<BOOL:${MOE_SANITIZE}>>:-fsanitize=address,undefined>)
+      set_target_properties(fuzz_${what} PROPERTIES
+        RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
+    endforeach()
   endif()
 endif()

@@ -169,6 +169,36 @@ check "real moe-run: success" test $? -eq 0
 check "changed tool: only its step reruns" status_is "$T/f/manifest.json" \
     "inspect=skipped/ok repack=skipped/ok quantize-q4_0=skipped/ok verify-q4_0=skipped/ok smoke-q4_0=done/ok"
 
+# ---- killed mid-way: the manifest written after every step lets the rerun resume ----
+mkdir -p "$T/kill"
+for t in moe-inspect moe-repack moe-run moe-manifest; do ln -sf "$MOE_BIN_DIR/$t" "$T/kill/$t"; done
+cat >"$T/kill/moe-quantize" <<EOF
+#!/bin/sh
+# SIGKILLs ci/convert (the parent) as quantize-iq4_nl starts (not its
+# --dry-run check of the types), once: while $T/kill/armed exists
+case " \$* " in
+    *" --dry-run "*) ;;
+    *" --type iq4_nl "*) [ -f "$T/kill/armed" ] && rm -f "$T/kill/armed" && kill -KILL \$PPID && exit 1 ;;
+esac
+exec "$MOE_BIN_DIR/moe-quantize" "\$@"
+EOF
+chmod +x "$T/kill/moe-quantize"
+touch "$T/kill/armed"
+sh "$CONVERT" "$SRC" "$T/k" --types "$TYPES" --bin "$T/kill" -t 2 >"$T/k.log" 2>&1
+check "killed in quantize-iq4_nl" test ! -e "$T/kill/armed"
+check "the killed run left a manifest of its finished steps" status_is "$T/k/manifest.json" \
+    "inspect=done/ok repack=done/ok quantize-q4_0=done/ok verify-q4_0=done/ok smoke-q4_0=done/ok"
+check "whose result says incomplete" \
+    test "$("$MC" get "$T/k/manifest.json" manifest.result)" = incomplete
+sh "$CONVERT" "$SRC" "$T/k" --types "$TYPES" --bin "$T/kill" -t 2 >"$T/k.log" 2>&1
+check "rerun after the kill succeeds" test $? -eq 0
+check "it resumes: only the iq4_nl steps run" status_is "$T/k/manifest.json" \
+    "$(all_status skipped | sed 's/\([a-z]*-iq4_nl\)=skipped/\1=done/g')"
+check "the resumed outputs equal an uninterrupted run's" same_outputs "$T/k" "$T/b" "${OUTS[@]}"
+check "the upload glob OUTDIR/*.gguf* matches the outputs only" \
+    test "$(cd "$T/k" && echo *.gguf*)" = "$NAME-iq4_nl.gguf $NAME-q4_0.gguf"
+check "the resume record is gone once a run finished" test ! -e "$T/k/work/resume.json"
+
 # ---- changed options redo what they change ------------------------------------------
 convert "$T/c" --types q4_0 --interleave -t 2
 check "--interleave rerun succeeds" test $? -eq 0

@@ -344,7 +344,7 @@ int main(int argc, char **argv) {
         test_shards_and_checksums();
     }
     char cmd[256];
-    snprintf(cmd, sizeof cmd, "ls %s | grep -q '\\.tmp\\.'", tmpdir);
+    snprintf(cmd, sizeof cmd, "ls -A %s | grep -q '\\.tmp\\.'", tmpdir);
     CHECK(system(cmd) != 0, "no temp files left in %s", tmpdir);
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0)

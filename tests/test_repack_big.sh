@@ -28,8 +28,19 @@ rm -f "$T/big.gguf"
 # Ctrl-C while writing: exit by SIGINT, no output, no temp file
 "$REPACK" -q "$T/big-split.gguf" "$T/interrupted.gguf" &
 pid=$!
+# wait until its temp file (unnamed O_TMPFILE: seen through /proc) holds 1 MB
+writing() {
+    local fd
+    for fd in /proc/"$pid"/fd/*; do
+        case $(readlink "$fd" 2>/dev/null) in
+            "$T"/\#*|"$T"/.moe.tmp.*) [ "$(stat -L -c %s "$fd" 2>/dev/null || echo 0)" -gt 1000000 ] &&
+                return 0 ;;
+        esac
+    done
+    return 1
+}
 for _ in $(seq 100); do
-    [ -n "$(find "$T" -name 'interrupted.gguf.tmp.*' -size +1M -print -quit)" ] && break
+    writing && break
     sleep 0.05
 done
 kill -INT "$pid"

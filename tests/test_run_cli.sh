@@ -46,7 +46,7 @@ if [ -f "$LLAMA" ]; then
     "$GOLDEN" dump tiny-llama "$T/api.logits" > /dev/null 2>&1
     check "CLI logits byte-identical to the API's" cmp -s "$T/llama.logits" "$T/api.logits"
     check "timing lines in conformance mode" grep -q "prompt eval time = .* / *16 tokens" "$T/e.txt"
-    check "no temp file left" test -z "$(ls "$T" | grep '\.tmp\.')"
+    check "no temp file left" test -z "$(ls -A "$T" | grep '\.tmp\.')"
 
     # ids may be separated by commas too; no feed is fine
     run_rc 0 "prompt only, commas" "$RUN" -m "$LLAMA" --prompt-tokens "$(echo $PROMPT_IDS | tr ' ' ',')" \

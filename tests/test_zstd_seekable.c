@@ -480,9 +480,10 @@ static void test_stream_only(void) {
     moe_zstd_close(f);
     f = NULL;
     z[zn] = 0x28; /* one byte of a next frame's magic: trailing garbage */
-    CHECK(moe_zstd_open_mem(z, zn + 1, "stream", &f, &err) == MOE_OK, "reopen");
-    CHECK(f && moe_zstd_decompress_to_file(f, back, 1, true, &err) == MOE_ERR_FORMAT,
-          "trailing partial magic rejected: %s", err.msg);
+    /* the walk over the frame headers at open sees a frame cut short */
+    CHECK(moe_zstd_open_mem(z, zn + 1, "stream", &f, &err) == MOE_ERR_FORMAT && !f &&
+              strstr(err.msg, "stream: truncated"),
+          "trailing partial magic rejected at open: %s", err.msg);
     moe_zstd_close(f);
     free(plain);
     free(z);

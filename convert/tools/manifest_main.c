@@ -61,6 +61,8 @@ typedef struct mf_opts {
     uint64_t shards;
     bool interleave;
     int64_t zstd, threads;
+    /* finish */
+    bool partial;
 } mf_opts;
 
 /* ---- small helpers ------------------------------------------------------------ */
@@ -129,36 +131,16 @@ static json_t *ints_of(const json_t *arr) {
 static moe_status save_json(const json_t *root, const char *path, moe_err *err) {
     char *text = json_dumps(root, JSON_FLAGS);
     MOE_FAIL_IF(!text, err, MOE_ERR_NOMEM, "out of memory");
-    size_t n = strlen(text), len = strlen(path) + 32;
-    char *tmp = malloc(len);
-    moe_status st = tmp ? MOE_OK : moe_fail(err, MOE_ERR_NOMEM, "out of memory");
-    if (st == MOE_OK) {
-        snprintf(tmp, len, "%s.%ld.tmp", path, (long)getpid());
-        st = moe_tempfile_register(tmp, err);
-    }
-    int fd = st == MOE_OK ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
-    if (st == MOE_OK && fd < 0)
-        st = moe_fail(err, MOE_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    for (size_t off = 0; st == MOE_OK && off <= n;) {
-        const char *p = off < n ? text + off : "\n";
-        size_t left = off < n ? n - off : 1;
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            st = moe_fail(err, MOE_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-        else
-            off += (size_t)w;
-    }
-    if (st == MOE_OK && fsync(fd) != 0)
-        st = moe_fail(err, MOE_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
-    if (fd >= 0 && close(fd) != 0 && st == MOE_OK)
-        st = moe_fail(err, MOE_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
+    moe_output out;
+    moe_status st = moe_output_open(&out, path, MOE_OUTPUT_OVERWRITE, err);
     if (st == MOE_OK)
-        st = moe_temp_commit(tmp, path, true, err);
-    if (st != MOE_OK && tmp)
-        moe_temp_discard(tmp);
-    free(tmp);
+        st = moe_output_write(&out, text, strlen(text), err);
+    if (st == MOE_OK)
+        st = moe_output_write(&out, "\n", 1, err);
+    if (st == MOE_OK)
+        st = moe_output_commit(&out, err);
+    else
+        moe_output_abort(&out);
     free(text);
     return st;
 }
@@ -772,11 +754,17 @@ static const char *overall_result(const json_t *m) {
 
 /* finish STATE OUT: writes the manifest (the state without its cache, with
  * the overall result and the total time). */
-static moe_status cmd_finish(const char *state_path, const char *out_path, moe_err *err) {
+static moe_status cmd_finish(const char *state_path, const char *out_path, bool partial,
+                             moe_err *err) {
     json_t *state;
     MOE_TRY(load_state(state_path, &state, err));
     json_t *m = json_object_get(state, "manifest"), *run = json_object_get(state, "run");
-    json_object_set_new(m, "result", json_string(overall_result(m)));
+    const char *result = overall_result(m);
+    /* a run still going (or killed): its failures are final, its success is not */
+    if (partial && (strcmp(result, "failed") != 0 ||
+                    json_array_size(json_object_get(m, "steps")) == 0))
+        result = "incomplete";
+    json_object_set_new(m, "result", json_string(result));
     json_int_t started = json_integer_value(json_object_get(run, "started_ms"));
     json_object_set_new(run, "total_ms", json_integer(now_ms() - started));
     json_object_del(run, "started_ms");
@@ -950,7 +938,9 @@ static const mf_command commands[] = {
      "(verification reports, smoke logits). Exit 1 if a fact fails (still recorded).", 1, 1},
     {"get", "STATE STEP FIELD",
      "Prints a field of a step recorded in STATE (STEP \"options\": of the options).", 3, 3},
-    {"finish", "STATE OUT.json", "Writes the manifest of the run (keys sorted).", 2, 2},
+    {"finish", "STATE OUT.json [--partial]",
+     "Writes the manifest of the run (keys sorted); --partial: of the steps so far, with\n"
+     "result \"incomplete\" unless one failed (ci/convert writes one after every step).", 2, 2},
     {"merge", "OUT.json IN.json...",
      "Merges the manifests of parallel jobs over the same input (types may differ).", 2, -1},
 };
@@ -1008,6 +998,8 @@ static int build_options(const char *cmd, mf_opts *o, moe_opt *out) {
                    .arg_name = "SIZE", .help = "outputs are sharded at SIZE tensor bytes"}},
         {"begin", {.names = "imatrix", .kind = MOE_OPT_STRING, .dest = &o->imatrix,
                    .arg_name = "FILE", .help = "importance matrix (hashed as an input)"}},
+        {"finish", {.names = "partial", .kind = MOE_OPT_FLAG, .dest = &o->partial,
+                    .help = "the run is not over: result \"incomplete\" unless a step failed"}},
         {"begin unzstd", {.names = "t,threads", .kind = MOE_OPT_INT, .dest = &o->threads,
                           .arg_name = "N", .help = "threads", .min = 1, .max = 1024}},
     };
@@ -1042,7 +1034,7 @@ static moe_status dispatch(const mf_command *c, const mf_opts *o, char **pos, in
     if (!strcmp(n, "get"))
         return cmd_get(pos[0], pos[1], pos[2], err);
     if (!strcmp(n, "finish"))
-        return cmd_finish(pos[0], pos[1], err);
+        return cmd_finish(pos[0], pos[1], o->partial, err);
     return cmd_merge(pos[0], pos + 1, n_pos - 1, err);
 }
 

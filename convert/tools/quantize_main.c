@@ -94,8 +94,13 @@ static moe_status merge_loras(const quantize_cli *o, const char *in, const char 
     for (int i = 0; i < o->merge_lora.count; i++)
         MOE_TRY(moe_lora_merge_parse(o->merge_lora.items[i], bufs[i], sizeof bufs[i], &specs[i],
                                      err));
-    MOE_FAIL_IF((size_t)snprintf(merged, cap, "%s.lora-merged.%ld.tmp", out, (long)getpid()) >= cap,
-                err, MOE_ERR_USAGE, "output path too long");
+    char *name = moe_temp_name(out, "lora-merged"); /* hidden, pid-named: see tempfile.h */
+    MOE_FAIL_IF(!name, err, MOE_ERR_NOMEM, "out of memory");
+    bool fits = strlen(name) < cap;
+    if (fits)
+        memcpy(merged, name, strlen(name) + 1);
+    free(name);
+    MOE_FAIL_IF(!fits, err, MOE_ERR_USAGE, "output path too long");
     MOE_TRY(moe_lora_merge_file(in, specs, o->merge_lora.count, merged, true, false, err));
     moe_status st = moe_tempfile_register(merged, err);
     if (st != MOE_OK)

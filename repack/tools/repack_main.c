@@ -107,10 +107,8 @@ static moe_status unpack_zstd_input(const char *in_path, const char *out_path, i
     *plain_tmp = NULL;
     if (!moe_zstd_path_is_zstd(in_path))
         return MOE_OK;
-    size_t len = strlen(out_path) + 32;
-    char *tmp = malloc(len);
+    char *tmp = moe_temp_name(out_path, "input"); /* hidden, pid-named: see tempfile.h */
     MOE_FAIL_IF(!tmp, err, MOE_ERR_NOMEM, "out of memory");
-    snprintf(tmp, len, "%s.input.%ld.tmp", out_path, (long)getpid());
     moe_zstd_file *z;
     moe_status st = moe_zstd_open(in_path, &z, err);
     if (st == MOE_OK)

@@ -226,7 +226,7 @@ moe_status moe_kld_writer_create(const char *path, const moe_kld_header *h,
 
 moe_status moe_kld_writer_row(moe_kld_writer *w, const moe_logprob_row *row, moe_err *err) {
     MOE_FAIL_IF(w->rows >= n_rows(&w->h), err, MOE_ERR_INTERNAL, "%s: more rows than declared",
-                w->out.path);
+                w->out.out.path);
     put_row(w->buf, row, w->h.n_vocab);
     MOE_TRY(moe_outfile_write(&w->out, w->buf, (size_t)row_bytes(w->h.n_vocab), err));
     w->rows++;
@@ -237,7 +237,7 @@ moe_status moe_kld_writer_finish(moe_kld_writer *w, moe_err *err) {
     moe_status st = MOE_OK;
     if (w->rows != n_rows(&w->h))
         st = moe_fail(err, MOE_ERR_INTERNAL, "%s: %" PRIu64 " rows written of %" PRIu64,
-                      w->out.path, w->rows, n_rows(&w->h));
+                      w->out.out.path, w->rows, n_rows(&w->h));
     else
         st = moe_outfile_commit(&w->out, err);
     moe_kld_writer_abort(w);

@@ -151,37 +151,30 @@ static moe_status load(const run_opts *o, int32_t n_batch, moe_model **model, mo
 
 /* ---- logits file ---------------------------------------------------------------------- */
 
-/* Rows of little-endian float32 written to a temp file beside the output and
- * renamed over it when complete, so a failed run never leaves a short file. */
+/* Rows of little-endian float32, written through moe_output (a temp file
+ * published when complete, so a failed run never leaves a short file; a
+ * device, FIFO or "-" in place). */
 typedef struct logits_file {
-    const char *path;
-    char *tmp;
-    FILE *f;
+    moe_output out;
+    FILE *f;    /* owned by out */
+    FILE *text; /* the arg-max lines: stdout, or stderr when the rows go there */
     uint8_t *buf;
     int64_t n_vocab, n_rows;
 } logits_file;
 
 static moe_status logits_open(logits_file *lf, const char *path, int64_t n_vocab, moe_err *err) {
     memset(lf, 0, sizeof *lf);
-    lf->path = path;
+    lf->out.fd = -1;
     lf->n_vocab = n_vocab;
-    size_t len = strlen(path) + 16;
-    lf->tmp = malloc(len);
     lf->buf = malloc((size_t)n_vocab * 4);
-    MOE_FAIL_IF(!lf->tmp || !lf->buf, err, MOE_ERR_NOMEM, "out of memory");
-    snprintf(lf->tmp, len, "%s.tmp.XXXXXX", path);
-    int fd = mkostemp(lf->tmp, O_CLOEXEC);
-    if (fd < 0) {
-        lf->tmp[0] = '\0';
-        return moe_fail(err, MOE_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-    }
-    fchmod(fd, 0644); /* mkostemp makes 0600; this is an ordinary shared output */
-    lf->f = fdopen(fd, "wb");
-    if (!lf->f) {
-        close(fd);
-        return moe_fail(err, MOE_ERR_IO, "%s: %s", path, strerror(errno));
-    }
-    return moe_tempfile_register(lf->tmp, err);
+    MOE_FAIL_IF(!lf->buf, err, MOE_ERR_NOMEM, "out of memory");
+    MOE_TRY(moe_output_open(&lf->out, path, MOE_OUTPUT_OVERWRITE, err));
+    lf->f = moe_output_stream(&lf->out, err);
+    struct stat a, b;
+    bool to_stdout = fstat(lf->out.fd, &a) == 0 && fstat(STDOUT_FILENO, &b) == 0 &&
+                     a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+    lf->text = to_stdout ? stderr : stdout;
+    return lf->f ? MOE_OK : MOE_ERR_IO;
 }
 
 static moe_status logits_row(logits_file *lf, const float *row, moe_err *err) {
@@ -195,32 +188,22 @@ static moe_status logits_row(logits_file *lf, const float *row, moe_err *err) {
         p[3] = (uint8_t)(u >> 24);
     }
     MOE_FAIL_IF(fwrite(lf->buf, 4, (size_t)lf->n_vocab, lf->f) != (size_t)lf->n_vocab, err,
-                MOE_ERR_IO, "%s: write failed: %s", lf->path, strerror(errno));
+                MOE_ERR_IO, "%s: write failed: %s", lf->out.path, strerror(errno));
     lf->n_rows++;
     return MOE_OK;
 }
 
 static moe_status logits_commit(logits_file *lf, moe_err *err) {
-    int rc = fflush(lf->f);
-    MOE_FAIL_IF(rc != 0 || fsync(fileno(lf->f)) != 0, err, MOE_ERR_IO,
-                "%s: write failed: %s", lf->path, strerror(errno));
-    rc = fclose(lf->f);
     lf->f = NULL;
-    MOE_FAIL_IF(rc != 0, err, MOE_ERR_IO, "%s: write failed: %s", lf->path, strerror(errno));
-    MOE_TRY(moe_temp_commit(lf->tmp, lf->path, true, err));
-    lf->tmp[0] = '\0';
-    return MOE_OK;
+    return moe_output_commit(&lf->out, err);
 }
 
 /* Frees everything; removes the temp file unless it was committed. */
 static void logits_close(logits_file *lf) {
-    if (lf->f)
-        fclose(lf->f);
-    if (lf->tmp && lf->tmp[0])
-        moe_temp_discard(lf->tmp);
-    free(lf->tmp);
+    moe_output_abort(&lf->out);
     free(lf->buf);
     memset(lf, 0, sizeof *lf);
+    lf->out.fd = -1;
 }
 
 static int32_t argmax(const float *row, int64_t n) {
@@ -265,7 +248,7 @@ static moe_status run_conformance(const run_opts *o, moe_model *m, moe_context *
     for (int32_t i = 0; i < n_prompt; i++) {
         const float *row = moe_get_logits_ith(ctx, i);
         MOE_TRY(logits_row(lf, row, err));
-        printf("%s%" PRId32, i ? " " : "", argmax(row, n_vocab));
+        fprintf(lf->text, "%s%" PRId32, i ? " " : "", argmax(row, n_vocab));
     }
     for (int i = 0; i < o->n_kv_ops; i++)
         run_kv_apply(ctx, &o->kv_ops[i]);
@@ -284,11 +267,11 @@ static moe_status run_conformance(const run_opts *o, moe_model *m, moe_context *
         tm->n_eval++;
         const float *row = moe_get_logits_ith(ctx, 0);
         MOE_TRY(logits_row(lf, row, err));
-        printf(" %" PRId32, argmax(row, n_vocab));
+        fprintf(lf->text, " %" PRId32, argmax(row, n_vocab));
     }
-    printf("\n");
+    fprintf(lf->text, "\n");
     MOE_TRY(logits_commit(lf, err));
-    MOE_INFO("wrote %" PRId64 " rows of %" PRId64 " logits to %s", lf->n_rows, n_vocab, lf->path);
+    MOE_INFO("wrote %" PRId64 " rows of %" PRId64 " logits to %s", lf->n_rows, n_vocab, lf->out.path);
     return MOE_OK;
 }
 

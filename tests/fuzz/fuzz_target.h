@@ -16,8 +16,50 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "formats/status.h"
+
+/* Aborts naming the target and the broken invariant. */
+#define MOE_FUZZ_REQUIRE(cond)                                                           \
+    do {                                                                                 \
+        if (!(cond)) {                                                                   \
+            fprintf(stderr, "fuzz: invariant failed at %s:%d: %s\n", __FILE__, __LINE__, \
+                    #cond);                                                              \
+            abort();                                                                     \
+        }                                                                                \
+    } while (0)
+
+/* A memory file holding data[0..size), for code that takes a path: its
+ * descriptor (close it when done), path set to /proc/self/fd/N. -1 on failure. */
+static inline int moe_fuzz_memfd(const uint8_t *data, size_t size, char *path, size_t cap) {
+    int fd = memfd_create("fuzz-input", MFD_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    for (size_t done = 0; done < size;) {
+        ssize_t k = write(fd, data + done, size - done);
+        if (k <= 0) {
+            close(fd);
+            return -1;
+        }
+        done += (size_t)k;
+    }
+    snprintf(path, cap, "/proc/self/fd/%d", fd);
+    return fd;
+}
+
+/* Reads every byte of p[0..n) so ASan sees the whole range; returns their
+ * XOR (callers may ignore it). */
+static inline uint8_t moe_fuzz_touch(const void *p, size_t n) {
+    const volatile uint8_t *b = (const volatile uint8_t *)p;
+    uint8_t acc = 0;
+    for (size_t i = 0; i < n; i++)
+        acc ^= b[i];
+    return acc;
+}
 
 /* libFuzzer entry point: runs moe_fuzz_run and returns 0. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
