@@ -13,12 +13,13 @@ static float round_f16(float v) { return moe_f16_to_f32(moe_f32_to_f16(v)); }
 
 static int64_t even(int64_t n) { return (n + 1) & ~(int64_t)1; }
 
-int64_t moe_attention_workspace(const moe_hparams *hp, int64_t row_k, int64_t row_v,
+int64_t moe_attention_workspace(const moe_model *m, int64_t row_k, int64_t row_v,
                                 int32_t n_cells) {
     /* scores for every head and cell, one K row, one V row, the rounded q,
      * 64 lanes per output value plus room for a double tail per value */
-    int64_t qd = hp->n_head * hp->head_dim_k, lanes = (64 + 2) * hp->n_head * hp->head_dim_v;
-    return even(hp->n_head * n_cells) + even(row_k) + even(row_v) + even(qd) + even(lanes);
+    const int64_t H = m->hp.n_head;
+    int64_t qd = H * m->attn.dk, lanes = (64 + 2) * H * m->attn.dv;
+    return even(H * n_cells) + even(row_k) + even(row_v) + even(qd) + even(lanes);
 }
 
 static bool visible(const moe_kv_cell *cell, int32_t pos, int32_t seq) {
@@ -39,12 +40,12 @@ static void load_row(moe_type type, const uint8_t *rows, uint64_t bytes, int32_t
  * lane order of llama.cpp's product (see attend_token): cell c adds into lane
  * c % W of every output value. lanes holds W rows of H*dv accumulators (lane
  * l of value i at lanes[l * H*dv + i]), so one cell's update is a row. */
-static void weighted_sum(const moe_hparams *hp, const moe_attn_step *st, int32_t pos,
+static void weighted_sum(const moe_model *m, const moe_attn_step *st, int32_t pos,
                          int32_t seq, const float *scores, float *vrow, float *lanes, float *out,
                          bool batched) {
     const moe_kv_cache *kv = st->kv;
     const moe_cpu_float_ops *fops = moe_cpu_float_ops_active();
-    const int64_t H = hp->n_head, dv = hp->head_dim_v, group = H / hp->n_head_kv, HD = H * dv;
+    const int64_t H = m->hp.n_head, dv = m->attn.dv, group = H / m->attn.n_head_kv, HD = H * dv;
     const int32_t n_kv = st->n_kv;
     const int W = batched ? 16 : 64;                  /* lanes per output */
     const int32_t full = batched ? n_kv : n_kv & ~63; /* VEC sums the rest in double */
@@ -97,9 +98,8 @@ static void weighted_sum(const moe_hparams *hp, const moe_attn_step *st, int32_t
 static void attend_token(const moe_model *m, const moe_attn_step *st, int32_t pos, int32_t seq,
                          const float *q, float *out, float *scores, float *krow, float *vrow,
                          float *qr, float *lanes, bool batched) {
-    const moe_hparams *hp = &m->hp;
     const moe_kv_cache *kv = st->kv;
-    const int64_t H = hp->n_head, Hkv = hp->n_head_kv, dk = hp->head_dim_k;
+    const int64_t H = m->hp.n_head, Hkv = m->attn.n_head_kv, dk = m->attn.dk;
     const int64_t group = H / Hkv;
     const int32_t n_kv = st->n_kv; /* cells llama.cpp would attend over, hidden ones masked */
     const bool kf16 = kv->type_k == MOE_TYPE_F16, vf16 = kv->type_v == MOE_TYPE_F16;
@@ -122,15 +122,14 @@ static void attend_token(const moe_model *m, const moe_attn_step *st, int32_t po
         for (int32_t c = 0; c < n_kv && vf16; c++)
             sh[c] = round_f16(sh[c]);
     }
-    weighted_sum(hp, st, pos, seq, scores, vrow, lanes, out, batched);
+    weighted_sum(m, st, pos, seq, scores, vrow, lanes, out, batched);
 }
 
 /* Stores the batch's K/V rows, then attends token by token (tokens of one
  * batch see each other causally through the cache); tokens are split into
  * contiguous chunks, one per thread. */
 void moe_cpu_attention_ref(moe_backend *be, const moe_model *m, const moe_attn_step *st) {
-    const moe_hparams *hp = &m->hp;
-    const int64_t qd = hp->n_head * hp->head_dim_k, od = hp->n_head * hp->head_dim_v;
+    const int64_t qd = m->hp.n_head * m->attn.dk, od = m->hp.n_head * m->attn.dv;
     const int64_t kd = st->kv->row_k, vd = st->kv->row_v;
     const int32_t T = st->T;
     for (int32_t t = 0; t < T; t++)
@@ -140,7 +139,7 @@ void moe_cpu_attention_ref(moe_backend *be, const moe_model *m, const moe_attn_s
 #pragma omp parallel for num_threads(nth) schedule(static)
     for (int k = 0; k < nth; k++) {
         float *scores = be->attn_ws + k * ws;
-        float *krow = scores + even(hp->n_head * st->kv->size);
+        float *krow = scores + even(m->hp.n_head * st->kv->size);
         float *vrow = krow + even(kd);
         float *qr = vrow + even(vd);
         float *lanes = qr + even(qd);
