@@ -264,13 +264,13 @@ static void qkv_mla(moe_context *ctx, const moe_layer *L, int d, int32_t T, cons
 }
 
 /* The cells attended over: llama.cpp attends over the used cells rounded up
- * to 32 (its cache padding), hidden ones masked. */
-static int32_t attended_cells(const moe_kv_cache *kv) {
+ * to its cache padding (moe_attn_shape.n_kv_pad), hidden ones masked. */
+static int32_t attended_cells(const moe_kv_cache *kv, int32_t pad) {
     int32_t used_end = 0;
     for (int32_t c = 0; c < kv->size; c++)
         if (kv->cells[c].pos >= 0)
             used_end = c + 1;
-    const int32_t padded = (used_end + 31) / 32 * 32;
+    const int32_t padded = (used_end + pad - 1) / pad * pad;
     return padded < kv->size ? padded : kv->size;
 }
 
@@ -283,7 +283,7 @@ static void attention(moe_context *ctx, int64_t il, int32_t T, const int32_t *po
         qkv_mla(ctx, L, d, T, pos);
     else
         qkv_standard(ctx, L, d, T, pos);
-    ctx->n_kv = attended_cells(&ctx->kv);
+    ctx->n_kv = attended_cells(&ctx->kv, ctx->model->attn.n_kv_pad);
     const bool absorbed = ctx->model->attn.absorbed;
     const float *q = rd(ctx, d, absorbed ? MOE_BUF_MLA_Q : MOE_BUF_Q);
     const float *k = rd(ctx, d, MOE_BUF_K), *v = rd(ctx, d, MOE_BUF_V);

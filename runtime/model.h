@@ -82,6 +82,13 @@ typedef struct moe_rope_params {
     float freq_base, freq_scale, ext_factor, attn_factor, beta_fast, beta_slow;
     float corr_lo, corr_hi;
     int n_ctx_orig;
+    /* Rotate with fused multiply-adds (x0*c - x1*s as fma(x0, c, -(x1*s))),
+     * as the CPU build of current llama.cpp does (its RoPE is C++ the
+     * compiler contracts); the Feb 2025 build the conformance goldens come
+     * from rounds both products. The results differ in the last bit now and
+     * then, which the F16 KV cache mostly, but not always, absorbs. Set for
+     * absorbed MLA, which only current llama.cpp reads (moe_attn_shape). */
+    bool fused;
 } moe_rope_params;
 
 /* What the KV cache holds per token and layer, and what attention runs over:
@@ -93,6 +100,11 @@ typedef struct moe_rope_params {
 typedef struct moe_attn_shape {
     int64_t n_head_kv, dk, dv;
     bool absorbed;
+    /* Cells attended over: the used ones rounded up to this (hidden ones
+     * masked), which sets the summation lanes of single-token attention. 32
+     * as in the llama.cpp the conformance goldens come from; 256 for absorbed
+     * MLA, which only current llama.cpp reads, and it pads to 256. */
+    int32_t n_kv_pad;
 } moe_attn_shape;
 
 struct moe_model {

@@ -399,16 +399,24 @@ void moe_model_derive_rope(moe_model *m) {
     r->corr_hi = hi < (float)(r->n_dims - 1) ? hi : (float)(r->n_dims - 1);
     m->kq_scale = 1.0f / sqrtf((float)hp->head_dim_k);
     m->attn = (moe_attn_shape){.n_head_kv = hp->n_head_kv, .dk = hp->head_dim_k,
-                               .dv = hp->head_dim_v};
+                               .dv = hp->head_dim_v, .n_kv_pad = 32};
     if (m->arch->mla && (hp->mla == MOE_MLA_2D || hp->mla == MOE_MLA_3D))
         m->attn = (moe_attn_shape){.n_head_kv = 1, .dk = hp->kv_lora_rank + hp->n_rot,
-                                   .dv = hp->kv_lora_rank, .absorbed = true};
+                                   .dv = hp->kv_lora_rank, .absorbed = true, .n_kv_pad = 256};
+    r->fused = m->attn.absorbed; /* current llama.cpp's numerics (moe_rope_params) */
     if (m->arch->mla) {
         /* deepseek2 folds YaRN's magnitude into the score scale and cancels it in
          * the rotation (model.md §2.7 step 5-6) */
         float mscale = r->attn_factor * (1.0f + hp->yarn_log_mul * logf(1.0f / r->freq_scale));
-        m->kq_scale = mscale * mscale / sqrtf((float)hp->head_dim_k);
         r->attn_factor = 1.0f / (1.0f + 0.1f * logf(1.0f / r->freq_scale));
+        if (m->attn.absorbed) {
+            /* the same value in current llama.cpp's steps: it undoes the
+             * rotation's correction and divides the stored multiplier by 0.1 */
+            const float undone = r->attn_factor * (1.0f + 0.1f * logf(1.0f / r->freq_scale));
+            const float log_mul = hp->yarn_log_mul / 0.1f;
+            mscale = undone * (1.0f + 0.1f * log_mul * logf(1.0f / r->freq_scale));
+        }
+        m->kq_scale = mscale * mscale / sqrtf((float)hp->head_dim_k);
     }
 }
 
@@ -430,8 +438,9 @@ static void account_bytes(moe_model *m) {
         for (size_t k = 0; k < n; k++) {
             uint64_t b = wbytes(&w[k]);
             all += b;
-            bool expert = &w[k] == &L->gate_exps || &w[k] == &L->up_exps ||
-                          &w[k] == &L->down_exps; /* not wk_b/wv_b: ne[2] is heads there */
+            bool expert = m->hp.n_expert > 0 && (&w[k] == &L->gate_exps ||
+                                                  &w[k] == &L->up_exps ||
+                                                  &w[k] == &L->down_exps); /* not wk_b/wv_b */
             tok += expert ? b / (uint64_t)m->hp.n_expert * (uint64_t)m->hp.n_expert_used : b;
         }
     }
