@@ -215,6 +215,13 @@ typedef struct moe_backend_ops {
     void (*mla_kv)(moe_backend *be, const float *kv, const float *kpe, int64_t kpe_stride,
                    int64_t T, int64_t H, int64_t nope, int64_t n_rope, int64_t dv, float *k,
                    float *v);
+    /* Copies na x nb runs of n floats: run (a, b) from src + a*src_a + b*src_b
+     * to dst + a*dst_a + b*dst_b (strides in floats; the runs do not overlap).
+     * Reorders [T][H][d] rows into per-head [H][T][d] blocks and back, and
+     * concatenates row parts (absorbed MLA). */
+    void (*copy_runs)(moe_backend *be, float *dst, int64_t dst_a, int64_t dst_b,
+                      const float *src, int64_t src_a, int64_t src_b, int64_t na, int64_t nb,
+                      int64_t n);
 } moe_backend_ops;
 
 /* A backend instance: one per context (threads and scratch are per context). */

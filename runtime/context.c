@@ -39,15 +39,19 @@ static moe_status build_arena(moe_context *ctx, int d, moe_err *err) {
     const int64_t K = hp->n_expert_used, th = ctx->n_threads;
     const int64_t rope = hp->n_rot, rkv = hp->kv_lora_rank, rq = hp->q_lora_rank;
     const int64_t F = max64(hp->n_ff, max64(hp->n_ff_exp, hp->n_ff_shexp));
-    const int64_t n_in = max64(D, max64(F, max64(H * dv, max64(rq, rkv))));
+    const int64_t n_in = max64(max64(D, dk), max64(F, max64(H * dv, max64(rq, rkv))));
     const bool logits_here = d != 0 && m->output.device == d;
+    const int64_t nope = m->arch->mla ? dk - rope : 0, dv_att = max64(dv, m->attn.dv);
+    const int64_t mla = m->attn.absorbed ? T * H : 0; /* absorbed MLA's buffers */
     void **b = dc->s.buf;
     struct { void **p; int64_t n; } parts[] = {
         {&b[MOE_BUF_X], T * D}, {&b[MOE_BUF_H], T * D}, {&b[MOE_BUF_TMP], T * D},
         {&b[MOE_BUF_Q], T * H * dk}, {&b[MOE_BUF_K], T * ctx->kv.row_k},
-        {&b[MOE_BUF_V], T * ctx->kv.row_v}, {&b[MOE_BUF_ATT], T * H * dv},
+        {&b[MOE_BUF_V], T * ctx->kv.row_v}, {&b[MOE_BUF_ATT], T * H * dv_att},
         {&b[MOE_BUF_QA], T * rq}, {&b[MOE_BUF_KVPE], T * (rkv + rope)},
         {&b[MOE_BUF_KVC], T * rkv}, {&b[MOE_BUF_KV], T * H * (dk - rope + dv)},
+        {&b[MOE_BUF_MLA_Q], mla * (rkv + rope)}, {&b[MOE_BUF_MLA_HEADS], mla * max64(nope, rkv)},
+        {&b[MOE_BUF_MLA_PROJ], mla * max64(rkv, dv)},
         {&b[MOE_BUF_ROUTER], T * E}, {&b[MOE_BUF_TOPK], T * K}, {&b[MOE_BUF_TOPW], T * K},
         {&b[MOE_BUF_SHEXP], T * D}, {&b[MOE_BUF_SHGATE], T},
         {&b[MOE_BUF_LOGITS], logits_here ? T * hp->n_vocab : 0},
@@ -55,7 +59,7 @@ static moe_status build_arena(moe_context *ctx, int d, moe_err *err) {
         {&b[MOE_BUF_SLOTS], m->expert_split ? T * K * D : 0},
         {&b[MOE_BUF_SLOTS_ALL], m->expert_split ? T * K * D : 0},
         {(void **)&dc->s.attn_ws,
-         th * moe_attention_workspace(hp, ctx->kv.row_k, ctx->kv.row_v, ctx->kv.size)},
+         th * moe_attention_workspace(m, ctx->kv.row_k, ctx->kv.row_v, ctx->kv.size)},
         {(void **)&dc->s.members, T * K}, {(void **)&dc->s.xe, T * D},
         {(void **)&dc->s.ge, T * F}, {(void **)&dc->s.ue, T * F}, {(void **)&dc->s.oe, T * D},
         {(void **)&dc->s.slot_out, T * K * D},
@@ -121,13 +125,13 @@ moe_status moe_backend_init(moe_backend *be, const moe_backend_ops *ops, moe_con
     *be = (moe_backend){.ops = ops, .n_threads = ctx->n_threads, .scratch = s->mm,
                         .attn_ws = s->attn_ws, .xe = s->xe, .ge = s->ge, .ue = s->ue,
                         .oe = s->oe, .slot_out = s->slot_out, .members = s->members};
-    be->attn_ws_floats = moe_attention_workspace(hp, ctx->kv.row_k, ctx->kv.row_v, ctx->kv.size);
+    be->attn_ws_floats = moe_attention_workspace(ctx->model, ctx->kv.row_k, ctx->kv.row_v, ctx->kv.size);
     /* quantized activations take at most 40 bytes per 32 values */
     const int64_t T = ctx->params.n_batch, K = hp->n_expert_used, E = hp->n_expert;
     const int64_t D = hp->n_embd, Fe = hp->n_ff_exp;
     int64_t n_in = D;
     const int64_t widths[] = {hp->n_ff, Fe, hp->n_ff_shexp, hp->n_head * hp->head_dim_v,
-                              hp->q_lora_rank, hp->kv_lora_rank};
+                              hp->q_lora_rank, hp->kv_lora_rank, hp->head_dim_k};
     for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++)
         n_in = widths[i] > n_in ? widths[i] : n_in;
     const int64_t row = n_in / 32 * 40 + 64;

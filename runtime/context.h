@@ -24,11 +24,14 @@ typedef enum moe_buf {
     MOE_BUF_Q,      /* [T][H*dk] */
     MOE_BUF_K,      /* [T][Hkv*dk] */
     MOE_BUF_V,      /* [T][Hkv*dv] */
-    MOE_BUF_ATT,    /* [T][H*dv] */
+    MOE_BUF_ATT,    /* [T][H*dv] (absorbed MLA: first [T][H*Rkv], the attended latents) */
     MOE_BUF_QA,     /* deepseek2 MLA intermediates */
     MOE_BUF_KVPE,
     MOE_BUF_KVC,
     MOE_BUF_KV,
+    MOE_BUF_MLA_Q,     /* absorbed MLA: [T][H*(Rkv+rope)] queries in the latent space */
+    MOE_BUF_MLA_HEADS, /* [H][T][max(nope, Rkv)] per-head inputs of wk_b / wv_b */
+    MOE_BUF_MLA_PROJ,  /* [H][T][max(Rkv, dv)] per-head products of wk_b / wv_b */
     MOE_BUF_ROUTER, /* [T][E] router logits, then probabilities */
     MOE_BUF_TOPK,   /* [T][K] int32 expert ids */
     MOE_BUF_TOPW,   /* [T][K] routing weights */

@@ -255,8 +255,13 @@ void moe_cpu_rope(float *v, int64_t n_heads, int64_t head_stride, int32_t pos,
             /* NORM rotates adjacent pairs, NEOX the two halves */
             int i0 = r->neox ? p : 2 * p, i1 = r->neox ? p + n_dims / 2 : 2 * p + 1;
             const float x0 = x[i0], x1 = x[i1];
-            x[i0] = x0 * c - x1 * s;
-            x[i1] = x0 * s + x1 * c;
+            if (r->fused) { /* current llama.cpp's contracted C++ (moe_rope_params) */
+                x[i0] = fmaf(x0, c, -(x1 * s));
+                x[i1] = fmaf(x0, s, x1 * c);
+            } else {
+                x[i0] = x0 * c - x1 * s;
+                x[i1] = x0 * s + x1 * c;
+            }
         }
         theta *= theta_scale;
     }

@@ -164,6 +164,70 @@ static void qkv_standard(moe_context *ctx, const moe_layer *L, int d, int32_t T,
     rope(ctx, d, MOE_BUF_K, 0, T, Hkv * dk, Hkv, dk, pos);
 }
 
+/* Products of a per-head weight [n_in, n_out, H] (wk_b, wv_b): in holds H
+ * blocks of [T][n_in], out receives H blocks of [T][n_out]; llama.cpp's
+ * mul_mat broadcast over the heads, one GEMM per head. */
+static void per_head_matmul(moe_context *ctx, const moe_weight *w, moe_buf in, int32_t T,
+                            moe_buf out) {
+    const int d = w->device;
+    const int64_t H = w->ne[2], n_in = w->ne[0], n_out = w->ne[1];
+    const float *x = rd(ctx, d, in);
+    float *y = wr(ctx, d, out, H * T * n_out);
+    observe(ctx, w, -1, x, H * T); /* one slice for all heads */
+    for (int64_t h = 0; h < H; h++)
+        BE(ctx, d)->ops->mul_mat(BE(ctx, d), w, h, x + h * T * n_in, T, y + h * T * n_out,
+                                 MOE_DOT_GEMM);
+}
+
+/* Copies na x nb runs of n floats from src to dst on device d (copy_runs in
+ * backend.h); dst gets n_dst elements written when `first`, else is updated
+ * in place. */
+static void copy_runs(moe_context *ctx, int d, moe_buf dst, int64_t n_dst, bool first,
+                      int64_t dst_off, int64_t dst_a, int64_t dst_b, moe_buf src,
+                      int64_t src_off, int64_t src_a, int64_t src_b, int64_t na, int64_t nb,
+                      int64_t n) {
+    const float *from = (const float *)rd(ctx, d, src) + src_off;
+    float *to = (float *)(first ? wr(ctx, d, dst, n_dst) : rw(ctx, d, dst)) + dst_off;
+    BE(ctx, d)->ops->copy_runs(BE(ctx, d), to, dst_a, dst_b, from, src_a, src_b, na, nb, n);
+}
+
+/* deepseek2 MLA the absorbed way (files with attn_k_b/attn_v_b and no
+ * attn_kv_b), as current llama.cpp computes it: each head's non-rope query
+ * part goes through wk_b into the latent space, and attention is
+ * multi-query over cached rows [latent c | rotated k_pe] with the latent as
+ * the value (moe_attn_shape); attention_absorbed_out takes the attended
+ * latents back out through wv_b. Queries are [latent part | rope part], in
+ * llama.cpp's concatenation order (the order the dot products sum in). */
+static void qkv_mla_absorbed(moe_context *ctx, const moe_layer *L, int d, int32_t T) {
+    const moe_hparams *hp = &ctx->model->hp;
+    const int64_t H = hp->n_head, dk = hp->head_dim_k, n_rope = hp->n_rot, nope = dk - n_rope;
+    const int64_t rkv = hp->kv_lora_rank, dq = rkv + n_rope, dkv = rkv + n_rope;
+    /* q_nope [T][H][nope] -> [H][T][nope] -> wk_b -> [H][T][rkv] */
+    copy_runs(ctx, d, MOE_BUF_MLA_HEADS, H * T * nope, true, 0, T * nope, nope, MOE_BUF_Q, 0, dk,
+              H * dk, H, T, nope);
+    per_head_matmul(ctx, &L->wk_b, MOE_BUF_MLA_HEADS, T, MOE_BUF_MLA_PROJ);
+    copy_runs(ctx, d, MOE_BUF_MLA_Q, T * H * dq, true, 0, dq, H * dq, MOE_BUF_MLA_PROJ, 0,
+              T * rkv, rkv, H, T, rkv);
+    copy_runs(ctx, d, MOE_BUF_MLA_Q, 0, false, rkv, dq, H * dq, MOE_BUF_Q, nope, dk, H * dk, H,
+              T, n_rope);
+    /* keys [c | k_pe]; the values are the keys' first rkv (kv_cache.h) */
+    copy_runs(ctx, d, MOE_BUF_K, T * dkv, true, 0, 0, dkv, MOE_BUF_KVC, 0, 0, rkv, 1, T, rkv);
+    copy_runs(ctx, d, MOE_BUF_K, 0, false, rkv, 0, dkv, MOE_BUF_KVPE, rkv, 0, dkv, 1, T, n_rope);
+    copy_runs(ctx, d, MOE_BUF_V, T * rkv, true, 0, 0, rkv, MOE_BUF_KVC, 0, 0, rkv, 1, T, rkv);
+}
+
+/* Absorbed MLA after attention: the attended latents [T][H][rkv] through
+ * each head's wv_b into [T][H][dv], in place of MOE_BUF_ATT. */
+static void attention_absorbed_out(moe_context *ctx, const moe_layer *L, int d, int32_t T) {
+    const moe_hparams *hp = &ctx->model->hp;
+    const int64_t H = hp->n_head, rkv = hp->kv_lora_rank, dv = hp->head_dim_v;
+    copy_runs(ctx, d, MOE_BUF_MLA_HEADS, H * T * rkv, true, 0, T * rkv, rkv, MOE_BUF_ATT, 0, rkv,
+              H * rkv, H, T, rkv);
+    per_head_matmul(ctx, &L->wv_b, MOE_BUF_MLA_HEADS, T, MOE_BUF_MLA_PROJ);
+    copy_runs(ctx, d, MOE_BUF_ATT, T * H * dv, true, 0, dv, H * dv, MOE_BUF_MLA_PROJ, 0, T * dv,
+              dv, H, T, dv);
+}
+
 /* deepseek2 multi-head latent attention, computed the reference way: the
  * latent c is expanded by attn_kv_b into per-head K (nope part) and V; the
  * rope part of K is one shared head (model.md §2.7). */
@@ -186,9 +250,13 @@ static void qkv_mla(moe_context *ctx, const moe_layer *L, int d, int32_t T, cons
         BE(ctx, dn)->ops->rms_norm(BE(ctx, dn), kvpe, rkv + n_rope, &L->kv_a_norm, T, rkv,
                                    hp->rms_eps, kvc, rkv);
     }
-    matmul(ctx, &L->wkv_b, MOE_BUF_KVC, T, MOE_BUF_KV);
     rope(ctx, d, MOE_BUF_Q, nope, T, H * dk, H, dk, pos);
     rope(ctx, d, MOE_BUF_KVPE, rkv, T, rkv + n_rope, 1, n_rope, pos);
+    if (ctx->model->attn.absorbed) {
+        qkv_mla_absorbed(ctx, L, d, T);
+        return;
+    }
+    matmul(ctx, &L->wkv_b, MOE_BUF_KVC, T, MOE_BUF_KV);
     const float *kv = rd(ctx, d, MOE_BUF_KV);
     const float *kpe = (const float *)rd(ctx, d, MOE_BUF_KVPE) + rkv;
     float *k = wr(ctx, d, MOE_BUF_K, T * H * dk), *v = wr(ctx, d, MOE_BUF_V, T * H * dv);
@@ -204,13 +272,16 @@ static void attention(moe_context *ctx, int64_t il, int32_t T, const int32_t *po
         qkv_mla(ctx, L, d, T, pos);
     else
         qkv_standard(ctx, L, d, T, pos);
-    const float *q = rd(ctx, d, MOE_BUF_Q), *k = rd(ctx, d, MOE_BUF_K);
-    const float *v = rd(ctx, d, MOE_BUF_V);
-    float *out = wr(ctx, d, MOE_BUF_ATT, T * hp->n_head * hp->head_dim_v);
+    const bool absorbed = ctx->model->attn.absorbed;
+    const float *q = rd(ctx, d, absorbed ? MOE_BUF_MLA_Q : MOE_BUF_Q);
+    const float *k = rd(ctx, d, MOE_BUF_K), *v = rd(ctx, d, MOE_BUF_V);
+    float *out = wr(ctx, d, MOE_BUF_ATT, T * hp->n_head * ctx->model->attn.dv);
     const moe_attn_step st = {.kv = &ctx->kv, .layer = il, .T = T, .pos = pos, .seq = seq,
                               .cells = ctx->cells, .seq_cells = ctx->tok_cells, .n_seq_cells = ctx->tok_n_cells,
                               .q = q, .k = k, .v = v, .out = out};
     BE(ctx, d)->ops->attention(BE(ctx, d), ctx->model, &st);
+    if (absorbed)
+        attention_absorbed_out(ctx, L, d, T);
     matmul(ctx, &L->wo, MOE_BUF_ATT, T, MOE_BUF_TMP);
 }
 

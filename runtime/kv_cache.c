@@ -33,8 +33,13 @@ moe_status moe_kv_init(moe_kv_cache *kv, const moe_model *m, int32_t n_cells, mo
     MOE_FAIL_IF(!good_k || !good_v, err, MOE_ERR_USAGE,
                 "KV cache types must be f32, f16 or q8_0 (got %s/%s)", moe_type_name(tk),
                 moe_type_name(tv));
-    kv->row_k = hp->n_head_kv * hp->head_dim_k;
-    kv->row_v = hp->n_head_kv * hp->head_dim_v;
+    /* absorbed MLA: the values are the latent at the head of each key row,
+     * read there as llama.cpp does (so in the key's type) */
+    kv->v_in_k = m->attn.absorbed;
+    if (kv->v_in_k)
+        tv = tk;
+    kv->row_k = m->attn.n_head_kv * m->attn.dk;
+    kv->row_v = m->attn.n_head_kv * m->attn.dv;
     MOE_FAIL_IF(kv->row_k % moe_type_get(tk)->block_size || kv->row_v % moe_type_get(tv)->block_size,
                 err, MOE_ERR_USAGE, "KV rows of %lld/%lld values do not fit %s/%s blocks",
                 (long long)kv->row_k, (long long)kv->row_v, moe_type_name(tk), moe_type_name(tv));
@@ -42,7 +47,7 @@ moe_status moe_kv_init(moe_kv_cache *kv, const moe_model *m, int32_t n_cells, mo
     kv->type_k = tk;
     kv->type_v = tv;
     kv->bytes_k = row_bytes(tk, kv->row_k);
-    kv->bytes_v = row_bytes(tv, kv->row_v);
+    kv->bytes_v = kv->v_in_k ? kv->bytes_k : row_bytes(tv, kv->row_v);
     kv->n_layer = hp->n_layer;
     kv->cells = calloc((size_t)n_cells, sizeof *kv->cells);
     kv->k = calloc((size_t)hp->n_layer, sizeof *kv->k);
@@ -50,7 +55,7 @@ moe_status moe_kv_init(moe_kv_cache *kv, const moe_model *m, int32_t n_cells, mo
     MOE_FAIL_IF(!kv->cells || !kv->k || !kv->v, err, MOE_ERR_NOMEM, "out of memory");
     for (int64_t l = 0; l < hp->n_layer; l++) {
         kv->k[l] = calloc((size_t)n_cells, kv->bytes_k);
-        kv->v[l] = calloc((size_t)n_cells, kv->bytes_v);
+        kv->v[l] = kv->v_in_k ? kv->k[l] : calloc((size_t)n_cells, kv->bytes_v);
         MOE_FAIL_IF(!kv->k[l] || !kv->v[l], err, MOE_ERR_NOMEM,
                     "out of memory for a %d-cell KV cache", n_cells);
     }
@@ -69,7 +74,7 @@ void moe_kv_free(moe_kv_cache *kv) {
     for (int64_t l = 0; l < kv->n_layer; l++) {
         if (kv->k)
             free(kv->k[l]);
-        if (kv->v)
+        if (kv->v && !kv->v_in_k)
             free(kv->v[l]);
     }
     free(kv->k);
@@ -253,8 +258,9 @@ static void move_rows(moe_kv_cache *kv, int32_t src, int32_t dst, int32_t len) {
     for (int64_t l = 0; l < kv->n_layer; l++) {
         memcpy(kv->k[l] + (uint64_t)dst * kv->bytes_k, kv->k[l] + (uint64_t)src * kv->bytes_k,
                (size_t)len * kv->bytes_k);
-        memcpy(kv->v[l] + (uint64_t)dst * kv->bytes_v, kv->v[l] + (uint64_t)src * kv->bytes_v,
-               (size_t)len * kv->bytes_v);
+        if (!kv->v_in_k)
+            memcpy(kv->v[l] + (uint64_t)dst * kv->bytes_v,
+                   kv->v[l] + (uint64_t)src * kv->bytes_v, (size_t)len * kv->bytes_v);
     }
 }
 
@@ -312,7 +318,8 @@ static void to_cache(moe_type t, const float *src, uint8_t *dst, int64_t n) {
 
 void moe_kv_store(moe_kv_cache *kv, int64_t layer, int32_t cell, const float *k, const float *v) {
     to_cache(kv->type_k, k, kv->k[layer] + (uint64_t)cell * kv->bytes_k, kv->row_k);
-    to_cache(kv->type_v, v, kv->v[layer] + (uint64_t)cell * kv->bytes_v, kv->row_v);
+    if (!kv->v_in_k)
+        to_cache(kv->type_v, v, kv->v[layer] + (uint64_t)cell * kv->bytes_v, kv->row_v);
 }
 
 void moe_kv_load_k(const moe_kv_cache *kv, int64_t layer, int32_t cell, float *out) {
@@ -323,15 +330,16 @@ void moe_kv_apply_shift(moe_kv_cache *kv, const moe_model *m) {
     if (!kv->has_shift)
         return;
     const moe_hparams *hp = &m->hp;
-    /* deepseek2 keys are [nope | rope] per head: only the rope tail turns */
-    const int64_t offset = m->arch->mla ? hp->head_dim_k - hp->n_rot : 0;
+    /* deepseek2 keys are [nope | rope] per head ([latent | rope] absorbed):
+     * only the rope tail turns */
+    const int64_t dk = m->attn.dk, offset = m->arch->mla ? dk - hp->n_rot : 0;
     float *row = kv->shift_row;
     for (int32_t c = 0; c < kv->size; c++) {
         if (kv->cells[c].pos < 0 || kv->cells[c].delta == 0)
             continue;
         for (int64_t l = 0; l < hp->n_layer; l++) {
             moe_kv_load_k(kv, l, c, row);
-            moe_cpu_rope(row + offset, hp->n_head_kv, hp->head_dim_k, kv->cells[c].delta, &m->rope);
+            moe_cpu_rope(row + offset, m->attn.n_head_kv, dk, kv->cells[c].delta, &m->rope);
             to_cache(kv->type_k, row, kv->k[l] + (uint64_t)c * kv->bytes_k, kv->row_k);
         }
     }

@@ -39,7 +39,9 @@ typedef struct moe_kv_cache {
     bool has_shift;
     moe_type type_k, type_v;
     int64_t row_k, row_v;        /* values per cell per layer (all heads) */
-    uint64_t bytes_k, bytes_v;   /* bytes of one row */
+    uint64_t bytes_k, bytes_v;   /* bytes from one cell's row to the next */
+    bool v_in_k;                 /* absorbed MLA: V is the first row_v values of each K
+                                  * row (v[l] aliases k[l], type_v = type_k) */
     int64_t n_layer;
     uint8_t **k, **v;            /* [layer] -> size rows */
     float *shift_row;            /* one K row of floats for the K-shift */

@@ -108,10 +108,14 @@ uint64_t moe_model_fingerprint(const moe_model *m) {
     h = mix_weight(h, &m->tok_embd);
     h = mix_weight(h, &m->output_norm);
     h = mix_weight(h, &m->output);
-    for (int64_t l = 0; l < hp->n_layer; l++)
+    for (int64_t l = 0; l < hp->n_layer; l++) {
         for (size_t i = 0; i < sizeof LAYER_WEIGHTS / sizeof LAYER_WEIGHTS[0]; i++)
             h = mix_weight(h, (const moe_weight *)((const uint8_t *)&m->layers[l] +
                                                    LAYER_WEIGHTS[i]));
+        /* absorbed MLA's, only where present: other models keep their fingerprint */
+        if (m->layers[l].wk_b.data)
+            h = mix_weight(mix_weight(h, &m->layers[l].wk_b), &m->layers[l].wv_b);
+    }
     return h;
 }
 

@@ -49,6 +49,10 @@ typedef struct moe_expert_split {
 typedef struct moe_layer {
     moe_weight attn_norm, wq, wk, wv, wo, bq, bk, bv, q_norm, k_norm;
     moe_weight wq_a, q_a_norm, wq_b, wkv_a_mqa, kv_a_norm, wkv_b; /* deepseek2 MLA */
+    /* absorbed MLA (no attn_kv_b): per head h, wk_b [nope, Rkv, H] takes q's
+     * non-rope part into the latent space, wv_b [Rkv, dv, H] takes the
+     * attended latent back out (ik's 2-D files are viewed as the same 3-D) */
+    moe_weight wk_b, wv_b;
     moe_weight ffn_norm;
     moe_weight ffn_gate, ffn_up, ffn_down;                         /* dense FFN */
     moe_weight gate_inp, exp_probs_b, gate_exps, up_exps, down_exps;
@@ -61,9 +65,9 @@ typedef struct moe_layer {
  * #define X(f) ... then MOE_LAYER_WEIGHTS(X). */
 #define MOE_LAYER_WEIGHTS(X)                                                                    \
     X(attn_norm) X(wq) X(wk) X(wv) X(wo) X(bq) X(bk) X(bv) X(q_norm) X(k_norm) X(wq_a)          \
-    X(q_a_norm) X(wq_b) X(wkv_a_mqa) X(kv_a_norm) X(wkv_b) X(ffn_norm) X(ffn_gate) X(ffn_up)    \
-    X(ffn_down) X(gate_inp) X(exp_probs_b) X(gate_exps) X(up_exps) X(down_exps)                \
-    X(gate_inp_shexp) X(gate_shexp) X(up_shexp) X(down_shexp)
+    X(q_a_norm) X(wq_b) X(wkv_a_mqa) X(kv_a_norm) X(wkv_b) X(wk_b) X(wv_b) X(ffn_norm)          \
+    X(ffn_gate) X(ffn_up) X(ffn_down) X(gate_inp) X(exp_probs_b) X(gate_exps) X(up_exps)       \
+    X(down_exps) X(gate_inp_shexp) X(gate_shexp) X(up_shexp) X(down_shexp)
 
 /* Bytes of w's data (every expert). */
 static inline uint64_t moe_weight_nbytes(const moe_weight *w) {
@@ -83,7 +87,30 @@ typedef struct moe_rope_params {
     float freq_base, freq_scale, ext_factor, attn_factor, beta_fast, beta_slow;
     float corr_lo, corr_hi;
     int n_ctx_orig;
+    /* Rotate with fused multiply-adds (x0*c - x1*s as fma(x0, c, -(x1*s))),
+     * as the CPU build of current llama.cpp does (its RoPE is C++ the
+     * compiler contracts); the Feb 2025 build the conformance goldens come
+     * from rounds both products. The results differ in the last bit now and
+     * then, which the F16 KV cache mostly, but not always, absorbs. Set for
+     * absorbed MLA, which only current llama.cpp reads (moe_attn_shape). */
+    bool fused;
 } moe_rope_params;
+
+/* What the KV cache holds per token and layer, and what attention runs over:
+ * n_head_kv heads of dk keys and dv values. The hyper-parameters' sizes,
+ * except for absorbed MLA (deepseek2 files with attn_k_b/attn_v_b and no
+ * attn_kv_b), which current llama.cpp runs as multi-query attention: one
+ * head whose key is [latent (kv_lora_rank) | rope part] and whose value is
+ * the latent itself (the first dv = kv_lora_rank values of the key). */
+typedef struct moe_attn_shape {
+    int64_t n_head_kv, dk, dv;
+    bool absorbed;
+    /* Cells attended over: the used ones rounded up to this (hidden ones
+     * masked), which sets the summation lanes of single-token attention. 32
+     * as in the llama.cpp the conformance goldens come from; 256 for absorbed
+     * MLA, which only current llama.cpp reads, and it pads to 256. */
+    int32_t n_kv_pad;
+} moe_attn_shape;
 
 struct moe_model {
     moe_hparams hp;
@@ -94,6 +121,7 @@ struct moe_model {
     moe_layer *layers;
     moe_rope_params rope;
     float kq_scale;
+    moe_attn_shape attn;
     /* storage */
     moe_gguf_set *set;        /* open files (mapped when use_mmap) */
     uint8_t **owned;          /* weights we hold: --no-mmap, legacy stacking, .zst */
@@ -113,7 +141,8 @@ struct moe_model {
     char *placement_args;         /* what a plan (--fit, --hot-experts) chose; owned */
 };
 
-/* Fills the RoPE constants and kq_scale from model->hp (YaRN included). */
+/* Fills the RoPE constants, kq_scale and the attention shape from model->hp
+ * (YaRN included). */
 void moe_model_derive_rope(moe_model *model);
 
 #endif

@@ -224,6 +224,8 @@ static moe_weight *slot_of(moe_model *m, const moe_tensor_spec *s) {
     case MOE_T_ATTN_KV_A_MQA: return &l->wkv_a_mqa;
     case MOE_T_ATTN_KV_A_NORM: return &l->kv_a_norm;
     case MOE_T_ATTN_KV_B: return &l->wkv_b;
+    case MOE_T_ATTN_K_B: return &l->wk_b;
+    case MOE_T_ATTN_V_B: return &l->wv_b;
     case MOE_T_FFN_NORM: return &l->ffn_norm;
     case MOE_T_FFN_GATE: return &l->ffn_gate;
     case MOE_T_FFN_DOWN: return &l->ffn_down;
@@ -237,7 +239,7 @@ static moe_weight *slot_of(moe_model *m, const moe_tensor_spec *s) {
     case MOE_T_FFN_GATE_SHEXP: return &l->gate_shexp;
     case MOE_T_FFN_DOWN_SHEXP: return &l->down_shexp;
     case MOE_T_FFN_UP_SHEXP: return &l->up_shexp;
-    default: return NULL; /* attn_k_b / attn_v_b: not used by this runtime */
+    default: return NULL;
     }
 }
 
@@ -250,6 +252,17 @@ static void set_weight(moe_weight *w, const moe_tensor_spec *s, moe_type type,
     w->expert_bytes = w->row_bytes * (uint64_t)ne[1];
     w->device = 0; /* the CPU until placement (device.h) */
     w->name = s->name;
+}
+
+/* ik's 2-D attn_k_b [nope, H*Rkv] / attn_v_b [Rkv, H*dv] hold the rows of
+ * the 3-D [nope, Rkv, H] / [Rkv, dv, H] in the same order: both become H
+ * matrices of ne[1] / H rows, one per head (what the products index). */
+static void per_head_view(moe_weight *w, int64_t H) {
+    if (w->ne[2] != 1)
+        return;
+    w->ne[1] /= H;
+    w->ne[2] = H;
+    w->expert_bytes = w->row_bytes * (uint64_t)w->ne[1];
 }
 
 /* Legacy layout: expert e of a family is copied into slot e of a stacked
@@ -298,10 +311,11 @@ static moe_status bind_one(loader *L, const moe_tensor_spec *s) {
     MOE_FAIL_IF(s->role == MOE_T_TOKEN_EMBD && tr->interleave_rows, L->err, MOE_ERR_UNSUPPORTED,
                 "tensor '%s' has the row-interleaved type %s, which embeddings cannot use",
                 s->name, tr->name);
+    if ((s->role == MOE_T_ATTN_K_B || s->role == MOE_T_ATTN_V_B) && L->m->hp.mla != MOE_MLA_2D &&
+        L->m->hp.mla != MOE_MLA_3D)
+        return MOE_OK; /* ik's copies beside attn_kv_b: attn_kv_b computes, as in llama.cpp */
     moe_weight *w = slot_of(L->m, s);
-    MOE_FAIL_IF(!w, L->err, MOE_ERR_UNSUPPORTED,
-                "tensor '%s': this deepseek2 attention layout (attn_k_b/attn_v_b without "
-                "attn_kv_b) is not supported yet", s->name);
+    MOE_FAIL_IF(!w, L->err, MOE_ERR_INTERNAL, "tensor '%s' has no place in the model", s->name);
     if (s->expert >= 0)
         return bind_split_expert(L, w, s, t, data);
     if (t->ne[1] == 1 && t->ne[2] == 1 && (t->type != MOE_TYPE_F32 || ((uintptr_t)data & 3))) {
@@ -314,6 +328,8 @@ static moe_status bind_one(loader *L, const moe_tensor_spec *s) {
         return MOE_OK;
     }
     set_weight(w, s, t->type, data, t->ne);
+    if (s->role == MOE_T_ATTN_K_B || s->role == MOE_T_ATTN_V_B)
+        per_head_view(w, L->m->hp.n_head);
     return MOE_OK;
 }
 
@@ -382,12 +398,25 @@ void moe_model_derive_rope(moe_model *m) {
     r->corr_lo = lo > 0 ? lo : 0;
     r->corr_hi = hi < (float)(r->n_dims - 1) ? hi : (float)(r->n_dims - 1);
     m->kq_scale = 1.0f / sqrtf((float)hp->head_dim_k);
+    m->attn = (moe_attn_shape){.n_head_kv = hp->n_head_kv, .dk = hp->head_dim_k,
+                               .dv = hp->head_dim_v, .n_kv_pad = 32};
+    if (m->arch->mla && (hp->mla == MOE_MLA_2D || hp->mla == MOE_MLA_3D))
+        m->attn = (moe_attn_shape){.n_head_kv = 1, .dk = hp->kv_lora_rank + hp->n_rot,
+                                   .dv = hp->kv_lora_rank, .absorbed = true, .n_kv_pad = 256};
+    r->fused = m->attn.absorbed; /* current llama.cpp's numerics (moe_rope_params) */
     if (m->arch->mla) {
         /* deepseek2 folds YaRN's magnitude into the score scale and cancels it in
          * the rotation (model.md §2.7 step 5-6) */
         float mscale = r->attn_factor * (1.0f + hp->yarn_log_mul * logf(1.0f / r->freq_scale));
-        m->kq_scale = mscale * mscale / sqrtf((float)hp->head_dim_k);
         r->attn_factor = 1.0f / (1.0f + 0.1f * logf(1.0f / r->freq_scale));
+        if (m->attn.absorbed) {
+            /* the same value in current llama.cpp's steps: it undoes the
+             * rotation's correction and divides the stored multiplier by 0.1 */
+            const float undone = r->attn_factor * (1.0f + 0.1f * logf(1.0f / r->freq_scale));
+            const float log_mul = hp->yarn_log_mul / 0.1f;
+            mscale = undone * (1.0f + 0.1f * log_mul * logf(1.0f / r->freq_scale));
+        }
+        m->kq_scale = mscale * mscale / sqrtf((float)hp->head_dim_k);
     }
 }
 
@@ -403,12 +432,15 @@ static void account_bytes(moe_model *m) {
     if (m->output.data != m->tok_embd.data)
         all += wbytes(&m->output);
     for (int64_t il = 0; il < m->hp.n_layer; il++) {
-        const moe_weight *w = (const moe_weight *)&m->layers[il];
+        const moe_layer *L = &m->layers[il];
+        const moe_weight *w = (const moe_weight *)L;
         size_t n = offsetof(moe_layer, is_moe) / sizeof(moe_weight);
         for (size_t k = 0; k < n; k++) {
             uint64_t b = wbytes(&w[k]);
             all += b;
-            bool expert = w[k].ne[2] > 1 && m->hp.n_expert > 0 && w[k].ne[2] == m->hp.n_expert;
+            bool expert = m->hp.n_expert > 0 && (&w[k] == &L->gate_exps ||
+                                                  &w[k] == &L->up_exps ||
+                                                  &w[k] == &L->down_exps); /* not wk_b/wv_b */
             tok += expert ? b / (uint64_t)m->hp.n_expert * (uint64_t)m->hp.n_expert_used : b;
         }
     }

@@ -32,6 +32,8 @@ if(TARGET moe_runtime)
   if(TARGET moe-run AND TARGET moe-synth)
     # test_golden compares the CLI's logits file and writes the API's for cmp
     moe_add_sh_test(test_run_cli SCRIPT test_run_cli.sh LABELS cli ARGS $<TARGET_FILE:test_golden>)
+    # absorbed MLA (attn_k_b/attn_v_b without attn_kv_b) on moe-synth models
+    moe_add_sh_test(test_mla SCRIPT test_mla.sh LABELS cli ARGS $<TARGET_FILE:test_golden>)
   endif()
 endif()
 
@@ -46,6 +48,9 @@ if(TARGET moe_runtime)
     endforeach()
   endif()
   moe_add_c_test(test_kernels SOURCES ${MOE_TEST_DIR}/test_kernels.c LABELS unit kernels
+                 LIBS moe_runtime ${MATH_LIB})
+  # the router's weights against llama.cpp's steps (sum in double, clamp, scale)
+  moe_add_c_test(test_route SOURCES ${MOE_TEST_DIR}/test_route.c LABELS unit kernels
                  LIBS moe_runtime ${MATH_LIB})
 endif()
 

@@ -115,7 +115,8 @@ static const preset *find_preset(const char *name) {
 
 typedef struct synth_args {
     const char *arch, *preset, *type, *layout, *vocab, *name, *gating, *mla;
-    double scale;
+    double scale, weights_scale;
+    int64_t weights_norm;
     int64_t seed, threads;
     bool force, tie_output, dry_run;
     int64_t n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ff_exp, n_ff_shexp;
@@ -129,7 +130,7 @@ static synth_args args = {
     .head_dim = UNSET, .n_ff = UNSET, .n_ff_exp = UNSET, .n_ff_shexp = UNSET,
     .n_expert = UNSET, .n_expert_used = UNSET, .n_vocab = UNSET, .n_shared = UNSET,
     .n_dense_lead = UNSET, .q_lora = UNSET, .kv_lora = UNSET, .qk_nope = UNSET,
-    .qk_rope = UNSET, .v_head = UNSET, .n_ctx = UNSET,
+    .qk_rope = UNSET, .v_head = UNSET, .n_ctx = UNSET, .weights_norm = UNSET,
 };
 
 #define DIM(names, field, help) \
@@ -188,6 +189,10 @@ static const moe_opt options[] = {
     DIM("n-ctx", n_ctx, "context_length"),
     {"gating", MOE_OPT_STRING, &args.gating, "G",
      "deepseek2 expert gating: softmax | sigmoid (sigmoid adds exp_probs_b)", 0, 0, 0, 0, 0},
+    {"expert-weights-norm", MOE_OPT_INT, &args.weights_norm, "0|1",
+     "deepseek2: renormalise the chosen experts' weights to sum 1", 0, 1, 0, 0, 0},
+    {"expert-weights-scale", MOE_OPT_FLOAT, &args.weights_scale, "F",
+     "deepseek2: factor on the routed experts' weights", 0, 0, 1e-6, 1e6, 0},
     {"mla", MOE_OPT_STRING, &args.mla, "V",
      "deepseek2 attention tensors: kv_b (default) | ik (kv_b + 2-D k_b/v_b) | ik-2d "
      "(2-D k_b/v_b only) | 3d (mainline: 3-D k_b/v_b, head_count_kv 1)", 0, 0, 0, 0, 0},
@@ -342,6 +347,14 @@ static moe_status apply_choice_flags(moe_hparams *hp, moe_err *err) {
             return moe_fail(err, MOE_ERR_USAGE, "--gating must be softmax or sigmoid");
         /* V3-style sigmoid routing comes with the selection bias */
         hp->exp_probs_b = hp->gating == MOE_GATING_SIGMOID;
+    }
+    if (a->weights_norm != UNSET || a->weights_scale > 0) {
+        MOE_FAIL_IF(hp->arch != MOE_ARCH_DEEPSEEK2, err, MOE_ERR_USAGE,
+                    "--expert-weights-norm/--expert-weights-scale: only deepseek2 stores them");
+        if (a->weights_norm != UNSET)
+            hp->expert_weights_norm = a->weights_norm != 0;
+        if (a->weights_scale > 0)
+            hp->expert_weights_scale = (float)a->weights_scale;
     }
     if (a->mla) {
         static const char *const names[] = {"kv_b", "ik", "ik-2d", "3d"};

@@ -13,31 +13,33 @@ static float round_f16(float v) { return moe_f16_to_f32(moe_f32_to_f16(v)); }
 
 static int64_t even(int64_t n) { return (n + 1) & ~(int64_t)1; }
 
-int64_t moe_attention_workspace(const moe_hparams *hp, int64_t row_k, int64_t row_v,
+int64_t moe_attention_workspace(const moe_model *m, int64_t row_k, int64_t row_v,
                                 int32_t n_cells) {
     /* scores for every head and cell, one K row, one V row, the rounded q,
      * 64 lanes per output value plus room for a double tail per value */
-    int64_t qd = hp->n_head * hp->head_dim_k, lanes = (64 + 2) * hp->n_head * hp->head_dim_v;
-    return even(hp->n_head * n_cells) + even(row_k) + even(row_v) + even(qd) + even(lanes);
+    const int64_t H = m->hp.n_head;
+    int64_t qd = H * m->attn.dk, lanes = (64 + 2) * H * m->attn.dv;
+    return even(H * n_cells) + even(row_k) + even(row_v) + even(qd) + even(lanes);
 }
 
 /* The cells one token attends: the first n_vis entries of its sequence's
  * position-ordered list (those at or before its position), placed at slots
  * 0..n_vis) of a row of n_slots, llama.cpp's mask width for that sequence
- * alone (its cell count rounded up to 32). With one sequence and no holes the
+ * alone (its cell count rounded up to the cache padding: 32, or 256 for
+ * absorbed MLA). With one sequence and no holes the
  * slots are the cell indices, so the order of every sum is llama.cpp's. */
 typedef struct attn_cells {
     const int32_t *cell; /* slot -> cache cell */
     int32_t n_vis, n_slots;
 } attn_cells;
 
-static attn_cells token_cells(const moe_attn_step *st, int32_t t) {
+static attn_cells token_cells(const moe_attn_step *st, int32_t t, int32_t pad) {
     const moe_kv_cache *kv = st->kv;
     const int32_t *list = st->seq_cells[t], n = st->n_seq_cells[t], pos = st->pos[t];
     int32_t n_vis = 0;
     while (n_vis < n && kv->cells[list[n_vis]].pos <= pos)
         n_vis++;
-    int32_t slots = (n + 31) / 32 * 32;
+    int32_t slots = (n + pad - 1) / pad * pad;
     return (attn_cells){.cell = list, .n_vis = n_vis, .n_slots = slots < kv->size ? slots : kv->size};
 }
 
@@ -55,12 +57,12 @@ static void load_row(moe_type type, const uint8_t *rows, uint64_t bytes, int32_t
  * lane order of llama.cpp's product (see attend_token): slot j adds into lane
  * j % W of every output value. lanes holds W rows of H*dv accumulators (lane
  * l of value i at lanes[l * H*dv + i]), so one slot's update is a row. */
-static void weighted_sum(const moe_hparams *hp, const moe_attn_step *st, const attn_cells *ac,
+static void weighted_sum(const moe_model *m, const moe_attn_step *st, const attn_cells *ac,
                          const float *scores, float *vrow, float *lanes, float *out,
                          bool batched) {
     const moe_kv_cache *kv = st->kv;
     const moe_cpu_float_ops *fops = moe_cpu_float_ops_active();
-    const int64_t H = hp->n_head, dv = hp->head_dim_v, group = H / hp->n_head_kv, HD = H * dv;
+    const int64_t H = m->hp.n_head, dv = m->attn.dv, group = H / m->attn.n_head_kv, HD = H * dv;
     const int32_t n_slots = ac->n_slots;
     const int W = batched ? 16 : 64;                          /* lanes per output */
     const int32_t full = batched ? n_slots : n_slots & ~63; /* VEC sums the rest in double */
@@ -110,11 +112,10 @@ static void weighted_sum(const moe_hparams *hp, const moe_attn_step *st, const a
 static void attend_token(const moe_model *m, const moe_attn_step *st, int32_t t, float *out,
                          float *scores, float *krow, float *vrow, float *qr, float *lanes,
                          bool batched) {
-    const moe_hparams *hp = &m->hp;
     const moe_kv_cache *kv = st->kv;
-    const int64_t H = hp->n_head, Hkv = hp->n_head_kv, dk = hp->head_dim_k;
+    const int64_t H = m->hp.n_head, Hkv = m->attn.n_head_kv, dk = m->attn.dk;
     const int64_t group = H / Hkv;
-    const attn_cells ac = token_cells(st, t);
+    const attn_cells ac = token_cells(st, t, m->attn.n_kv_pad);
     const int32_t n_slots = ac.n_slots;
     const bool kf16 = kv->type_k == MOE_TYPE_F16, vf16 = kv->type_v == MOE_TYPE_F16;
     const float *q = st->q + t * H * dk;
@@ -137,15 +138,14 @@ static void attend_token(const moe_model *m, const moe_attn_step *st, int32_t t,
         for (int32_t j = 0; j < n_slots && vf16; j++)
             sh[j] = round_f16(sh[j]);
     }
-    weighted_sum(hp, st, &ac, scores, vrow, lanes, out, batched);
+    weighted_sum(m, st, &ac, scores, vrow, lanes, out, batched);
 }
 
 /* Stores the batch's K/V rows, then attends token by token (tokens of one
  * batch see each other causally through the cache); tokens are split into
  * contiguous chunks, one per thread. */
 void moe_cpu_attention_ref(moe_backend *be, const moe_model *m, const moe_attn_step *st) {
-    const moe_hparams *hp = &m->hp;
-    const int64_t qd = hp->n_head * hp->head_dim_k, od = hp->n_head * hp->head_dim_v;
+    const int64_t qd = m->hp.n_head * m->attn.dk, od = m->hp.n_head * m->attn.dv;
     const int64_t kd = st->kv->row_k, vd = st->kv->row_v;
     const int32_t T = st->T;
     for (int32_t t = 0; t < T; t++)
@@ -155,7 +155,7 @@ void moe_cpu_attention_ref(moe_backend *be, const moe_model *m, const moe_attn_s
 #pragma omp parallel for num_threads(nth) schedule(static)
     for (int k = 0; k < nth; k++) {
         float *scores = be->attn_ws + k * ws;
-        float *krow = scores + even(hp->n_head * st->kv->size);
+        float *krow = scores + even(m->hp.n_head * st->kv->size);
         float *vrow = krow + even(kd);
         float *qr = vrow + even(vd);
         float *lanes = qr + even(qd);

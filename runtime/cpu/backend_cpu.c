@@ -136,12 +136,15 @@ static void cpu_route(moe_backend *be, const moe_route_step *st) {
         int32_t *ids = st->ids + t * K;
         float *w = st->w + t * K;
         top_k(sel, E, K, ids);
-        float sum = 0.0f;
+        /* llama.cpp sums the chosen weights in double (ggml_sum_rows) and
+         * clamps the sum to F16's smallest normal before dividing */
+        double sum = 0.0;
         for (int64_t k = 0; k < K; k++)
-            sum += w[k] = p[ids[k]];
+            sum += (double)(w[k] = p[ids[k]]);
+        const float norm = (float)sum > 6.103515625e-5f ? (float)sum : 6.103515625e-5f;
         for (int64_t k = 0; k < K; k++) {
             if (st->norm)
-                w[k] /= sum;
+                w[k] /= norm;
             if (st->scale != 1.0f)
                 w[k] *= st->scale;
         }
@@ -195,6 +198,16 @@ static void cpu_mla_kv(moe_backend *be, const float *kv, const float *kpe, int64
     }
 }
 
+static void cpu_copy_runs(moe_backend *be, float *dst, int64_t dst_a, int64_t dst_b,
+                          const float *src, int64_t src_a, int64_t src_b, int64_t na, int64_t nb,
+                          int64_t n) {
+    (void)be;
+    for (int64_t a = 0; a < na; a++)
+        for (int64_t b = 0; b < nb; b++)
+            memcpy(dst + a * dst_a + b * dst_b, src + a * src_a + b * src_b,
+                   (size_t)n * sizeof(float));
+}
+
 /* ---- memory: plain host memory, copies are memcpy ------------------------------------------ */
 
 static void *cpu_alloc(moe_backend *be, size_t bytes) {
@@ -219,9 +232,11 @@ static void cpu_synchronize(moe_backend *be) { (void)be; }
     .host_memory = true, .interleaved = true, .supports_weight = cpu_supports_weight,           \
     .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy, .download = cpu_copy,             \
     .synchronize = cpu_synchronize, .mul_mat = cpu_matmul, .experts = cpu_experts,              \
-    .experts_combine = moe_cpu_experts_combine, .ffn = cpu_ffn, .route = cpu_route, .rms_norm = cpu_rms_norm, .rope = cpu_rope,             \
+    .experts_combine = moe_cpu_experts_combine, .ffn = cpu_ffn, .route = cpu_route,           \
+    .rms_norm = cpu_rms_norm, .rope = cpu_rope,                                                 \
     .attention = moe_cpu_attention_ref, .kv_shift = cpu_kv_shift, .get_rows = cpu_get_rows,     \
-    .add_bias = cpu_add_bias, .add_gated = cpu_add_gated, .mla_kv = cpu_mla_kv
+    .add_bias = cpu_add_bias, .add_gated = cpu_add_gated, .mla_kv = cpu_mla_kv,             \
+    .copy_runs = cpu_copy_runs
 
 static const moe_backend_ops cpu_ops = {
     .name = "CPU",

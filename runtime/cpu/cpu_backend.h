@@ -10,7 +10,7 @@
 #include "runtime/backend.h"
 
 /* Floats of attention workspace one thread needs. */
-int64_t moe_attention_workspace(const moe_hparams *hp, int64_t row_k, int64_t row_v,
+int64_t moe_attention_workspace(const moe_model *m, int64_t row_k, int64_t row_v,
                                 int32_t n_cells);
 
 /* The reference attention step (llama.cpp's non-flash order). */
