@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "formats/quant.h"
 #include "formats/types.h"
 #include "runtime/cuda/device.h"
 #include "runtime/cuda/kernels.h"
@@ -34,7 +35,8 @@ static void check_gemv(moe_type type, int64_t ne0, int64_t nrows) {
     float *x = malloc(sizeof(float) * (size_t)ne0), *y = malloc(sizeof(float) * (size_t)nrows);
     for (int64_t i = 0; i < ne0 * nrows; i++) wf[i] = frand(&seed);
     for (int64_t i = 0; i < ne0; i++) x[i] = frand(&seed);
-    for (int64_t r = 0; r < nrows; r++) tr->from_f32_ref(wf + r * ne0, wq + r * row_bytes, ne0);
+    CHECK(moe_quantize_rows(type, wf, wq, nrows, ne0, NULL, NULL) == MOE_OK, "quantize %s",
+          tr->name);
     tr->to_f32(wq, wdq, ne0, nrows);
 
     void *dw = to_device(wq, (size_t)(row_bytes * nrows));
@@ -89,14 +91,20 @@ int main(void) {
         printf("no CUDA device: skipping\n");
         return 77;
     }
-    const moe_type types[] = {MOE_TYPE_F16, MOE_TYPE_BF16, MOE_TYPE_Q8_0, MOE_TYPE_Q4_0,
-                              MOE_TYPE_IQ4_NL};
+    const moe_type types[] = {MOE_TYPE_F16,  MOE_TYPE_BF16, MOE_TYPE_Q8_0,
+                              MOE_TYPE_Q4_0, MOE_TYPE_IQ4_NL, MOE_TYPE_Q4_K,
+                              MOE_TYPE_Q5_K, MOE_TYPE_Q6_K, MOE_TYPE_IQ4_XS};
     const int64_t rows[] = {1, 3, 7, 64, 69};
-    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        /* rows of fewer parts than a warp has lanes, and of more (not a
+         * multiple of 32 parts either) */
+        const int64_t block = moe_type_get(types[t])->block_size;
+        const int64_t unit = block < 32 ? 32 : block;
         for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
-            check_gemv(types[t], 32 * 7, rows[r]);
-            check_gemv(types[t], 4096 + 32, rows[r]);
+            check_gemv(types[t], unit * 3, rows[r]);
+            check_gemv(types[t], 4096 + unit, rows[r]);
         }
+    }
     const int64_t tokens[] = {1, 3, 7, 64};
     for (size_t t = 0; t < sizeof tokens / sizeof tokens[0]; t++) {
         check_rms_norm(4096 + 5, tokens[t], 1);
