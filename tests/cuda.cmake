@@ -16,6 +16,7 @@ if(MOE_HAVE_CUDA)
   moe_add_cuda_test(test_cuda_kernels test_cuda_kernels.c)
   # against the CPU backend's reference operations (moe_runtime)
   moe_add_cuda_test(test_cuda_ops test_cuda_ops.c moe_runtime)
+  moe_add_cuda_test(test_cuda_steps test_cuda_steps.c moe_runtime)
   # Host-only: run on every machine that built the CUDA target, GPU or not.
   moe_add_cuda_test(test_cuda_caps test_cuda_caps.c)
   moe_add_cuda_test(test_cuda_decode test_cuda_decode.cu)

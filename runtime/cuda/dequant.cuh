@@ -10,8 +10,9 @@
  * super-blocks. Part u of a row lies in block u / kParts, as part u % kParts.
  *
  * decode(blk, part, out) writes that part's kPart values as f32, each value
- * computed as the CPU reference decoders (formats/dequant_*.c) compute it;
- * the bit layouts are drawn there. Blocks are read through the structs of
+ * computed as the CPU reference decoders (formats/dequant_*.c) compute it,
+ * bit for bit on the host and the device (no fused multiply-adds); the bit
+ * layouts are drawn there. Blocks are read through the structs of
  * formats/quant_blocks.h; rows start at multiples of the block size, and every
  * block size is even, so the 2-byte fields are aligned.
  */
@@ -43,6 +44,16 @@ namespace moe_cuda {
 MOE_HD int iq4_level(int i) {
     const uint64_t lo = 0xF6EADDCFBFAD9881ull, hi = 0x7159453526190D01ull;
     return (int8_t)(uint8_t)((i < 8 ? lo : hi) >> (8 * (i & 7)));
+}
+
+/* a*b - c rounded twice, as the CPU reference computes it: nvcc would
+ * otherwise fuse it into one fma on the device (one rounding). */
+MOE_HD float mul_sub(float a, float b, float c) {
+#ifdef __CUDA_ARCH__
+    return __fsub_rn(__fmul_rn(a, b), c);
+#else
+    return a * b - c;
+#endif
 }
 
 MOE_HD float f16_bits(uint16_t h) {
@@ -138,7 +149,8 @@ struct DecodeQ4_K {
         const uint8_t *chunk = b->qs + 32 * (s / 2);
         const int shift = 4 * (s % 2);
         MOE_UNROLL
-        for (int l = 0; l < kPart; l++) out[l] = d1 * (float)((chunk[l] >> shift) & 0x0F) - m1;
+        for (int l = 0; l < kPart; l++)
+            out[l] = mul_sub(d1, (float)((chunk[l] >> shift) & 0x0F), m1);
     }
 };
 
@@ -156,7 +168,7 @@ struct DecodeQ5_K {
         MOE_UNROLL
         for (int l = 0; l < kPart; l++) {
             const int q = ((chunk[l] >> shift) & 0x0F) | ((b->qh[l] >> s) & 1) << 4;
-            out[l] = d1 * (float)q - m1;
+            out[l] = mul_sub(d1, (float)q, m1);
         }
     }
 };

@@ -100,6 +100,30 @@ typedef struct moe_cuda_attn_args {
 int64_t moe_cuda_attention_ws_floats(int32_t T, int64_t H, int32_t n_kv);
 int moe_cuda_attention_f16(const moe_cuda_attn_args *a, void *stream);
 
+/* ---- element-wise steps (the CPU backend's steps of the same names) ---- */
+
+/* g[i] = silu(g[i]) * u[i] for n values (SwiGLU). */
+int moe_cuda_silu_mul(float *g, const float *u, int64_t n, void *stream);
+/* x[t][i] += b[i] for T rows of n. */
+int moe_cuda_add_bias(float *x, const float *b, int64_t T, int64_t n, void *stream);
+/* x[t][i] += g_t * y[t][i], g_t = sigmoid(gate[t]) (as silu(v) / v), or 1
+ * when gate is NULL; T rows of n. */
+int moe_cuda_add_gated(float *x, const float *y, const float *gate, int64_t T, int64_t n,
+                       void *stream);
+/* out[t] = sum_k w[t][k] * slots[t][k] in order k for T rows of D (slots
+ * [T][K][D], w [T][K]); the CPU's order and roundings, so its bits. */
+int moe_cuda_experts_combine(const float *slots, const float *w, int64_t T, int64_t K,
+                             int64_t D, float *out, void *stream);
+/* deepseek2 MLA, as the CPU backend's mla_kv: k [T][H][nope + n_rope] =
+ * [kv's nope part | the shared kpe row], v [T][H][dv] = kv's value part;
+ * kv [T][H][nope + dv], kpe rows kpe_stride floats apart. */
+int moe_cuda_mla_kv(const float *kv, const float *kpe, int64_t kpe_stride, int64_t T, int64_t H,
+                    int64_t nope, int64_t n_rope, int64_t dv, float *k, float *v, void *stream);
+/* out[t] = row ids[t] of W (a device array of T ids), decoded to f32 exactly
+ * as the CPU decoders (bit for bit); types and ne0 as moe_cuda_gemv. */
+int moe_cuda_get_rows(int64_t type, const void *w, int64_t ne0, const int32_t *ids, int32_t T,
+                      float *out, void *stream);
+
 #ifdef __cplusplus
 }
 #endif
