@@ -8,8 +8,9 @@
 
 int main(void) {
     char msg[256];
-    const moe_type ok[] = {MOE_TYPE_F16, MOE_TYPE_BF16, MOE_TYPE_Q8_0, MOE_TYPE_Q4_0,
-                           MOE_TYPE_IQ4_NL};
+    const moe_type ok[] = {MOE_TYPE_F16,  MOE_TYPE_BF16, MOE_TYPE_Q8_0,
+                           MOE_TYPE_Q4_0, MOE_TYPE_IQ4_NL, MOE_TYPE_Q4_K,
+                           MOE_TYPE_Q5_K, MOE_TYPE_Q6_K, MOE_TYPE_IQ4_XS};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
         CHECK(moe_cuda_supports_weight("w", ok[i], 256 * 3, msg, sizeof msg), "%s: %s",
               moe_type_name(ok[i]), msg);
@@ -18,10 +19,13 @@ int main(void) {
                                     sizeof msg), "interleaved refused");
     CHECK(strstr(msg, "blk.0.ffn_up_exps.weight") && strstr(msg, "CPU-only") &&
               strstr(msg, "moe-repack --deinterleave"), "interleaved message: %s", msg);
-    CHECK(!moe_cuda_supports_weight("t", MOE_TYPE_Q4_K, 256, msg, sizeof msg), "iq2_xxs");
+    CHECK(!moe_cuda_supports_weight("t", MOE_TYPE_IQ2_XXS, 256, msg, sizeof msg), "iq2_xxs");
     CHECK(strstr(msg, "t: ") == msg && strstr(msg, "no CUDA kernel"), "message: %s", msg);
     CHECK(!moe_cuda_supports_weight("t", MOE_TYPE_Q8_0, 100, msg, sizeof msg), "ragged row");
     CHECK(strstr(msg, "100") != NULL, "ragged message: %s", msg);
+    CHECK(!moe_cuda_supports_weight("t", MOE_TYPE_Q6_K, 32 * 9, msg, sizeof msg),
+          "row not whole super-blocks");
+    CHECK(strstr(msg, "288") && strstr(msg, "256"), "super-block message: %s", msg);
     CHECK(!moe_cuda_supports_weight("t", 9999, 256, msg, sizeof msg), "unknown type");
 
     CHECK(moe_cuda_supports_attention("blk.0", 192, 128, msg, sizeof msg), "MLA 192/128");

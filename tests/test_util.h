@@ -51,7 +51,7 @@ static inline void *test_read_file(const char *path, size_t *len) {
         return NULL;
     char *buf = NULL;
     long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1)) &&
+    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = (char *)malloc((size_t)n + 1)) &&
         fread(buf, 1, (size_t)n, f) == (size_t)n) {
         buf[n] = 0;
         *len = (size_t)n;

@@ -5,10 +5,11 @@
 
 #include "formats/types.h"
 
-/* Types with a dequantize-on-the-fly path in quant_gemv.cu. Q4_K, Q5_K, Q6_K
- * and IQ4_XS are not written yet: they are refused (CPU) until they are. */
+/* Types with a decoder in dequant.cuh (GEMV and GEMM both take every one);
+ * keep in step with moe_cuda::with_decoder. */
 static const moe_type cuda_weight_types[] = {
-    MOE_TYPE_F16, MOE_TYPE_BF16, MOE_TYPE_Q8_0, MOE_TYPE_Q4_0, MOE_TYPE_IQ4_NL,
+    MOE_TYPE_F16,  MOE_TYPE_BF16, MOE_TYPE_Q8_0, MOE_TYPE_Q4_0,   MOE_TYPE_IQ4_NL,
+    MOE_TYPE_Q4_K, MOE_TYPE_Q5_K, MOE_TYPE_Q6_K, MOE_TYPE_IQ4_XS,
 };
 
 bool moe_cuda_supports_weight(const char *tensor, int64_t type, int64_t ne0, char *msg,
