@@ -193,6 +193,7 @@ static void check_attention(int64_t H, int64_t Hkv, int64_t dk, int64_t dv, int3
     moe_model m = {0};
     m.hp.n_layer = 1, m.hp.n_head = H, m.hp.n_head_kv = Hkv, m.hp.head_dim_k = dk,
     m.hp.head_dim_v = dv;
+    m.attn = (moe_attn_shape){.n_head_kv = Hkv, .dk = dk, .dv = dv, .n_kv_pad = 32};
     m.kq_scale = 1.0f / sqrtf((float)dk);
     moe_kv_cache kv;
     moe_err err = {0};
@@ -210,10 +211,17 @@ static void check_attention(int64_t H, int64_t Hkv, int64_t dk, int64_t dv, int3
     for (int64_t i = 0; i < kv.row_v; i++)
         v[i] = urand();
     moe_backend be = {.n_threads = 1};
-    be.attn_ws_floats = moe_attention_workspace(&m.hp, kv.row_k, kv.row_v, n_cells);
+    be.attn_ws_floats = moe_attention_workspace(&m, kv.row_k, kv.row_v, n_cells);
     be.attn_ws = malloc((size_t)be.attn_ws_floats * sizeof(float));
-    moe_attn_step st = {.kv = &kv, .layer = 0, .T = 1, .n_kv = n_cells, .pos = &P, .seq = &seq,
-                        .cells = &cell, .q = q, .k = k, .v = v, .out = out};
+    /* the CPU walks the sequence's cells in position order: here cell order */
+    int32_t *list = malloc((size_t)n_cells * sizeof(int32_t)), n_list = 0;
+    for (int32_t c = 0; c < n_cells; c++)
+        if (kv.cells[c].pos >= 0 && (kv.cells[c].seqs >> seq & 1))
+            list[n_list++] = c;
+    const int32_t *lists[1] = {list};
+    moe_attn_step st = {.kv = &kv, .layer = 0, .T = 1, .pos = &P, .seq = &seq,
+                        .cells = &cell, .seq_cells = lists, .n_seq_cells = &n_list,
+                        .q = q, .k = k, .v = v, .out = out};
     moe_cpu_attention_ref(&be, &m, &st);
 
     for (int32_t c = 0; c < n_cells; c++) { /* the CPU's visibility rule as a mask */
@@ -240,7 +248,7 @@ static void check_attention(int64_t H, int64_t Hkv, int64_t dk, int64_t dv, int3
     cudaFree((void *)a.q), cudaFree((void *)a.k), cudaFree((void *)a.v);
     cudaFree((void *)a.mask), cudaFree(a.scores), cudaFree(a.out);
     moe_kv_free(&kv);
-    free(q), free(out), free(k), free(v), free(got), free(mask), free(be.attn_ws);
+    free(q), free(out), free(k), free(v), free(got), free(mask), free(be.attn_ws), free(list);
 }
 
 int main(void) {
