@@ -6,6 +6,8 @@
  *   llama_oracle logits MODEL TOKENS OUT.f32   one batch of TOKENS (comma-
  *       separated ids), every position's logits as f32 rows of n_vocab;
  *       exit 3 when llama.cpp refuses to load MODEL
+ *   llama_oracle logits MODEL TOKENS OUT.f32 LORA SCALE   the same with a
+ *       LoRA adapter applied at SCALE
  *   llama_oracle quantize IN OUT FTYPE [pure]  llama_model_quantize (FTYPE is
  *       llama.cpp's numeric llama_ftype)
  *   llama_oracle compare A.f32 B.f32 N_VOCAB MAX_ABS|rms:RMS [NAME]
@@ -56,7 +58,9 @@ static int write_all(const char *path, const float *data, size_t n) {
     return 0;
 }
 
-static int cmd_logits(const char *model_path, const char *token_list, const char *out_path) {
+/* lora_path: an adapter applied at lora_scale, or NULL */
+static int cmd_logits(const char *model_path, const char *token_list, const char *out_path,
+                      const char *lora_path, float lora_scale) {
     llama_token tok[MAX_TOKENS];
     int n = parse_tokens(token_list, tok);
     if (n <= 0) {
@@ -78,9 +82,18 @@ static int cmd_logits(const char *model_path, const char *token_list, const char
     struct llama_context *ctx = llama_init_from_model(model, cp);
     int rc = 1;
     struct llama_batch b = llama_batch_init(n, 0, 1);
+    struct llama_adapter_lora *lora = NULL;
     if (!ctx) {
         fprintf(stderr, "llama_oracle: %s: no context\n", model_path);
         goto done;
+    }
+    if (lora_path) {
+        lora = llama_adapter_lora_init(model, lora_path);
+        if (!lora || llama_set_adapters_lora(ctx, &lora, 1, &lora_scale) != 0) {
+            fprintf(stderr, "llama_oracle: llama.cpp refused the adapter %s\n", lora_path);
+            rc = 3;
+            goto done;
+        }
     }
     b.n_tokens = n;
     for (int i = 0; i < n; i++) {
@@ -107,6 +120,8 @@ done:
     llama_batch_free(b);
     if (ctx)
         llama_free(ctx);
+    if (lora)
+        llama_adapter_lora_free(lora);
     llama_model_free(model);
     return rc;
 }
@@ -213,14 +228,15 @@ int main(int argc, char **argv) {
         llama_backend_init();
     }
     int rc = 2;
-    if (argc == 5 && !strcmp(argv[1], "logits"))
-        rc = cmd_logits(argv[2], argv[3], argv[4]);
+    if ((argc == 5 || argc == 7) && !strcmp(argv[1], "logits"))
+        rc = cmd_logits(argv[2], argv[3], argv[4], argc == 7 ? argv[5] : NULL,
+                        argc == 7 ? strtof(argv[6], NULL) : 0.0f);
     else if ((argc == 5 || argc == 6) && !strcmp(argv[1], "quantize"))
         rc = cmd_quantize(argv[2], argv[3], argv[4], argc == 6 && !strcmp(argv[5], "pure"));
     else if ((argc == 6 || argc == 7) && !strcmp(argv[1], "compare"))
         return cmd_compare(argv[2], argv[3], atol(argv[4]), argv[5], argc == 7 ? argv[6] : argv[2]);
     else
-        fprintf(stderr, "usage: llama_oracle logits MODEL TOKENS OUT | quantize IN OUT FTYPE "
+        fprintf(stderr, "usage: llama_oracle logits MODEL TOKENS OUT [LORA SCALE] | quantize IN OUT FTYPE "
                         "[pure] | compare A B N_VOCAB TOL [NAME]\n");
     if (argc >= 2)
         llama_backend_free();
