@@ -14,18 +14,12 @@
 #include "formats/types.h"
 #include "runtime/cuda/device.h"
 #include "runtime/cuda/kernels.h"
+#include "cuda_test_util.h"
 #include "test_util.h"
 
 static float frand(unsigned *s) {
     *s = *s * 1103515245u + 12345u;
     return (float)((*s >> 8) & 0xFFFF) / 32768.0f - 1.0f;
-}
-
-static void *to_device(const void *src, size_t bytes) {
-    void *d = NULL;
-    CHECK(cudaMalloc(&d, bytes) == cudaSuccess, "cudaMalloc %zu", bytes);
-    CHECK(cudaMemcpy(d, src, bytes, cudaMemcpyHostToDevice) == cudaSuccess, "upload");
-    return d;
 }
 
 /* y = W x against the dequantized weights in double: GEMV (gemm false, one

@@ -17,22 +17,10 @@
 #include "runtime/cuda/device.h"
 #include "runtime/cuda/kernels.h"
 #include "runtime/kv_cache.h"
+#include "cuda_test_util.h"
 #include "test_util.h"
 
 static float urand(void) { return (float)(test_rng_next() % 20001) / 10000.0f - 1.0f; }
-
-static void *to_device(const void *src, size_t bytes) {
-    void *d = NULL;
-    CHECK(cudaMalloc(&d, bytes ? bytes : 1) == cudaSuccess, "cudaMalloc %zu", bytes);
-    if (bytes)
-        CHECK(cudaMemcpy(d, src, bytes, cudaMemcpyHostToDevice) == cudaSuccess, "upload");
-    return d;
-}
-
-static void from_device(void *dst, const void *src, size_t bytes) {
-    CHECK(cudaDeviceSynchronize() == cudaSuccess, "kernel ran");
-    CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost) == cudaSuccess, "download");
-}
 
 /* ---- RoPE ---------------------------------------------------------------------------------- */
 

@@ -15,6 +15,7 @@
 #include "runtime/cpu_ops.h"
 #include "runtime/cuda/device.h"
 #include "runtime/cuda/kernels.h"
+#include "cuda_test_util.h"
 #include "test_util.h"
 
 static float urand(void) { return (float)(test_rng_next() % 20001) / 2500.0f - 4.0f; }
@@ -24,19 +25,6 @@ static float *rand_floats(size_t n) {
     for (size_t i = 0; i < n; i++)
         v[i] = urand();
     return v;
-}
-
-static void *to_device(const void *src, size_t bytes) {
-    void *d = NULL;
-    CHECK(cudaMalloc(&d, bytes ? bytes : 1) == cudaSuccess, "cudaMalloc %zu", bytes);
-    if (bytes)
-        CHECK(cudaMemcpy(d, src, bytes, cudaMemcpyHostToDevice) == cudaSuccess, "upload");
-    return d;
-}
-
-static void from_device(void *dst, const void *src, size_t bytes) {
-    CHECK(cudaDeviceSynchronize() == cudaSuccess, "kernel ran");
-    CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost) == cudaSuccess, "download");
 }
 
 /* Values off: bits differ (tol < 0), or |got - want| > tol * (|want| + 8):
