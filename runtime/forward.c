@@ -277,8 +277,9 @@ static void attention(moe_context *ctx, int64_t il, int32_t T, const int32_t *po
     const float *k = rd(ctx, d, MOE_BUF_K), *v = rd(ctx, d, MOE_BUF_V);
     float *out = wr(ctx, d, MOE_BUF_ATT, T * hp->n_head * ctx->model->attn.dv);
     const moe_attn_step st = {.kv = &ctx->kv, .layer = il, .T = T, .pos = pos, .seq = seq,
-                              .cells = ctx->cells, .seq_cells = ctx->tok_cells, .n_seq_cells = ctx->tok_n_cells,
-                              .q = q, .k = k, .v = v, .out = out};
+                              .cells = ctx->cells, .seq_cells = ctx->tok_cells,
+                              .n_seq_cells = ctx->tok_n_cells, .q = q, .k = k, .v = v,
+                              .out = out};
     BE(ctx, d)->ops->attention(BE(ctx, d), ctx->model, &st);
     if (absorbed)
         attention_absorbed_out(ctx, L, d, T);

@@ -39,8 +39,9 @@ static attn_cells token_cells(const moe_attn_step *st, int32_t t, int32_t pad) {
     int32_t n_vis = 0;
     while (n_vis < n && kv->cells[list[n_vis]].pos <= pos)
         n_vis++;
-    int32_t slots = (n + pad - 1) / pad * pad;
-    return (attn_cells){.cell = list, .n_vis = n_vis, .n_slots = slots < kv->size ? slots : kv->size};
+    const int32_t slots = (n + pad - 1) / pad * pad;
+    return (attn_cells){.cell = list, .n_vis = n_vis,
+                        .n_slots = slots < kv->size ? slots : kv->size};
 }
 
 /* Row of the cache in f32: F16 rows through the level's exact conversion. */
@@ -159,7 +160,9 @@ void moe_cpu_attention_ref(moe_backend *be, const moe_model *m, const moe_attn_s
         float *vrow = krow + even(kd);
         float *qr = vrow + even(vd);
         float *lanes = qr + even(qd);
-        for (int32_t t = (int32_t)((int64_t)T * k / nth); t < (int32_t)((int64_t)T * (k + 1) / nth); t++)
+        const int32_t t0 = (int32_t)((int64_t)T * k / nth);
+        const int32_t t1 = (int32_t)((int64_t)T * (k + 1) / nth);
+        for (int32_t t = t0; t < t1; t++)
             attend_token(m, st, t, st->out + t * od, scores, krow, vrow, qr, lanes, T > 1);
     }
 }
