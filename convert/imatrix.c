@@ -6,9 +6,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "formats/cursor.h"
-#include "formats/fp16.h"
-#include "formats/gguf.h"
+#include "formats/gguf/cursor.h"
+#include "formats/quant/fp16.h"
+#include "formats/gguf/gguf.h"
 
 /* Importance matrices are megabytes; this bounds what a wrong path can make us
  * allocate. */

@@ -5,14 +5,14 @@
  * <name>.in_sum2 and <name>.counts tensors), and turning either into one
  * table of per-column mean-square activations per weight tensor. A stacked
  * expert tensor [ne0, ne1, E] has ne0 * E values, expert-major. Does not own:
- * how a quantizer weights them (formats/quant.h).
+ * how a quantizer weights them (formats/quant/quant.h).
  */
 #ifndef MOE_CONVERT_IMATRIX_H
 #define MOE_CONVERT_IMATRIX_H
 
 #include <stdint.h>
 
-#include "formats/status.h"
+#include "formats/base/status.h"
 
 typedef struct moe_imatrix_entry {
     char *name;     /* weight tensor name, e.g. "blk.0.ffn_up_exps.weight" */

@@ -4,9 +4,9 @@
 #include <string.h>
 
 #include "convert/lora_merge.h"
-#include "formats/cli.h"
-#include "formats/gguf.h"
-#include "formats/log.h"
+#include "formats/base/cli.h"
+#include "formats/gguf/gguf.h"
+#include "formats/base/log.h"
 
 typedef struct adapter {
     moe_gguf_file *f;

@@ -12,7 +12,7 @@
 
 #include <stdbool.h>
 
-#include "formats/status.h"
+#include "formats/base/status.h"
 
 typedef struct moe_lora_merge_spec {
     const char *path;

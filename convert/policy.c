@@ -5,8 +5,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "formats/interleave.h"
-#include "formats/regex.h"
+#include "formats/quant/interleave.h"
+#include "formats/base/regex.h"
 
 /* ---- --type names ------------------------------------------------------------------ */
 

@@ -6,7 +6,7 @@
  * output/token_embd, use_more_bits, n_expert == 8), user overrides
  * (--tensor-type REGEX=TYPE, first match wins; output and token-embedding
  * types), the block-size fallback, and the choice of row-interleaved variants.
- * Does not own: the quantizers (formats/quant.h) or file I/O (quantize.h).
+ * Does not own: the quantizers (formats/quant/quant.h) or file I/O (quantize.h).
  * Facts: ../shared/spec/quant.md §4.3–4.5 (llama.cpp, Feb 2025).
  */
 #ifndef MOE_CONVERT_POLICY_H
@@ -15,10 +15,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "formats/gguf.h"
-#include "formats/regex.h"
-#include "formats/status.h"
-#include "formats/types.h"
+#include "formats/gguf/gguf.h"
+#include "formats/base/regex.h"
+#include "formats/base/status.h"
+#include "formats/quant/types.h"
 
 /* llama_ftype ids (general.file_type). */
 typedef enum moe_ftype {

@@ -8,10 +8,10 @@
 #include <unistd.h>
 
 #include "convert/imatrix.h"
-#include "formats/gguf.h"
-#include "formats/log.h"
-#include "formats/quant.h"
-#include "formats/tempfile.h"
+#include "formats/gguf/gguf.h"
+#include "formats/base/log.h"
+#include "formats/quant/quant.h"
+#include "formats/base/tempfile.h"
 
 /* f32 values converted per step: bounds memory to ~4 x 64 MB whatever the model */
 enum { CHUNK_VALUES = 16 << 20 };

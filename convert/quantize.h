@@ -1,7 +1,7 @@
 /* quantize — requantizing a GGUF model: the driver behind moe-quantize.
  *
  * Owns: streaming a model through the type policy (policy.h) and the scalar
- * quantizers (formats/quant.h): per tensor, rows are dequantized to f32 in
+ * quantizers (formats/quant/quant.h): per tensor, rows are dequantized to f32 in
  * bounded chunks, quantized on several threads (row-parallel, so the output
  * does not depend on the thread count) and written with the atomic GGUF
  * writer. Tensors whose type does not change are copied byte for byte.
@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 #include "convert/policy.h"
-#include "formats/status.h"
+#include "formats/base/status.h"
 
 typedef struct moe_quantize_opts {
     moe_qtype_choice choice;

@@ -10,10 +10,10 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "formats/cursor.h"
-#include "formats/interleave.h"
-#include "formats/log.h"
-#include "formats/tempfile.h"
+#include "formats/gguf/cursor.h"
+#include "formats/quant/interleave.h"
+#include "formats/base/log.h"
+#include "formats/base/tempfile.h"
 #include "repack/repack.h"
 
 enum { COPY_CHUNK = 16 << 20 };

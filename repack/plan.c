@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/arch.h"
-#include "formats/checked.h"
-#include "formats/interleave.h"
-#include "formats/regex.h"
+#include "formats/model/arch.h"
+#include "formats/base/checked.h"
+#include "formats/quant/interleave.h"
+#include "formats/base/regex.h"
 #include "repack/repack.h"
 
 typedef struct piece_list {

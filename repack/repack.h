@@ -6,7 +6,7 @@
  * tensors into llama.cpp's order, and writing one file or llama.cpp-style
  * shards. Every output tensor is a concatenation of byte ranges of input
  * tensors, so no value is ever decoded. Does not own: GGUF parsing/writing
- * (formats/gguf*.h), compression (formats/zstd_seekable.h), quantization
+ * (formats/gguf*.h), compression (formats/gguf/zstd_seekable.h), quantization
  * (convert/).
  *
  * Lifetime: a plan borrows the input set it was built from; keep the set open
@@ -18,8 +18,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "formats/gguf.h"
-#include "formats/gguf_set.h"
+#include "formats/gguf/gguf.h"
+#include "formats/gguf/gguf_set.h"
 
 typedef enum moe_gate_up_mode {
     MOE_GATE_UP_KEEP = 0, /* keep the input's choice (merged stays merged) */

@@ -19,7 +19,7 @@
 
 #include <stdbool.h>
 
-#include "formats/status.h"
+#include "formats/base/status.h"
 #include "runtime/include/moe.h"
 
 /* The format name tmpl stands for (a format name given directly, or the

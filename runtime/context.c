@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/cpu.h"
+#include "formats/base/cpu.h"
 #include "runtime/context.h"
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/cpu_ops.h"

@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/cursor.h"
-#include "formats/fp16.h"
+#include "formats/gguf/cursor.h"
+#include "formats/quant/fp16.h"
 #include "runtime/cpu/kernels.h"
 
 /* Interleaved types decode up to 16 rows at once: each thread gets room for that. */

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/quant.h"
+#include "formats/quant/quant.h"
 #include "runtime/cpu_ops.h"
 
 static uint64_t row_bytes(moe_type t, int64_t n) {

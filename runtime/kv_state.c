@@ -26,9 +26,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "formats/cursor.h"
-#include "formats/gguf.h"
-#include "formats/tempfile.h"
+#include "formats/gguf/cursor.h"
+#include "formats/gguf/gguf.h"
+#include "formats/base/tempfile.h"
 #include "runtime/context.h"
 
 #define STATE_MAGIC "MOEKVST"

@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/gguf.h"
-#include "formats/log.h"
+#include "formats/gguf/gguf.h"
+#include "formats/base/log.h"
 #include "runtime/lora.h"
 
 #define COUNT_ONE(f) +1

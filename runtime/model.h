@@ -1,7 +1,7 @@
 /* model — a loaded model: hyper-parameters, the vocabulary, and every weight
  * bound to bytes (a read-only mapping, or memory we own).
  *
- * Owns: binding the schema's tensors (formats/arch.h) to data, validating
+ * Owns: binding the schema's tensors (formats/model/arch.h) to data, validating
  * names, shapes and types before any compute, the legacy split-expert
  * compatibility path (experts copied into stacked buffers), .gguf.zst and
  * shard loading. Inside the runtime experts are always stacked (ne[2] = E).
@@ -13,9 +13,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "formats/arch.h"
-#include "formats/gguf_set.h"
-#include "formats/types.h"
+#include "formats/model/arch.h"
+#include "formats/gguf/gguf_set.h"
+#include "formats/quant/types.h"
 #include "runtime/include/moe.h"
 #include "runtime/vocab.h"
 

@@ -6,11 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/checked.h"
-#include "formats/cpu.h"
-#include "formats/cursor.h"
-#include "formats/log.h"
-#include "formats/zstd_seekable.h"
+#include "formats/base/checked.h"
+#include "formats/base/cpu.h"
+#include "formats/gguf/cursor.h"
+#include "formats/base/log.h"
+#include "formats/gguf/zstd_seekable.h"
 #include "runtime/backend.h"
 #include "runtime/device.h"
 #include "runtime/lora.h"

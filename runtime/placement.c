@@ -7,9 +7,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "formats/cli.h"
-#include "formats/log.h"
-#include "formats/regex.h"
+#include "formats/base/cli.h"
+#include "formats/base/log.h"
+#include "formats/base/regex.h"
 #include "runtime/device.h"
 #include "runtime/model.h"
 

@@ -21,7 +21,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "formats/log.h"
+#include "formats/base/log.h"
 #include "runtime/device.h"
 #include "runtime/kv_cache.h"
 #include "runtime/model.h"

@@ -10,8 +10,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "formats/checked.h"
-#include "formats/log.h"
+#include "formats/base/checked.h"
+#include "formats/base/log.h"
 
 /* ---- small shared pieces ----------------------------------------------------------------- */
 

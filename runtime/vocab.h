@@ -35,8 +35,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "formats/gguf.h"
-#include "formats/status.h"
+#include "formats/gguf/gguf.h"
+#include "formats/base/status.h"
 
 typedef struct moe_vocab moe_vocab;
 

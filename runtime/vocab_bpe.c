@@ -17,8 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/checked.h"
-#include "formats/log.h"
+#include "formats/base/checked.h"
+#include "formats/base/log.h"
 
 /* ---- pre-tokenizers ------------------------------------------------------------------------ */
 

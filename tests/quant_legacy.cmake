@@ -1,4 +1,4 @@
-# Legacy (Q4_0..Q8_0) and IQ4 quantizers (formats/quant_legacy.c, quant_iq4.c):
+# Legacy (Q4_0..Q8_0) and IQ4 quantizers (formats/quant/quant_legacy.c, quant_iq4.c):
 # hand-made rows (unit), and byte-exact requantization of the conformance
 # pack's tiny-llama against llama.cpp's outputs, without and with the pack's
 # importance matrix (golden).

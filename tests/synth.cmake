@@ -1,4 +1,4 @@
-# Architecture schema (formats/arch.h) and the moe-synth tool.
+# Architecture schema (formats/model/arch.h) and the moe-synth tool.
 moe_add_c_test(test_arch SOURCES test_arch.c LABELS unit)
 if(MOE_HAVE_CONFORMANCE)
   # the same program, checking the schema against every conformance model

@@ -1,4 +1,4 @@
-/* test_arch — the architecture schema (formats/arch.h).
+/* test_arch — the architecture schema (formats/model/arch.h).
  *
  *   test_arch            unit: name helpers, validation, enumeration, key
  *                        round trip through the GGUF writer for every arch
@@ -20,9 +20,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "formats/arch.h"
-#include "formats/gguf.h"
-#include "formats/types.h"
+#include "formats/model/arch.h"
+#include "formats/gguf/gguf.h"
+#include "formats/quant/types.h"
 #include "test_util.h"
 
 /* ---- unit ----------------------------------------------------------------------- */

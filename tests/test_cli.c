@@ -1,7 +1,7 @@
 /* test_cli — the shared option parser: every option kind and spelling, the
  * checked number parsers, each usage error and its message, --help output,
  * positional counts, and re-parsing in one process. */
-#include "formats/cli.h"
+#include "formats/base/cli.h"
 
 #include <getopt.h>
 #include <math.h>

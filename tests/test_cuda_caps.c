@@ -2,7 +2,7 @@
  * shapes, and refusals that name the tensor and the reason. */
 #include <string.h>
 
-#include "formats/types.h"
+#include "formats/quant/types.h"
 #include "runtime/cuda/caps.h"
 #include "test_util.h"
 

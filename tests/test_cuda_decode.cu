@@ -10,8 +10,8 @@
 #include <vector>
 
 extern "C" {  // formats/ is C without C++ guards
-#include "formats/quant.h"
-#include "formats/types.h"
+#include "formats/quant/quant.h"
+#include "formats/quant/types.h"
 }
 #include "runtime/cuda/caps.h"
 #include "runtime/cuda/dequant.cuh"

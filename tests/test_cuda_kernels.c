@@ -10,8 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "formats/quant.h"
-#include "formats/types.h"
+#include "formats/quant/quant.h"
+#include "formats/quant/types.h"
 #include "runtime/cuda/device.h"
 #include "runtime/cuda/kernels.h"
 #include "cuda_test_util.h"

@@ -20,10 +20,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/cursor.h"
-#include "formats/gguf.h"
-#include "formats/quant_blocks.h"
-#include "formats/types.h"
+#include "formats/gguf/cursor.h"
+#include "formats/gguf/gguf.h"
+#include "formats/quant/quant_blocks.h"
+#include "formats/quant/types.h"
 #include "test_util.h"
 
 #define MAX_VALUES 256 /* values per block, largest type */

@@ -8,9 +8,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "formats/cursor.h"
-#include "formats/fp16.h"
-#include "formats/gguf.h"
+#include "formats/gguf/cursor.h"
+#include "formats/quant/fp16.h"
+#include "formats/gguf/gguf.h"
 #include "test_util.h"
 
 static char tmpdir[256];

@@ -7,9 +7,9 @@
 
 #include "convert/imatrix.h"
 #include "convert/quantize.h"
-#include "formats/cursor.h"
-#include "formats/fp16.h"
-#include "formats/gguf.h"
+#include "formats/gguf/cursor.h"
+#include "formats/quant/fp16.h"
+#include "formats/gguf/gguf.h"
 #include "test_util.h"
 
 static char tmp[] = "/tmp/moe-test-imatrix-XXXXXX";

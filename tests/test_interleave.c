@@ -1,5 +1,5 @@
-/* test_interleave — row-interleaved layouts (formats/interleave.h) and their
- * dequantizers (formats/dequant_interleaved.c).
+/* test_interleave — row-interleaved layouts (formats/quant/interleave.h) and their
+ * dequantizers (formats/quant/dequant_interleaved.c).
  *
  * For every supported interleaved type, on random plain rows (fixed, printed
  * seed; fp16 scales replaced by finite small halves):
@@ -19,11 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/cursor.h"
-#include "formats/fp16.h"
-#include "formats/interleave.h"
-#include "formats/quant_blocks.h"
-#include "formats/types.h"
+#include "formats/gguf/cursor.h"
+#include "formats/quant/fp16.h"
+#include "formats/quant/interleave.h"
+#include "formats/quant/quant_blocks.h"
+#include "formats/quant/types.h"
 #include "test_util.h"
 
 static uint64_t rng_state;

@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/interleave.h"
-#include "formats/quant.h"
+#include "formats/quant/interleave.h"
+#include "formats/quant/quant.h"
 #include "runtime/cpu/kernels.h"
 #include "test_util.h"
 

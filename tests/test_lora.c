@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 #include "convert/lora_merge.h"
-#include "formats/gguf.h"
+#include "formats/gguf/gguf.h"
 #include "runtime/include/moe.h"
 #include "test_util.h"
 

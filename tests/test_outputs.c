@@ -1,4 +1,4 @@
-/* moe_output (formats/tempfile.h), issue 16 hardening 1 and 5: what a writer
+/* moe_output (formats/base/tempfile.h), issue 16 hardening 1 and 5: what a writer
  * killed by SIGKILL leaves behind, with O_TMPFILE (nothing) and with named
  * temp files (MOE_NO_O_TMPFILE=1: a .moe.tmp.PID.* file that the next output
  * opened in that directory removes once it is stale, and only then); outputs
@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "formats/tempfile.h"
+#include "formats/base/tempfile.h"
 #include "test_util.h"
 
 static char dir[512];

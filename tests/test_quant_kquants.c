@@ -1,4 +1,4 @@
-/* test_quant_kquants — the Q2_K..Q6_K quantizers (formats/quant_kquants.c).
+/* test_quant_kquants — the Q2_K..Q6_K quantizers (formats/quant/quant_kquants.c).
  *
  * `test_quant_kquants unit`: hand-made rows (all zero, constant, one huge
  * outlier, tiny values, random) quantize to finite blocks that decode close to
@@ -16,13 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/dequant.h"
-#include "formats/fp16.h"
-#include "formats/gguf.h"
-#include "formats/quant.h"
-#include "formats/quant_blocks.h"
-#include "formats/quant_common.h"
-#include "formats/types.h"
+#include "formats/quant/dequant.h"
+#include "formats/quant/fp16.h"
+#include "formats/gguf/gguf.h"
+#include "formats/quant/quant.h"
+#include "formats/quant/quant_blocks.h"
+#include "formats/quant/quant_common.h"
+#include "formats/quant/types.h"
 #include "test_util.h"
 
 static const moe_type kquants[] = {MOE_TYPE_Q2_K, MOE_TYPE_Q3_K, MOE_TYPE_Q4_K, MOE_TYPE_Q5_K,

@@ -1,4 +1,4 @@
-/* The vectorised quantizer searches (formats/quant_iq4_lanes.inc) against
+/* The vectorised quantizer searches (formats/quant/quant_iq4_lanes.inc) against
  * the scalar reference, bit for bit, at every ISA level this machine and
  * build run: the block scales alone on random and adversarial blocks, and
  * whole IQ4_NL / IQ4_XS rows through moe_quantize_rows (MOE_CPU_LEVEL picks
@@ -6,8 +6,8 @@
 #include <math.h>
 #include <string.h>
 
-#include "formats/quant.h"
-#include "formats/quant_iq4_lanes.h"
+#include "formats/quant/quant.h"
+#include "formats/quant/quant_iq4_lanes.h"
 #include "test_util.h"
 
 #define NBLOCKS 101 /* not a multiple of any vector width: the tail goes to the reference */

@@ -1,5 +1,5 @@
 /* test_quant_legacy — the Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and IQ4_NL/IQ4_XS
- * quantizers (formats/quant_legacy.c, formats/quant_iq4.c) through
+ * quantizers (formats/quant/quant_legacy.c, formats/quant/quant_iq4.c) through
  * moe_quantize_rows.
  *
  * `test_quant_legacy unit`: hand-made rows. All-zero, constant and
@@ -24,12 +24,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "formats/cursor.h"
-#include "formats/fp16.h"
-#include "formats/gguf.h"
-#include "formats/quant.h"
-#include "formats/quant_blocks.h"
-#include "formats/types.h"
+#include "formats/gguf/cursor.h"
+#include "formats/quant/fp16.h"
+#include "formats/gguf/gguf.h"
+#include "formats/quant/quant.h"
+#include "formats/quant/quant_blocks.h"
+#include "formats/quant/types.h"
 #include "test_util.h"
 
 typedef struct type_case {

@@ -8,8 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "formats/cursor.h"
-#include "formats/gguf_set.h"
+#include "formats/gguf/cursor.h"
+#include "formats/gguf/gguf_set.h"
 #include "repack/repack.h"
 #include "test_util.h"
 

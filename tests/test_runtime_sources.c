@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "formats/zstd_seekable.h"
+#include "formats/gguf/zstd_seekable.h"
 #include "repack/repack.h"
 #include "runtime/include/moe.h"
 #include "test_util.h"

@@ -18,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "formats/types.h"
+#include "formats/quant/types.h"
 #include "hot_counts.h"
 #include "runtime/device.h"
 #include "runtime/include/moe.h"

@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "formats/types.h"
+#include "formats/quant/types.h"
 #include "test_util.h"
 
 typedef struct expected {

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "formats/gguf.h"
+#include "formats/gguf/gguf.h"
 #define MOE_VOCAB_INTERNAL /* for the moe_bpe_split test hook */
 #include "runtime/chat.h"
 #include "runtime/vocab.h"

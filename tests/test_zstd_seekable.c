@@ -23,8 +23,8 @@
 #include <xxhash.h>
 #include <zstd.h>
 
-#include "formats/cursor.h"
-#include "formats/zstd_seekable.h"
+#include "formats/gguf/cursor.h"
+#include "formats/gguf/zstd_seekable.h"
 #include "test_util.h"
 
 #define SEED 0x5EEDC0DEu

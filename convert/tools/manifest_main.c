@@ -38,10 +38,10 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "formats/cli.h"
-#include "formats/log.h"
-#include "formats/tempfile.h"
-#include "formats/zstd_seekable.h"
+#include "formats/base/cli.h"
+#include "formats/base/log.h"
+#include "formats/base/tempfile.h"
+#include "formats/gguf/zstd_seekable.h"
 
 #define SCHEMA "moe-convert-manifest/1"
 #define JSON_FLAGS (JSON_INDENT(2) | JSON_SORT_KEYS)

@@ -8,10 +8,10 @@
 
 #include "convert/lora_merge.h"
 #include "convert/quantize.h"
-#include "formats/cli.h"
-#include "formats/cpu.h"
-#include "formats/log.h"
-#include "formats/tempfile.h"
+#include "formats/base/cli.h"
+#include "formats/base/cpu.h"
+#include "formats/base/log.h"
+#include "formats/base/tempfile.h"
 
 typedef struct quantize_cli {
     const char *type, *imatrix, *output_type, *token_embd_type, *interleave_pattern;

@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/cli.h"
-#include "formats/cursor.h"
-#include "formats/gguf.h"
+#include "formats/base/cli.h"
+#include "formats/gguf/cursor.h"
+#include "formats/gguf/gguf.h"
 
 enum { ARRAY_PREVIEW = 8 };
 

@@ -2,7 +2,7 @@
  *
  * Shapes come from a preset (real models' shapes, or `tiny` ≈ the conformance
  * models), optionally shrunk with --scale, then overridden by shape flags.
- * Every key and tensor comes from formats/arch.h, so the output has exactly
+ * Every key and tensor comes from formats/model/arch.h, so the output has exactly
  * the schema a llama.cpp-style loader expects. Data: see synth_data.c.
  */
 #include <math.h>
@@ -15,11 +15,11 @@
 #include <omp.h>
 #endif
 
-#include "formats/arch.h"
-#include "formats/cli.h"
-#include "formats/gguf.h"
+#include "formats/model/arch.h"
+#include "formats/base/cli.h"
+#include "formats/gguf/gguf.h"
 #include "formats/tools/synth.h"
-#include "formats/types.h"
+#include "formats/quant/types.h"
 
 /* ---- presets ------------------------------------------------------------------------- */
 

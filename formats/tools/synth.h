@@ -11,10 +11,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "formats/arch.h"
-#include "formats/gguf.h"
-#include "formats/status.h"
-#include "formats/types.h"
+#include "formats/model/arch.h"
+#include "formats/gguf/gguf.h"
+#include "formats/base/status.h"
+#include "formats/quant/types.h"
 
 /* One tensor to generate: its schema entry (borrowed), stored type and size. */
 typedef struct synth_tensor {
@@ -24,7 +24,7 @@ typedef struct synth_tensor {
 } synth_tensor;
 
 /* Whether synth_write_data can produce tensors of type t: f32, f16, bf16 and
- * the quantized types whose block layout formats/quant_blocks.h defines. */
+ * the quantized types whose block layout formats/quant/quant_blocks.h defines. */
 bool synth_type_supported(moe_type t);
 
 /* Writes the data of the n tensors, in order, to w (after begin_data).

@@ -22,9 +22,9 @@
 #include <omp.h>
 #endif
 
-#include "formats/cursor.h"
-#include "formats/fp16.h"
-#include "formats/quant_blocks.h"
+#include "formats/gguf/cursor.h"
+#include "formats/quant/fp16.h"
+#include "formats/quant/quant_blocks.h"
 #include "formats/tools/synth.h"
 
 #define CHUNK_BYTES ((size_t)2 << 20)

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/cursor.h"
-#include "formats/fp16.h"
+#include "formats/gguf/cursor.h"
+#include "formats/quant/fp16.h"
 #include "formats/tools/synth.h"
 
 /* SentencePiece token types (llama_token_type). */

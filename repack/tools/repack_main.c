@@ -7,11 +7,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "formats/cli.h"
-#include "formats/cpu.h"
-#include "formats/log.h"
-#include "formats/tempfile.h"
-#include "formats/zstd_seekable.h"
+#include "formats/base/cli.h"
+#include "formats/base/cpu.h"
+#include "formats/base/log.h"
+#include "formats/base/tempfile.h"
+#include "formats/gguf/zstd_seekable.h"
 #include "repack/repack.h"
 
 typedef struct repack_cli {

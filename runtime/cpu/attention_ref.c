@@ -4,7 +4,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "formats/fp16.h"
+#include "formats/quant/fp16.h"
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/cpu/kernels.h"
 #include "runtime/cpu_ops.h"

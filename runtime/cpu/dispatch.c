@@ -1,8 +1,8 @@
 /* ISA level detection (cpuid + xgetbv) and the MOE_CPU_LEVEL override. */
-#include "formats/isa.h"
+#include "formats/base/isa.h"
 #include "runtime/cpu/kernels.h"
 
-/* Detection and the level names live in formats/isa.c (the quantizers use
+/* Detection and the level names live in formats/base/isa.c (the quantizers use
  * them too); moe_cpu_level is numbered like moe_isa_level. */
 const char *moe_cpu_level_name(moe_cpu_level level) {
     return moe_isa_level_name((moe_isa_level)level);

@@ -25,7 +25,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "formats/types.h"
+#include "formats/quant/types.h"
 
 /* ISA levels, lowest first. REF is today's reference arithmetic (no kernel
  * table: every product dequantizes, as llama.cpp's result is reproduced). */

@@ -5,15 +5,15 @@
  *
  * Each weight type is read through an "unpack" that turns row k of one block
  * (group) into small signed integers and scales; interleaved types unpack the
- * same values from their interleaved bytes (formats/dequant_interleaved.c has
+ * same values from their interleaved bytes (formats/quant/dequant_interleaved.c has
  * the layouts), so a plain and an interleaved tensor give identical results. */
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
 
-#include "formats/cursor.h"
-#include "formats/fp16.h"
-#include "formats/quant_blocks.h"
+#include "formats/gguf/cursor.h"
+#include "formats/quant/fp16.h"
+#include "formats/quant/quant_blocks.h"
 #include "runtime/cpu/kernels.h"
 
 static float f16_at(const uint8_t *p, int i) { return moe_f16_to_f32(moe_load_le16(p + 2 * i)); }

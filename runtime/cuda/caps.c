@@ -3,7 +3,7 @@
 
 #include <stdio.h>
 
-#include "formats/types.h"
+#include "formats/quant/types.h"
 
 /* Types with a decoder in dequant.cuh (GEMV and GEMM both take every one);
  * keep in step with moe_cuda::with_decoder. */

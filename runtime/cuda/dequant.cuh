@@ -13,7 +13,7 @@
  * computed as the CPU reference decoders (formats/dequant_*.c) compute it,
  * bit for bit on the host and the device (no fused multiply-adds); the bit
  * layouts are drawn there. Blocks are read through the structs of
- * formats/quant_blocks.h; rows start at multiples of the block size, and every
+ * formats/quant/quant_blocks.h; rows start at multiples of the block size, and every
  * block size is even, so the 2-byte fields are aligned.
  */
 #ifndef MOE_RUNTIME_CUDA_DEQUANT_CUH
@@ -23,8 +23,8 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
-#include "formats/quant_blocks.h"
-#include "formats/types.h"
+#include "formats/quant/quant_blocks.h"
+#include "formats/quant/types.h"
 
 namespace moe_cuda {
 
@@ -37,7 +37,7 @@ namespace moe_cuda {
 #define MOE_UNROLL
 #endif
 
-/* IQ4_NL / IQ4_XS level i (0..15) of formats/quant_blocks.h's
+/* IQ4_NL / IQ4_XS level i (0..15) of formats/quant/quant_blocks.h's
  * moe_iq4nl_values, packed as bytes of two words: a shift instead of a table,
  * since device code cannot read the host table (the host test compares all
  * 16). */
@@ -125,7 +125,7 @@ struct DecodeIQ4_NL {
 };
 
 /* Sub-block s's 6-bit scale and min of Q4_K/Q5_K (12 packed bytes; layout in
- * formats/dequant_kquants.c). */
+ * formats/quant/dequant_kquants.c). */
 MOE_HD void k4_scale_min(const uint8_t *q, int s, int *sc, int *m) {
     if (s < 4) {
         *sc = q[s] & 63;

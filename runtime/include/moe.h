@@ -19,8 +19,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "formats/status.h"
-#include "formats/types.h"
+#include "formats/base/status.h"
+#include "formats/quant/types.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -22,7 +22,7 @@
 
 #include <stdint.h>
 
-#include "formats/status.h"
+#include "formats/base/status.h"
 #include "runtime/include/moe.h"
 
 #define MOE_EXPERT_STATS_VERSION 1

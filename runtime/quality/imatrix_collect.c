@@ -6,10 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/cursor.h"
-#include "formats/fp16.h"
-#include "formats/gguf.h"
-#include "formats/log.h"
+#include "formats/gguf/cursor.h"
+#include "formats/quant/fp16.h"
+#include "formats/gguf/gguf.h"
+#include "formats/base/log.h"
 #include "runtime/quality/outfile.h"
 
 typedef struct im_entry {

@@ -8,9 +8,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "formats/cursor.h"
-#include "formats/fp16.h"
-#include "formats/gguf.h"
+#include "formats/gguf/cursor.h"
+#include "formats/quant/fp16.h"
+#include "formats/gguf/gguf.h"
 #include "runtime/quality/outfile.h"
 
 enum { ROW_FIXED = 24 }; /* f64 nll, f32 scale, f32 offset, i32 top, i32 next */

@@ -1,5 +1,5 @@
 /* outfile — a buffered (stdio) output written through moe_output
- * (formats/tempfile.h): a temp file fsynced and published over the
+ * (formats/base/tempfile.h): a temp file fsynced and published over the
  * destination only when complete, so a failed or interrupted run never leaves
  * a short file; a device, FIFO or "-" is written in place. Used by the
  * quality tools' writers (base log-probabilities, importance matrices). */
@@ -10,8 +10,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#include "formats/status.h"
-#include "formats/tempfile.h"
+#include "formats/base/status.h"
+#include "formats/base/tempfile.h"
 
 typedef struct moe_outfile {
     moe_output out;

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "formats/log.h"
+#include "formats/base/log.h"
 #include "runtime/server/server.h"
 
 typedef struct srv_slot {

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "formats/log.h"
+#include "formats/base/log.h"
 #include "runtime/server/server.h"
 
 enum { WAIT_SLICE_MS = 100 };

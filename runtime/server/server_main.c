@@ -11,7 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "formats/log.h"
+#include "formats/base/log.h"
 #include "runtime/server/server.h"
 #include "runtime/tools/model_cli.h"
 

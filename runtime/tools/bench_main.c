@@ -15,9 +15,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "formats/cli.h"
-#include "formats/cpu.h"
-#include "formats/log.h"
+#include "formats/base/cli.h"
+#include "formats/base/cpu.h"
+#include "formats/base/log.h"
 #include "runtime/cpu/kernels.h"
 #include "runtime/device.h"
 #include "runtime/include/moe.h"

@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/cli.h"
-#include "formats/gguf.h"
-#include "formats/log.h"
+#include "formats/base/cli.h"
+#include "formats/gguf/gguf.h"
+#include "formats/base/log.h"
 #include "runtime/tools/placement_cli.h"
 #include "runtime/include/moe.h"
 #include "runtime/quality/chunks.h"

@@ -8,7 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "formats/log.h"
+#include "formats/base/log.h"
 
 moe_sampling_cli moe_sampling_cli_init(void) {
     moe_sampler_params sd = moe_sampler_default_params();

@@ -16,7 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "formats/cli.h"
+#include "formats/base/cli.h"
 #include "runtime/include/moe.h"
 #include "runtime/tools/placement_cli.h"
 

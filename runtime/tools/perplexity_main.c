@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/cli.h"
-#include "formats/log.h"
+#include "formats/base/cli.h"
+#include "formats/base/log.h"
 #include "runtime/tools/placement_cli.h"
 #include "runtime/include/moe.h"
 #include "runtime/quality/chunks.h"

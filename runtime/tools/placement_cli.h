@@ -16,7 +16,7 @@
 
 #include <stdlib.h>
 
-#include "formats/cli.h"
+#include "formats/base/cli.h"
 #include "runtime/include/moe.h"
 #include "runtime/quality/expert_stats.h"
 

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "formats/log.h"
+#include "formats/base/log.h"
 
 static const struct {
     const char *name;

@@ -19,9 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "formats/cli.h"
-#include "formats/log.h"
-#include "formats/tempfile.h"
+#include "formats/base/cli.h"
+#include "formats/base/log.h"
+#include "formats/base/tempfile.h"
 #include "runtime/include/moe.h"
 #include "runtime/quality/expert_stats.h"
 #include "runtime/tools/model_cli.h"

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/cli.h"
-#include "formats/tempfile.h"
+#include "formats/base/cli.h"
+#include "formats/base/tempfile.h"
 #include "runtime/quality/expert_stats.h"
 #include "runtime/quality/outfile.h"
 

@@ -19,10 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/checked.h"
-#include "formats/cursor.h"
-#include "formats/gguf.h"
-#include "formats/types.h"
+#include "formats/base/checked.h"
+#include "formats/gguf/cursor.h"
+#include "formats/gguf/gguf.h"
+#include "formats/quant/types.h"
 #include "fuzz/fuzz_target.h"
 
 #define FUZZ_REQUIRE(cond)                                                               \

@@ -8,7 +8,7 @@
  * any). */
 #include <string.h>
 
-#include "formats/log.h"
+#include "formats/base/log.h"
 #include "fuzz/fuzz_target.h"
 #include "runtime/include/moe.h"
 

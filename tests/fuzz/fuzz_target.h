@@ -21,7 +21,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "formats/status.h"
+#include "formats/base/status.h"
 
 /* Aborts naming the target and the broken invariant. */
 #define MOE_FUZZ_REQUIRE(cond)                                                           \

@@ -8,8 +8,8 @@
  * suffices. Corpus: tests/corpus/vocab (replayed with --expect any). */
 #include <string.h>
 
-#include "formats/gguf.h"
-#include "formats/log.h"
+#include "formats/gguf/gguf.h"
+#include "formats/base/log.h"
 #include "fuzz/fuzz_target.h"
 #include "runtime/vocab.h"
 

@@ -1,12 +1,12 @@
 /* fuzz_zstd — fuzz target for the seekable .gguf.zst reader
- * (formats/zstd_seekable.h): open from memory (seek table validation and the
+ * (formats/gguf/zstd_seekable.h): open from memory (seek table validation and the
  * truncation check), then whole-file and random-access decoding of files of
  * at most 1 MiB of plain bytes. Invariants: a rejected file leaves no handle
  * and a message; decoding either fails cleanly or gives the same bytes both
  * ways. Corpus: tests/corpus/zstd (replayed with --expect any). */
 #include <string.h>
 
-#include "formats/zstd_seekable.h"
+#include "formats/gguf/zstd_seekable.h"
 #include "fuzz/fuzz_target.h"
 
 enum { MAX_PLAIN = 1 << 20 };

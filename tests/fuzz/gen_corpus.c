@@ -34,8 +34,8 @@
 #include <sys/stat.h>
 #include <dirent.h>
 
-#include "formats/cursor.h"
-#include "formats/types.h"
+#include "formats/gguf/cursor.h"
+#include "formats/quant/types.h"
 
 enum { MAX_KV = 40, MAX_T = 12, NAME_CAP = 256 };
 

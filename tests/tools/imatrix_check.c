@@ -23,8 +23,8 @@
 #include <string.h>
 
 #include "convert/imatrix.h"
-#include "formats/gguf.h"
-#include "formats/types.h"
+#include "formats/gguf/gguf.h"
+#include "formats/quant/types.h"
 #include "test_util.h"
 
 typedef struct dat_entry {

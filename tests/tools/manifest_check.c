@@ -24,9 +24,9 @@
 #include <sys/stat.h>
 #include <xxhash.h>
 
-#include "formats/gguf.h"
-#include "formats/types.h"
-#include "formats/zstd_seekable.h"
+#include "formats/gguf/gguf.h"
+#include "formats/quant/types.h"
+#include "formats/gguf/zstd_seekable.h"
 #include "test_util.h"
 
 #define CANON_FLAGS (JSON_INDENT(2) | JSON_SORT_KEYS)
