@@ -12,6 +12,7 @@
 #include "formats/base/log.h"
 #include "formats/quant/quant.h"
 #include "formats/base/tempfile.h"
+#include "formats/base/clock.h"
 
 /* f32 values converted per step: bounds memory to ~4 x 64 MB whatever the model */
 enum { CHUNK_VALUES = 16 << 20 };
@@ -28,12 +29,6 @@ typedef struct qjob {
     double start, last_progress;
     uint64_t done;
 } qjob;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static bool is_float_type(moe_type t) {
     return t == MOE_TYPE_F32 || t == MOE_TYPE_F16 || t == MOE_TYPE_BF16;
@@ -196,7 +191,7 @@ static moe_status convert_chunk(const chunk_work *cw, int threads, double *err2,
 static void progress(qjob *j, bool final) {
     if (!j->o->progress)
         return;
-    double t = now_s();
+    double t = moe_now_s();
     if (!final && t - j->last_progress < 0.25)
         return;
     j->last_progress = t;
@@ -336,7 +331,7 @@ moe_status moe_quantize_file(const char *in_path, const char *out_path,
                              moe_err *err) {
     memset(rep, 0, sizeof *rep);
     qjob j = {.o = opts, .rep = rep, .err = err};
-    j.start = j.last_progress = now_s();
+    j.start = j.last_progress = moe_now_s();
     moe_status st = moe_gguf_file_open(in_path, true, &j.in, err);
     if (st == MOE_OK && opts->imatrix_path)
         st = moe_imatrix_load(opts->imatrix_path, &j.im, err);
@@ -363,7 +358,7 @@ moe_status moe_quantize_file(const char *in_path, const char *out_path,
     moe_policy_free(&j.policy);
     moe_imatrix_free(j.im);
     moe_gguf_file_close(j.in);
-    rep->seconds = now_s() - j.start;
+    rep->seconds = moe_now_s() - j.start;
     if (st != MOE_OK)
         moe_quantize_report_free(rep);
     return st;

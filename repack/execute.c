@@ -15,14 +15,9 @@
 #include "formats/base/log.h"
 #include "formats/base/tempfile.h"
 #include "repack/repack.h"
+#include "formats/base/clock.h"
 
 enum { COPY_CHUNK = 16 << 20 };
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 typedef struct job {
     const moe_gguf_set *in;
@@ -115,7 +110,7 @@ static moe_status verify_partial_inputs(job *j) {
 static void progress(job *j, bool final) {
     if (!j->opts->progress)
         return;
-    double t = now_seconds();
+    double t = moe_now_s();
     if (!final && t - j->last_progress < 0.25)
         return;
     j->last_progress = t;
@@ -415,7 +410,7 @@ moe_status moe_repack_write(const moe_gguf_set *in, const moe_repack_plan *plan,
     static const moe_repack_write_opts defaults = {0};
     memset(res, 0, sizeof *res);
     job j = {.in = in, .plan = plan, .opts = opts ? opts : &defaults, .res = res, .err = err};
-    j.start = j.last_progress = now_seconds();
+    j.start = j.last_progress = moe_now_s();
     j.buf = malloc(COPY_CHUNK);
     j.in_state = XXH3_createState();
     res->tensor_xxh3 = calloc(plan->n_tensors ? plan->n_tensors : 1, sizeof *res->tensor_xxh3);
@@ -447,7 +442,7 @@ moe_status moe_repack_write(const moe_gguf_set *in, const moe_repack_plan *plan,
     free(j.buf);
     free(j.relayout_buf);
     XXH3_freeState(j.in_state);
-    res->seconds = now_seconds() - j.start;
+    res->seconds = moe_now_s() - j.start;
     if (st != MOE_OK)
         moe_repack_result_free(res);
     return st;

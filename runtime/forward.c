@@ -21,12 +21,7 @@
 #include "runtime/context.h"
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/lora.h"
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
+#include "formats/base/clock.h"
 
 static moe_backend *BE(moe_context *ctx, int d) { return &ctx->dev[d].be; }
 
@@ -34,7 +29,7 @@ static moe_backend *BE(moe_context *ctx, int d) { return &ctx->dev[d].be; }
 
 /* Counts one copy of bytes that started at t0 (ms) in the context's time split. */
 static void count_copy(moe_context *ctx, double t0, int64_t bytes) {
-    ctx->perf.copy_ms += now_ms() - t0;
+    ctx->perf.copy_ms += moe_now_ms() - t0;
     ctx->perf.n_copies++;
     ctx->perf.copy_bytes += bytes;
 }
@@ -42,7 +37,7 @@ static void count_copy(moe_context *ctx, double t0, int64_t bytes) {
 /* Copies the current elements of b from device src to dst: host <-> device by
  * the device's upload/download, device <-> device through the CPU's copy. */
 static void copy_buf(moe_context *ctx, moe_buf b, int src, int dst) {
-    const double t0 = now_ms();
+    const double t0 = moe_now_ms();
     const size_t bytes = (size_t)ctx->valid_n[b] * 4;
     void *to = ctx->dev[dst].s.buf[b];
     const void *from = ctx->dev[src].s.buf[b];
@@ -369,7 +364,7 @@ static bool stage_experts(moe_context *ctx, int d, const moe_layer *L, int32_t T
     for (int64_t e = 0; e < E; e++)
         if (rank[e] == 0)
             rank[e] = n_sel++ + 1;
-    const double t0 = now_ms();
+    const double t0 = moe_now_ms();
     uint8_t *at = dc->staging;
     for (int k = 0; k < 3; k++) {
         out[k] = *src[k];
@@ -385,7 +380,7 @@ static bool stage_experts(moe_context *ctx, int d, const moe_layer *L, int32_t T
     }
     for (int64_t i = 0; i < TK; i++)
         ids[i] = rank[ids[i]] - 1;
-    ctx->perf.copy_ms += now_ms() - t0;
+    ctx->perf.copy_ms += moe_now_ms() - t0;
     ctx->perf.n_copies += 3 * n_sel;
     ctx->perf.copy_bytes += (int64_t)(at - (uint8_t *)dc->staging);
     ctx->perf.expert_offloads++;
@@ -412,9 +407,9 @@ static void routed_experts(moe_context *ctx, int64_t il, const moe_layer *L, int
         .out = wr(ctx, d, MOE_BUF_TMP, T * D), .observer = ctx->observer,
         .observer_user = ctx->observer_user,
         .lora = moe_lora_ffn_terms(ctx, &L->gate_exps, &L->up_exps, &L->down_exps, &lora)};
-    const double t0 = now_ms();
+    const double t0 = moe_now_ms();
     BE(ctx, d)->ops->experts(BE(ctx, d), &st);
-    ctx->perf.experts_ms += now_ms() - t0;
+    ctx->perf.experts_ms += moe_now_ms() - t0;
 }
 
 /* A layer whose experts are split between devices: each device computes the
@@ -471,9 +466,9 @@ static void split_experts(moe_context *ctx, const moe_layer *L, int32_t T) {
                 .K = (int32_t)K, .ids = rd(ctx, d, MOE_BUF_SPLIT_IDS),
                 .w = rd(ctx, d, MOE_BUF_TOPW), .out = NULL,
                 .slots = d == home ? all : wr(ctx, d, MOE_BUF_SLOTS, TK * D)};
-            const double t0 = now_ms();
+            const double t0 = moe_now_ms();
             BE(ctx, d)->ops->experts(BE(ctx, d), &st);
-            ctx->perf.experts_ms += now_ms() - t0;
+            ctx->perf.experts_ms += moe_now_ms() - t0;
             if (d != home)
                 pending = d;
         }
@@ -560,7 +555,7 @@ static void output(moe_context *ctx, int32_t T) {
     BE(ctx, d)->ops->mul_mat(BE(ctx, d), w, 0, hx, n, y, MOE_DOT_GEMM);
     moe_lora_dense(ctx, w, hx, n, y);
     if (d != 0) { /* the logits are the host's */
-        const double t0 = now_ms();
+        const double t0 = moe_now_ms();
         BE(ctx, d)->ops->download(BE(ctx, d), ctx->logits, y, (size_t)(n * V) * sizeof(float));
         BE(ctx, d)->ops->synchronize(BE(ctx, d));
         count_copy(ctx, t0, n * V * 4);
@@ -572,7 +567,7 @@ moe_status moe_forward(moe_context *ctx, int32_t T, const moe_token *tokens, con
     const moe_model *m = ctx->model;
     const moe_hparams *hp = &m->hp;
     const int64_t D = hp->n_embd;
-    const double t0 = now_ms();
+    const double t0 = moe_now_ms();
     const double busy0 = ctx->perf.experts_ms + ctx->perf.copy_ms;
     memset(ctx->valid, 0, sizeof ctx->valid);
     embed(ctx, T, tokens);
@@ -590,7 +585,7 @@ moe_status moe_forward(moe_context *ctx, int32_t T, const moe_token *tokens, con
     for (int dd = 0; dd < m->n_dev; dd++) /* every queued step is done when decode returns */
         if (ctx->dev[dd].active)
             BE(ctx, dd)->ops->synchronize(BE(ctx, dd));
-    const double total = now_ms() - t0;
+    const double total = moe_now_ms() - t0;
     ctx->perf.other_ms += total - (ctx->perf.experts_ms + ctx->perf.copy_ms - busy0);
     ctx->perf.n_decodes++;
     ctx->perf.n_tokens += T;

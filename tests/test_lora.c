@@ -29,6 +29,7 @@
 #include "formats/gguf/gguf.h"
 #include "runtime/include/moe.h"
 #include "test_util.h"
+#include "formats/base/clock.h"
 
 #define N_PROMPT 16
 #define N_FEED 16
@@ -58,12 +59,6 @@ static void tmp_path(char *out, const char *name) {
 }
 
 static bool exists(const char *p) { return access(p, R_OK) == 0; }
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 #if defined(__SANITIZE_ADDRESS__)
 #define MOE_TEST_ASAN 1
@@ -469,13 +464,13 @@ static bool copy_file(const char *src, const char *dst) {
  * memory. Prints the figures; checks RSS does not grow. */
 static void swap_loop(run *r, moe_lora_adapter *a, moe_lora_adapter *b, int n_swaps) {
     moe_err err = {0};
-    double t0 = now_s();
+    double t0 = moe_now_s();
     for (int i = 0; i < n_swaps; i++) {
         moe_lora_adapter *from = i % 2 ? b : a, *to = i % 2 ? a : b;
         moe_lora_remove(r->ctx, from, &err);
         moe_lora_apply(r->ctx, to, 1.0f, &err);
     }
-    double per = (now_s() - t0) / n_swaps;
+    double per = (moe_now_s() - t0) / n_swaps;
     if (n_swaps % 2) { /* end on A */
         moe_lora_remove(r->ctx, b, &err);
         moe_lora_apply(r->ctx, a, 1.0f, &err);
@@ -492,9 +487,9 @@ static void swap_loop(run *r, moe_lora_adapter *a, moe_lora_adapter *b, int n_sw
         moe_lora_adapter *from = i % 2 ? b : a, *to = i % 2 ? a : b;
         CHECK(moe_lora_remove(r->ctx, from, &err) == MOE_OK, "remove: %s", err.msg);
         CHECK(moe_lora_apply(r->ctx, to, 1.0f, &err) == MOE_OK, "apply: %s", err.msg);
-        double t1 = now_s();
+        double t1 = moe_now_s();
         CHECK(moe_decode(r->ctx, &bt, &err) == MOE_OK, "decode: %s", err.msg);
-        td += now_s() - t1;
+        td += moe_now_s() - t1;
         moe_kv_seq_rm(r->ctx, 0, N_PROMPT, -1);
         if (test_failed)
             break;
@@ -698,9 +693,9 @@ static int cmd_bench(const char *model_path) {
     const syn_opts o = {.arch = arch};
     bool ok = write_adapter(pa, ps, n, 32.0f, 11u, &o) && write_adapter(pb, ps, n, 32.0f, 13u, &o);
     moe_lora_adapter *a = NULL, *b = NULL;
-    double t0 = now_s();
+    double t0 = moe_now_s();
     ok = ok && moe_lora_load(r.m, pa, &a, &err) == MOE_OK;
-    double t_load = now_s() - t0;
+    double t_load = moe_now_s() - t0;
     ok = ok && moe_lora_load(r.m, pb, &b, &err) == MOE_OK;
     unlink(pa);
     unlink(pb);
@@ -717,13 +712,13 @@ static int cmd_bench(const char *model_path) {
     for (int mode = 0; mode < 2; mode++) {
         if (mode == 1)
             moe_lora_apply(r.ctx, a, 1.0f, &err);
-        double t1 = now_s();
+        double t1 = moe_now_s();
         for (int i = 0; i < 20; i++) {
             moe_decode(r.ctx, &bt, &err);
             moe_kv_seq_rm(r.ctx, 0, 64, -1);
         }
         printf("token decode %s: %.3f ms\n", mode ? "with adapter A" : "base",
-               (now_s() - t1) / 20 * 1e3);
+               (moe_now_s() - t1) / 20 * 1e3);
     }
     swap_loop(&r, a, b, 1000);
     free(ps);

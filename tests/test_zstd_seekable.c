@@ -26,6 +26,7 @@
 #include "formats/gguf/cursor.h"
 #include "formats/gguf/zstd_seekable.h"
 #include "test_util.h"
+#include "formats/base/clock.h"
 
 #define SEED 0x5EEDC0DEu
 #define FS ((size_t)64 << 10) /* frame size used by the unit tests */
@@ -804,12 +805,6 @@ static int run_cli(void) {
 
 /* ---- benchmark ----------------------------------------------------------------------- */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* Best of 3 for each step; plain and output buffers are touched before timing.
  * Compression and decompress_to_file include writing and fsyncing the output. */
 static int run_bench(size_t mb) {
@@ -827,19 +822,19 @@ static int run_bench(size_t mb) {
         double best[3] = {1e9, 1e9, 1e9};
         moe_status st = MOE_OK;
         for (int rep = 0; rep < 3 && st == MOE_OK; rep++) {
-            double t0 = now_s();
+            double t0 = moe_now_s();
             st = moe_zstd_compress_file(pp, zp, 3, 0, t, true, &err);
-            double t1 = now_s();
+            double t1 = moe_now_s();
             moe_zstd_file *f = NULL;
             if (st == MOE_OK)
                 st = moe_zstd_open(zp, &f, &err);
-            double t2 = now_s();
+            double t2 = moe_now_s();
             if (st == MOE_OK)
                 st = moe_zstd_decompress_all(f, out, n, t, &err);
-            double t3 = now_s();
+            double t3 = moe_now_s();
             if (st == MOE_OK)
                 st = moe_zstd_decompress_to_file(f, back, t, true, &err);
-            double t4 = now_s();
+            double t4 = moe_now_s();
             moe_zstd_close(f);
             double d[3] = {t1 - t0, t3 - t2, t4 - t3};
             for (int k = 0; k < 3; k++)

@@ -42,6 +42,7 @@
 #include "formats/base/log.h"
 #include "formats/base/tempfile.h"
 #include "formats/gguf/zstd_seekable.h"
+#include "formats/base/clock.h"
 
 #define SCHEMA "moe-convert-manifest/1"
 #define JSON_FLAGS (JSON_INDENT(2) | JSON_SORT_KEYS)
@@ -66,12 +67,6 @@ typedef struct mf_opts {
 } mf_opts;
 
 /* ---- small helpers ------------------------------------------------------------ */
-
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static json_t *hex_json(uint64_t h) {
     char buf[17];
@@ -364,7 +359,7 @@ static moe_status cmd_begin(const mf_opts *o, const char *state_path, moe_err *e
                               "schema", SCHEMA, "manifest", "tools", "options", options,
                               "inputs", "outputs",
                               "steps", "run", "threads", (json_int_t)o->threads, "started_ms",
-                              (json_int_t)now_ms(), "steps", "cache");
+                              (json_int_t)(int64_t)moe_now_ms(), "steps", "cache");
     MOE_FAIL_IF(!state, err, MOE_ERR_NOMEM, "out of memory");
     json_t *m = json_object_get(state, "manifest");
     moe_status st = MOE_OK;
@@ -491,7 +486,7 @@ static const char *stale_reason(json_t *state, const json_t *old_m, const json_t
  * hash cache. */
 static moe_status cmd_check(const mf_opts *o, const char *state_path, const char *old_path,
                             moe_err *err) {
-    int64_t t0 = now_ms();
+    int64_t t0 = (int64_t)moe_now_ms();
     json_t *state, *old = NULL;
     MOE_TRY(load_state(state_path, &state, err));
     char why[512];
@@ -512,7 +507,7 @@ static moe_status cmd_check(const mf_opts *o, const char *state_path, const char
     if (!reason) {
         json_array_append_new(json_object_get(json_object_get(state, "manifest"), "steps"),
                               json_deep_copy(os));
-        run_step(state, o->id, "skipped", now_ms() - t0);
+        run_step(state, o->id, "skipped", (int64_t)moe_now_ms() - t0);
     } else {
         printf("%s\n", reason);
     }
@@ -766,7 +761,7 @@ static moe_status cmd_finish(const char *state_path, const char *out_path, bool 
         result = "incomplete";
     json_object_set_new(m, "result", json_string(result));
     json_int_t started = json_integer_value(json_object_get(run, "started_ms"));
-    json_object_set_new(run, "total_ms", json_integer(now_ms() - started));
+    json_object_set_new(run, "total_ms", json_integer((int64_t)moe_now_ms() - started));
     json_object_del(run, "started_ms");
     json_t *root = json_pack("{s:s, s:O, s:O}", "schema", SCHEMA, "manifest", m, "run", run);
     moe_status st = root ? save_json(root, out_path, err)
@@ -1022,7 +1017,7 @@ static moe_status dispatch(const mf_command *c, const mf_opts *o, char **pos, in
     if (!strcmp(n, "hash"))
         return cmd_hash(pos, n_pos, err);
     if (!strcmp(n, "now"))
-        return printf("%" PRId64 "\n", now_ms()) < 0 ? MOE_ERR_IO : MOE_OK;
+        return printf("%" PRId64 "\n", (int64_t)moe_now_ms()) < 0 ? MOE_ERR_IO : MOE_OK;
     if (!strcmp(n, "unzstd"))
         return cmd_unzstd(pos[0], pos[1], (int)o->threads, err);
     if (!strcmp(n, "begin"))

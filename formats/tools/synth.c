@@ -20,6 +20,7 @@
 #include "formats/gguf/gguf.h"
 #include "formats/tools/synth.h"
 #include "formats/quant/types.h"
+#include "formats/base/clock.h"
 
 /* ---- presets ------------------------------------------------------------------------- */
 
@@ -539,12 +540,6 @@ static moe_status write_model(const char *path, const moe_hparams *hp, const cha
     return moe_gguf_writer_finish(w, err);
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static void print_plan(const char *out, const moe_hparams *hp, const char *preset_name,
                        moe_type main, size_t n, uint64_t total) {
     printf("moe-synth: %s: %s (%s), %s, D=%lld L=%lld H=%lld/%lld E=%lld K=%lld Fe=%lld "
@@ -597,9 +592,9 @@ static moe_status run(const char *out, moe_err *err) {
         print_plan(out, &hp, preset_name, main, n, total);
     } else if (st == MOE_OK) {
         int threads = thread_count();
-        double t0 = now_s();
+        double t0 = moe_now_s();
         st = write_model(out, &hp, preset_name, main, vf ? vf->g : NULL, ts, n, threads, err);
-        double dt = now_s() - t0;
+        double dt = moe_now_s() - t0;
         if (st == MOE_OK) {
             print_plan(out, &hp, preset_name, main, n, total);
             printf("moe-synth: wrote %.1f MiB in %.2f s (%.0f MB/s, %d threads)\n",

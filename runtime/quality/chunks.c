@@ -1,4 +1,5 @@
 #include "runtime/quality/chunks.h"
+#include "formats/base/clock.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -128,12 +129,6 @@ moe_context_params moe_chunk_plan_context_params(const moe_chunk_plan *plan, int
     return cp;
 }
 
-static double seconds_since(const struct timespec *t0) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) * 1e-9;
-}
-
 typedef struct batch_bufs {
     moe_token *tok;
     int32_t *pos, *seq;
@@ -183,8 +178,7 @@ moe_status moe_chunk_run(moe_context *ctx, const moe_chunk_plan *p, const moe_to
                         ? MOE_OK
                         : moe_fail(err, MOE_ERR_NOMEM, "out of memory");
     const int32_t w = p->n_batch / p->n_seq; /* positions per decode */
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    const double t0 = moe_now_s();
     for (int32_t c0 = 0; st == MOE_OK && c0 < p->n_chunk; c0 += p->n_seq) {
         int32_t ns = p->n_chunk - c0 < p->n_seq ? p->n_chunk - c0 : p->n_seq;
         moe_kv_clear(ctx);
@@ -193,7 +187,7 @@ moe_status moe_chunk_run(moe_context *ctx, const moe_chunk_plan *p, const moe_to
             st = decode_span(ctx, p, tokens, cb, c0, ns, p0, span, &bb, err);
         }
         if (st == MOE_OK && cb->progress)
-            cb->progress(cb->user, c0 + ns, seconds_since(&t0));
+            cb->progress(cb->user, c0 + ns, moe_now_s() - t0);
     }
     free(bb.tok);
     free(bb.pos);

@@ -15,6 +15,7 @@
 
 #include "formats/base/log.h"
 #include "runtime/server/server.h"
+#include "formats/base/clock.h"
 
 typedef struct srv_slot {
     int32_t seq;
@@ -56,12 +57,6 @@ struct srv_engine {
     int32_t n_eog;
     float *masked;        /* n_vocab logits with the eog ones at -inf */
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 srv_task *srv_task_new(const moe_token *prompt, int32_t n_prompt) {
     srv_task *t = calloc(1, sizeof *t);
@@ -425,9 +420,9 @@ static void *engine_main(void *arg) {
         moe_batch b = {.n_tokens = n, .token = e->b_token, .pos = e->b_pos, .seq_id = e->b_seq,
                        .logits = e->b_logits};
         moe_err err = {0};
-        double t0 = now_s();
+        double t0 = moe_now_s();
         moe_status st = moe_decode(e->ctx, &b, &err);
-        double dt = now_s() - t0;
+        double dt = moe_now_s() - t0;
         int32_t kv_used = moe_kv_n_used(e->ctx);
         pthread_mutex_lock(&e->lock);
         e->c.decode_steps++;

@@ -24,6 +24,7 @@
 #include "runtime/model.h"
 #include "runtime/quality/expert_stats.h"
 #include "runtime/tools/placement_cli.h"
+#include "formats/base/clock.h"
 
 #define PROG "moe-bench"
 #define MAX_VALUES 16
@@ -42,12 +43,6 @@ typedef struct int_list {
     int64_t v[MAX_VALUES];
     int n;
 } int_list;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* "128,512" -> values; "" or NULL -> none. */
 static moe_status parse_list(const char *what, const char *s, int_list *out, moe_err *err) {
@@ -84,13 +79,13 @@ static double read_bandwidth(uint64_t n, int threads) {
     volatile uint64_t sink = 0;
     for (int pass = 0; pass < 3; pass++) {
         uint64_t total = 0;
-        const double t0 = now_s();
+        const double t0 = moe_now_s();
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : total)
         for (size_t blk = 0; blk < words / 8; blk++) {
             const uint64_t *p = buf + blk * 8;
             total += (p[0] + p[1]) + (p[2] + p[3]) + (p[4] + p[5]) + (p[6] + p[7]);
         }
-        const double dt = now_s() - t0;
+        const double dt = moe_now_s() - t0;
         sink += total;
         const double gbs = (double)(words / 8 * 64) / dt / 1e9;
         best = gbs > best ? gbs : best;
@@ -152,14 +147,14 @@ static moe_status run_once(moe_context *ctx, const bench_test *t, int64_t n_voca
                            moe_token *tok, int32_t *pos, double *seconds, moe_err *err) {
     uint32_t rng = 12345u;
     moe_kv_seq_rm(ctx, 0, (int32_t)t->depth, -1);
-    double t0 = now_s();
+    double t0 = moe_now_s();
     expert_stats_phase(MOE_STATS_PROMPT);
     if (t->n_prompt)
         MOE_TRY(feed(ctx, n_vocab, (int32_t)t->depth, t->n_prompt, n_batch, tok, pos, &rng, err));
     expert_stats_phase(MOE_STATS_GEN);
     for (int64_t i = 0; i < t->n_gen; i++)
         MOE_TRY(feed(ctx, n_vocab, (int32_t)(t->depth + t->n_prompt + i), 1, 1, tok, pos, &rng, err));
-    *seconds = now_s() - t0;
+    *seconds = moe_now_s() - t0;
     return MOE_OK;
 }
 

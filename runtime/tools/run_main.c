@@ -26,6 +26,7 @@
 #include "runtime/quality/expert_stats.h"
 #include "runtime/tools/model_cli.h"
 #include "runtime/tools/run_kv.h"
+#include "formats/base/clock.h"
 
 #define PROG "moe-run"
 #define DEFAULT_N_BATCH 512
@@ -62,12 +63,6 @@ static void expert_stats_to_gen(void) {
 static void on_sigint(int sig) {
     (void)sig;
     g_interrupted = 1;
-}
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 /* ---- options ------------------------------------------------------------------------ */
@@ -237,9 +232,9 @@ static moe_status run_conformance(const run_opts *o, moe_model *m, moe_context *
     for (int32_t i = 0; i < n_prompt; i++)
         pos[i] = i, want[i] = 1;
     moe_batch b = {.n_tokens = n_prompt, .token = prompt, .pos = pos, .logits = want};
-    double t0 = now_ms();
+    double t0 = moe_now_ms();
     moe_status st = moe_decode(ctx, &b, err);
-    tm->prompt_ms = now_ms() - t0;
+    tm->prompt_ms = moe_now_ms() - t0;
     tm->n_prompt = n_prompt;
     expert_stats_to_gen();
     free(pos);
@@ -261,9 +256,9 @@ static moe_status run_conformance(const run_opts *o, moe_model *m, moe_context *
         int8_t one = 1;
         moe_batch fb = {.n_tokens = 1, .token = &feed[j], .pos = &p, .seq_id = &seq,
                         .logits = &one};
-        t0 = now_ms();
+        t0 = moe_now_ms();
         MOE_TRY(moe_decode(ctx, &fb, err));
-        tm->eval_ms += now_ms() - t0;
+        tm->eval_ms += moe_now_ms() - t0;
         tm->n_eval++;
         const float *row = moe_get_logits_ith(ctx, 0);
         MOE_TRY(logits_row(lf, row, err));
@@ -390,10 +385,10 @@ static moe_status prompt_into_cache(const run_opts *o, moe_context *ctx, const m
     int32_t n_reuse = 0;
     if (o->prompt_cache)
         MOE_TRY(run_prompt_cache_load(ctx, o->prompt_cache, prompt, n_prompt, &n_reuse, err));
-    double t0 = now_ms();
+    double t0 = moe_now_ms();
     if (n_reuse < n_prompt)
         MOE_TRY(eval_prompt(ctx, prompt, n_reuse, n_prompt, DEFAULT_N_BATCH, err));
-    tm->prompt_ms = now_ms() - t0;
+    tm->prompt_ms = moe_now_ms() - t0;
     tm->n_prompt = n_prompt - n_reuse;
     if (o->prompt_cache && n_reuse < n_prompt) {
         MOE_TRY(moe_state_save_file(ctx, o->prompt_cache, prompt, n_prompt, err));
@@ -473,11 +468,11 @@ static moe_status generate(const run_opts *o, moe_model *m, moe_context *ctx,
             why = "interrupted";
             break;
         }
-        double t0 = now_ms();
+        double t0 = moe_now_ms();
         moe_token t = moe_sampler_sample(smp, sampler_logits(logits, masked, eog, n_eog, n_vocab),
                                          n_vocab);
         moe_sampler_accept(smp, t);
-        tm->sample_ms += now_ms() - t0;
+        tm->sample_ms += moe_now_ms() - t0;
         tm->n_sample++;
         if (moe_token_is_eog(m, t)) {
             why = "end of text";
@@ -502,9 +497,9 @@ static moe_status generate(const run_opts *o, moe_model *m, moe_context *ctx,
         }
         int8_t one = 1;
         moe_batch b = {.n_tokens = 1, .token = &t, .pos = &n_past, .logits = &one};
-        t0 = now_ms();
+        t0 = moe_now_ms();
         st = moe_decode(ctx, &b, err);
-        tm->eval_ms += now_ms() - t0;
+        tm->eval_ms += moe_now_ms() - t0;
         tm->n_eval++;
         n_past++;
         logits = moe_get_logits_ith(ctx, 0);
@@ -576,10 +571,10 @@ static moe_status run(const run_opts *o, double t_start, moe_err *err) {
         if (n_prompt > n_batch)
             n_batch = n_prompt; /* the interface promises ONE batch */
     }
-    double t0 = now_ms();
+    double t0 = moe_now_ms();
     if (st == MOE_OK)
         st = load(o, n_batch, &m, &ctx, err);
-    tm.load_ms = now_ms() - t0;
+    tm.load_ms = moe_now_ms() - t0;
     if (st == MOE_OK && o->expert_stats) {
         st = moe_expert_stats_for_model(m, o->mc.model, &g_expert_stats, err);
         if (st == MOE_OK)
@@ -607,7 +602,7 @@ static moe_status run(const run_opts *o, double t_start, moe_err *err) {
     moe_expert_stats_free(g_expert_stats);
     g_expert_stats = NULL;
     if (st == MOE_OK)
-        print_timings(&tm, m, now_ms() - t_start);
+        print_timings(&tm, m, moe_now_ms() - t_start);
     moe_context_free(ctx);
     moe_model_free(m);
     free(prompt);
@@ -616,7 +611,7 @@ static moe_status run(const run_opts *o, double t_start, moe_err *err) {
 }
 
 int main(int argc, char **argv) {
-    double t_start = now_ms();
+    double t_start = moe_now_ms();
     run_opts o = {.n_predict = -1, .mc = MOE_MODEL_CLI_INIT, .sc = moe_sampling_cli_init()};
     static const char summary[] =
         "Generates text with a GGUF MoE model, like llama-cli: the prompt is echoed and the\n"
