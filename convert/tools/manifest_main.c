@@ -1076,12 +1076,9 @@ int main(int argc, char **argv) {
         st = moe_fail(&err, MOE_ERR_USAGE, "--types is required");
     if (st == MOE_OK && !help && !strcmp(c->name, "begin") && o.tool_paths.count == 0)
         st = moe_fail(&err, MOE_ERR_USAGE, "at least one --tool NAME=PATH is required");
-    if (st != MOE_OK) {
-        fprintf(stderr, "%s: %s\n(see %s --help)\n", prog, err.msg, prog);
-        return moe_status_exit_code(st);
-    }
-    if (help)
-        return 0;
+    int exit_code;
+    if (moe_cli_parse_done(prog, st, help, &err, &exit_code))
+        return exit_code;
     moe_tempfile_install_handlers();
     st = dispatch(c, &o, argv + 1 + first, n_pos, &err);
     if (st == MOE_ERR_INTEGRITY && !strcmp(c->name, "check")) {

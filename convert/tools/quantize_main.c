@@ -204,12 +204,9 @@ int main(int argc, char **argv) {
     }
     if (st == MOE_OK && !help && !o.type)
         st = moe_fail(&err, MOE_ERR_USAGE, "no type given (--type TYPE)");
-    if (st != MOE_OK) {
-        fprintf(stderr, "moe-quantize: %s\n(see moe-quantize --help)\n", err.msg);
-        return moe_status_exit_code(st);
-    }
-    if (help)
-        return 0;
+    int exit_code;
+    if (moe_cli_parse_done("moe-quantize", st, help, &err, &exit_code))
+        return exit_code;
     if (o.quiet || o.json)
         moe_log_set_level(MOE_LOG_WARN);
     if (o.threads == 0)

@@ -541,3 +541,14 @@ int moe_cli_finish(const char *prog, moe_status st, const moe_err *err) {
     }
     return moe_status_exit_code(st);
 }
+
+bool moe_cli_parse_done(const char *prog, moe_status st, bool help_shown, const moe_err *err,
+                        int *exit_code) {
+    if (st != MOE_OK) {
+        fprintf(stderr, "%s: %s\n(see %s --help)\n", prog, err->msg, prog);
+        *exit_code = moe_status_exit_code(st);
+        return true;
+    }
+    *exit_code = 0;
+    return help_shown;
+}

@@ -113,4 +113,11 @@ moe_status moe_parse_f64(const char *s, double *out, const char *what, moe_err *
  * the exit code (moe_status_exit_code). */
 int moe_cli_finish(const char *prog, moe_status st, const moe_err *err);
 
+/* The step after moe_cli_parse and the tool's own option checks. Returns
+ * true when main() must return *exit_code at once: st is an error (printed as
+ * "prog: message" and "(see prog --help)" on stderr, exit 2 for a usage
+ * error) or the help was shown (exit 0). False: go on and run the tool. */
+bool moe_cli_parse_done(const char *prog, moe_status st, bool help_shown, const moe_err *err,
+                        int *exit_code);
+
 #endif

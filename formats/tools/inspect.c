@@ -249,12 +249,9 @@ int main(int argc, char **argv) {
     int first = 0, n_pos = 0;
     bool help = false;
     moe_status st = moe_cli_parse(&cli, argc, argv, &first, &n_pos, &help, &err);
-    if (st != MOE_OK) {
-        fprintf(stderr, "moe-inspect: %s\n(see moe-inspect --help)\n", err.msg);
-        return moe_status_exit_code(st);
-    }
-    if (help)
-        return 0;
+    int exit_code;
+    if (moe_cli_parse_done("moe-inspect", st, help, &err, &exit_code))
+        return exit_code;
     moe_gguf_file *file = NULL;
     st = moe_gguf_file_open(argv[first], !o.no_mmap, &file, &err);
     if (st != MOE_OK) {

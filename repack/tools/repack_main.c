@@ -272,12 +272,9 @@ int main(int argc, char **argv) {
         strcmp(o.gate_up_order, "up-first"))
         st = moe_fail(&err, MOE_ERR_USAGE, "--gate-up-order must be gate-first or up-first, not '%s'",
                       o.gate_up_order);
-    if (st != MOE_OK) {
-        fprintf(stderr, "moe-repack: %s\n(see moe-repack --help)\n", err.msg);
-        return moe_status_exit_code(st);
-    }
-    if (help)
-        return 0;
+    int exit_code;
+    if (moe_cli_parse_done("moe-repack", st, help, &err, &exit_code))
+        return exit_code;
     if (o.quiet || o.json)
         moe_log_set_level(MOE_LOG_WARN);
     if (o.threads == 0)

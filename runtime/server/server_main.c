@@ -162,12 +162,9 @@ int main(int argc, char **argv) {
         st = moe_sampling_cli_check(&o.sc, &err);
     if (st == MOE_OK && !help && o.max_body == 0)
         st = moe_fail(&err, MOE_ERR_USAGE, "option --max-body: must be > 0");
-    if (st != MOE_OK) {
-        fprintf(stderr, PROG ": %s\n(see " PROG " --help)\n", err.msg);
-        return moe_status_exit_code(st);
-    }
-    if (help)
-        return 0;
+    int exit_code;
+    if (moe_cli_parse_done(PROG, st, help, &err, &exit_code))
+        return exit_code;
     if (o.mc.verbose)
         moe_log_set_level(MOE_LOG_DEBUG);
     signal(SIGPIPE, SIG_IGN); /* a client gone mid-write is an error return, not death */

@@ -399,12 +399,9 @@ int main(int argc, char **argv) {
     if (st == MOE_OK && o.expert_stats && o.models.count > 1)
         st = moe_fail(&err, MOE_ERR_USAGE, "--expert-stats takes one -m model (merge files with "
                                            "moe-stats merge)");
-    if (st != MOE_OK) {
-        fprintf(stderr, PROG ": %s\n(see " PROG " --help)\n", err.msg);
-        return moe_status_exit_code(st);
-    }
-    if (help)
-        return 0;
+    int exit_code;
+    if (moe_cli_parse_done(PROG, st, help, &err, &exit_code))
+        return exit_code;
     if (!o.threads)
         o.threads = moe_online_cpus();
     if (!o.n_ctx) { /* room for the largest test */

@@ -386,12 +386,9 @@ int main(int argc, char **argv) {
     }
     if (st == MOE_OK && !help)
         st = check_opts(&o, &err);
-    if (st != MOE_OK) {
-        fprintf(stderr, PROG ": %s\n(see " PROG " --help)\n", err.msg);
-        return moe_status_exit_code(st);
-    }
-    if (help)
-        return 0;
+    int exit_code;
+    if (moe_cli_parse_done(PROG, st, help, &err, &exit_code))
+        return exit_code;
     if (o.verbose)
         moe_log_set_level(MOE_LOG_DEBUG);
     st = run(&o, &err);
