@@ -13,116 +13,18 @@
 #include "formats/base/checked.h"
 #include "formats/base/log.h"
 
-/* ---- small shared pieces ----------------------------------------------------------------- */
-
-uint64_t moe_vocab_hash(const void *p, size_t n, uint64_t h) {
-    const unsigned char *s = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
-moe_status moe_vocab_map_init(moe_vocab_map *m, size_t n_keys, moe_err *err) {
-    size_t cap = 16;
-    while (cap < 2 * n_keys)
-        cap *= 2;
-    MOE_FAIL_IF(cap > ((size_t)1 << 31), err, MOE_ERR_FORMAT, "too many tokenizer entries (%zu)",
-                n_keys);
-    m->slot = malloc(cap * sizeof *m->slot);
-    MOE_FAIL_IF(!m->slot, err, MOE_ERR_NOMEM, "out of memory for the tokenizer table");
-    memset(m->slot, 0xff, cap * sizeof *m->slot); /* every slot -1 */
-    m->mask = (uint32_t)(cap - 1);
-    return MOE_OK;
-}
-
-void moe_vocab_map_free(moe_vocab_map *m) {
-    free(m->slot);
-    m->slot = NULL;
-    m->mask = 0;
-}
-
-void moe_tokvec_push(moe_tokvec *tv, int32_t tok) {
-    if (tv->failed)
-        return;
-    int32_t *d = moe_grow(tv->d, &tv->cap, tv->n + 1, 64, sizeof *d);
-    if (!d) {
-        tv->failed = true;
-        return;
-    }
-    tv->d = d;
-    tv->d[tv->n++] = tok;
-}
-
-static bool before(const moe_bigram *a, const moe_bigram *b) {
-    return a->prio > b->prio || (a->prio == b->prio && a->left < b->left);
-}
-
-void moe_bigram_push(moe_bigram_heap *h, moe_bigram b) {
-    moe_bigram *d = moe_grow(h->d, &h->cap, h->n + 1, 64, sizeof *d);
-    if (!d) {
-        h->failed = true;
-        return;
-    }
-    h->d = d;
-    size_t i = h->n++;
-    while (i > 0 && before(&b, &h->d[(i - 1) / 2])) {
-        h->d[i] = h->d[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    h->d[i] = b;
-}
-
-moe_bigram moe_bigram_pop(moe_bigram_heap *h) {
-    moe_bigram top = h->d[0], last = h->d[--h->n];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= h->n)
-            break;
-        if (c + 1 < h->n && before(&h->d[c + 1], &h->d[c]))
-            c++;
-        if (!before(&h->d[c], &last))
-            break;
-        h->d[i] = h->d[c];
-        i = c;
-    }
-    if (h->n)
-        h->d[i] = last;
-    return top;
-}
-
-static const char *tok_text(const moe_vocab *v, int32_t id, size_t *len) {
-    *len = v->off[id + 1] - v->off[id];
-    return v->blob + v->off[id];
-}
-
-int32_t moe_vocab_find(const moe_vocab *v, const char *s, size_t n) {
-    uint32_t i = (uint32_t)moe_vocab_hash(s, n, MOE_VOCAB_HASH_SEED) & v->map.mask;
-    for (;; i = (i + 1) & v->map.mask) {
-        int32_t id = v->map.slot[i];
-        if (id < 0)
-            return -1;
-        size_t len;
-        const char *t = tok_text(v, id, &len);
-        if (len == n && memcmp(t, s, n) == 0)
-            return id;
-    }
-}
-
 /* Inserts id under its text; a later id with the same text replaces the
  * earlier one, as llama.cpp's token_to_id does. */
 static void map_put_token(moe_vocab *v, int32_t id) {
     size_t n;
-    const char *s = tok_text(v, id, &n);
+    const char *s = moe_vocab_text_of(v, id, &n);
     uint32_t i = (uint32_t)moe_vocab_hash(s, n, MOE_VOCAB_HASH_SEED) & v->map.mask;
     for (;; i = (i + 1) & v->map.mask) {
         int32_t old = v->map.slot[i];
         if (old < 0)
             break;
         size_t len;
-        const char *t = tok_text(v, old, &len);
+        const char *t = moe_vocab_text_of(v, old, &len);
         if (len == n && memcmp(t, s, n) == 0)
             break;
     }
@@ -495,7 +397,7 @@ static bool is_ascii_space(char c) {
 static bool split_on(const moe_vocab *v, int32_t id, const char *text, const fragvec *cur,
                      fragvec *next) {
     size_t n;
-    const char *s = tok_text(v, id, &n);
+    const char *s = moe_vocab_text_of(v, id, &n);
     next->n = 0;
     for (size_t i = 0; i < cur->n; i++) {
         frag f = cur->d[i];
@@ -538,7 +440,7 @@ static bool partition(const moe_vocab *v, const char *text, size_t len, bool par
         if (!parse_special && (t == MOE_TOKEN_CONTROL || t == MOE_TOKEN_UNKNOWN))
             continue;
         size_t n;
-        const char *s = tok_text(v, id, &n);
+        const char *s = moe_vocab_text_of(v, id, &n);
         if (!occurs_in_raw(out, text, s, n))
             continue;
         ok = split_on(v, id, text, out, &tmp);
@@ -592,7 +494,7 @@ int32_t moe_vocab_tokenize(const moe_vocab *v, const char *text, int32_t len, in
  * length (no piece is longer); returns its length. */
 static size_t piece(const moe_vocab *v, int32_t tok, bool special, char *buf) {
     size_t len;
-    const char *s = tok_text(v, tok, &len);
+    const char *s = moe_vocab_text_of(v, tok, &len);
     switch (v->type[tok]) {
     case MOE_TOKEN_CONTROL:
     case MOE_TOKEN_UNKNOWN:
@@ -616,7 +518,7 @@ static size_t piece(const moe_vocab *v, int32_t tok, bool special, char *buf) {
 static size_t piece_into(const moe_vocab *v, int32_t tok, bool special, bool lstrip, char *buf,
                          size_t cap) {
     size_t len;
-    tok_text(v, tok, &len);
+    moe_vocab_text_of(v, tok, &len);
     char small[256], *dst = buf, *heap = NULL;
     if (!buf || cap < len) {
         /* The caller's room is short: render aside to learn the length. */
@@ -686,7 +588,7 @@ const char *moe_vocab_token_text(const moe_vocab *v, int32_t tok, size_t *len) {
         *len = 0;
         return NULL;
     }
-    return tok_text(v, tok, len);
+    return moe_vocab_text_of(v, tok, len);
 }
 moe_token_type moe_vocab_token_type(const moe_vocab *v, int32_t tok) {
     return tok >= 0 && tok < v->n ? (moe_token_type)v->type[tok] : MOE_TOKEN_UNDEFINED;

@@ -131,16 +131,9 @@ const char *moe_vocab_chat_template(const moe_vocab *v);
 /* ---- shared between vocab.c, vocab_spm.c and vocab_bpe.c only ------------------------------ */
 #ifdef MOE_VOCAB_INTERNAL
 
-/* Open-addressing table from byte strings to int32 ids (-1 = empty slot).
- * Keys live elsewhere; the caller's key_of() recovers an id's bytes. */
-typedef struct moe_vocab_map {
-    uint32_t mask;
-    int32_t *slot;
-} moe_vocab_map;
+#include <string.h>
 
-/* Sizes m for n_keys keys (load factor <= 1/2). */
-moe_status moe_vocab_map_init(moe_vocab_map *m, size_t n_keys, moe_err *err);
-void moe_vocab_map_free(moe_vocab_map *m);
+#include "runtime/vocab_merge.h"
 
 typedef struct moe_bpe moe_bpe;
 
@@ -165,37 +158,27 @@ struct moe_vocab {
 #define MOE_STRIP_LEFT 1u  /* llama.cpp's LSTRIP attribute */
 #define MOE_STRIP_RIGHT 2u /* RSTRIP */
 
-/* A growable token list that remembers running out of memory. */
-typedef struct moe_tokvec {
-    int32_t *d;
-    size_t n, cap;
-    bool failed;
-} moe_tokvec;
+/* Stored bytes of token id (a valid id). */
+static inline const char *moe_vocab_text_of(const moe_vocab *v, int32_t id, size_t *len) {
+    *len = v->off[id + 1] - v->off[id];
+    return v->blob + v->off[id];
+}
 
-void moe_tokvec_push(moe_tokvec *tv, int32_t tok);
-
-/* A pair of adjacent symbols that may merge; the heap pops the highest
- * priority first, ties going to the leftmost pair (both tokenizers). */
-typedef struct moe_bigram {
-    double prio; /* SPM: the merged token's score; BPE: minus the merge rank */
-    int32_t left, right;
-    uint32_t size; /* bytes of left + right when queued (stale check) */
-} moe_bigram;
-
-typedef struct moe_bigram_heap {
-    moe_bigram *d;
-    size_t n, cap;
-    bool failed; /* a push ran out of memory */
-} moe_bigram_heap;
-
-void moe_bigram_push(moe_bigram_heap *h, moe_bigram b);
-moe_bigram moe_bigram_pop(moe_bigram_heap *h); /* h->n > 0 */
-
-uint64_t moe_vocab_hash(const void *p, size_t n, uint64_t h);
-#define MOE_VOCAB_HASH_SEED 0xcbf29ce484222325ull
-
-/* Id of the token whose text is exactly s[0..n), or -1. */
-int32_t moe_vocab_find(const moe_vocab *v, const char *s, size_t n);
+/* Id of the token whose text is exactly s[0..n), or -1. Inline here so the
+ * tokenizers (vocab_spm.c, vocab_bpe.c) depend on the vocabulary's data, not
+ * on vocab.c, which calls them: no circle between the files. */
+static inline int32_t moe_vocab_find(const moe_vocab *v, const char *s, size_t n) {
+    uint32_t i = (uint32_t)moe_vocab_hash(s, n, MOE_VOCAB_HASH_SEED) & v->map.mask;
+    for (;; i = (i + 1) & v->map.mask) {
+        const int32_t id = v->map.slot[i];
+        if (id < 0)
+            return -1;
+        size_t len;
+        const char *t = moe_vocab_text_of(v, id, &len);
+        if (len == n && memcmp(t, s, n) == 0)
+            return id;
+    }
+}
 
 /* SPM: appends the tokens of one raw fragment; prefix_space adds the leading
  * ' ' (add_space_prefix after a special token or at the start). */
