@@ -26,19 +26,13 @@ uint64_t moe_cpu_matmul_scratch(int64_t n_in, int64_t T, int n_threads) {
  * block, s - fp16(d) * sum q, the part our dequantized product misses. */
 static void q8_0_round(const float *x, float *out, int64_t n, float *corr) {
     for (int64_t b = 0; b < n; b += 32) {
-        float amax = 0.0f;
+        moe_act_q8 blk;
+        const float d = moe_act_quantize_q8_block(x + b, &blk);
         for (int j = 0; j < 32; j++)
-            amax = fmaxf(amax, fabsf(x[b + j]));
-        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-        const float dh = moe_f16_to_f32(moe_f32_to_f16(d)); /* stored as fp16 */
-        int sum = 0;
-        for (int j = 0; j < 32; j++) {
-            const float q = nearbyintf(x[b + j] * id);
-            out[b + j] = q * dh;
-            sum += (int)q;
-        }
+            out[b + j] = (float)blk.qs[j] * blk.d;
         if (corr)
-            corr[b / 32] = moe_f16_to_f32(moe_f32_to_f16(d * (float)sum)) - dh * (float)sum;
+            corr[b / 32] =
+                moe_f16_to_f32(moe_f32_to_f16(d * (float)blk.sum)) - blk.d * (float)blk.sum;
     }
 }
 

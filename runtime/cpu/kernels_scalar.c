@@ -20,23 +20,28 @@ static float f16_at(const uint8_t *p, int i) { return moe_f16_to_f32(moe_load_le
 
 /* ---- activations --------------------------------------------------------------------------- */
 
-/* llama.cpp's quantize_row_q8_0 (x86): d = amax/127 kept as fp16, q = the
- * nearest integer (ties to even) of x/d computed with the unrounded d. */
+/* llama.cpp's quantize_row_q8_0 (x86) for one block: d = amax/127 kept as
+ * fp16, q = the nearest integer (ties to even) of x/d computed with the
+ * unrounded d, which is returned (Q8_1's s = fp16(d * sum q) needs it). */
+float moe_act_quantize_q8_block(const float *x, moe_act_q8 *b) {
+    float amax = 0.0f;
+    for (int j = 0; j < 32; j++)
+        amax = fmaxf(amax, fabsf(x[j]));
+    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    int32_t sum = 0;
+    for (int j = 0; j < 32; j++) {
+        b->qs[j] = (int8_t)nearbyintf(x[j] * id);
+        sum += b->qs[j];
+    }
+    b->d = moe_f16_to_f32(moe_f32_to_f16(d));
+    b->sum = sum;
+    return d;
+}
+
 void moe_act_quantize_q8_ref(const float *x, void *dst, int64_t n) {
     moe_act_q8 *b = dst;
-    for (int64_t i = 0; i < n / 32; i++, x += 32) {
-        float amax = 0.0f;
-        for (int j = 0; j < 32; j++)
-            amax = fmaxf(amax, fabsf(x[j]));
-        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-        int32_t sum = 0;
-        for (int j = 0; j < 32; j++) {
-            b[i].qs[j] = (int8_t)nearbyintf(x[j] * id);
-            sum += b[i].qs[j];
-        }
-        b[i].d = moe_f16_to_f32(moe_f32_to_f16(d));
-        b[i].sum = sum;
-    }
+    for (int64_t i = 0; i < n / 32; i++)
+        moe_act_quantize_q8_block(x + 32 * i, &b[i]);
 }
 
 /* llama.cpp's quantize_row_q8_K: scale from the value of largest magnitude
