@@ -16,10 +16,6 @@ void moe_dequant_f32(const void *src, float *dst, int64_t ne0, int64_t nrows);
 void moe_dequant_f16(const void *src, float *dst, int64_t ne0, int64_t nrows);
 void moe_dequant_bf16(const void *src, float *dst, int64_t ne0, int64_t nrows);
 
-void moe_quant_f32(const float *src, void *dst, int64_t n);
-void moe_quant_f16(const float *src, void *dst, int64_t n);
-void moe_quant_bf16(const float *src, void *dst, int64_t n);
-
 /* block quantization types (dequant_*.c) */
 void moe_dequant_q4_0(const void *src, float *dst, int64_t ne0, int64_t nrows);
 void moe_dequant_q4_1(const void *src, float *dst, int64_t ne0, int64_t nrows);

@@ -18,6 +18,10 @@
     void moe_quantize_##name(const float *src, void *dst, int64_t nrow, int64_t n_per_row, \
                              const float *imatrix)
 
+/* dequant_float.c: plain conversions, imatrix ignored */
+MOE_QUANT_FN(f32);
+MOE_QUANT_FN(f16);
+MOE_QUANT_FN(bf16);
 /* quant_legacy.c */
 MOE_QUANT_FN(q4_0);
 MOE_QUANT_FN(q4_1);

@@ -58,8 +58,11 @@ typedef enum moe_type {
  * interleaved type nrows is a multiple of interleave_rows. ne0 is a multiple of
  * block_size (the caller checked). */
 typedef void (*moe_to_f32_fn)(const void *src, float *dst, int64_t ne0, int64_t nrows);
-/* Reference quantization of one row of n values (n a multiple of block_size). */
-typedef void (*moe_from_f32_fn)(const float *src, void *dst, int64_t n);
+/* Reference quantization of nrow rows of n_per_row values (a multiple of
+ * block_size), llama.cpp's quantize_<type> contract: imatrix is NULL or
+ * n_per_row importance weights, ignored by types that take none. */
+typedef void (*moe_from_f32_fn)(const float *src, void *dst, int64_t nrow, int64_t n_per_row,
+                                const float *imatrix);
 
 typedef struct moe_type_traits {
     const char *name;        /* ggml's type_name, e.g. "q4_K" */
@@ -70,7 +73,9 @@ typedef struct moe_type_traits {
     moe_type base;           /* plain twin of an interleaved type; itself otherwise */
     bool activation_only;    /* never stored by llama.cpp writers */
     moe_to_f32_fn to_f32;    /* NULL: recognised and sized, cannot compute */
-    moe_from_f32_fn from_f32_ref;
+    moe_from_f32_fn from_f32;  /* NULL: we cannot write it (an interleaved type is written
+                                * by its base's quantizer, then re-laid out) */
+    bool from_f32_imatrix;     /* from_f32 uses an importance matrix */
 } moe_type_traits;
 
 /* Traits of type id t, or NULL if t is not a known type. Static storage. */
