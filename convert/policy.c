@@ -92,8 +92,9 @@ static moe_status parse_rules(moe_policy *p, const char *const *spec, int n, moe
     return MOE_OK;
 }
 
-moe_status moe_policy_init(moe_policy *p, const moe_gguf *g, const moe_qtype_choice *choice,
-                           bool pure, bool has_imatrix, const char *const *rules_spec, int n,
+moe_status moe_policy_init(moe_policy *p, const moe_gguf *g, const moe_gguf_tensor *tensors,
+                           uint64_t n_tensors, const moe_qtype_choice *choice, bool pure,
+                           bool has_imatrix, const char *const *rules_spec, int n,
                            bool interleave, const char *interleave_pattern, moe_err *err) {
     memset(p, 0, sizeof *p);
     p->choice = *choice;
@@ -107,9 +108,9 @@ moe_status moe_policy_init(moe_policy *p, const moe_gguf *g, const moe_qtype_cho
     p->n_expert = arch_int(g, arch, "expert_count", 0);
     p->n_head = arch_int(g, arch, "attention.head_count", 1);
     p->n_head_kv = arch_int(g, arch, "attention.head_count_kv", p->n_head);
-    p->has_output = moe_gguf_find_tensor(g, "output.weight") >= 0;
-    for (uint64_t i = 0; i < g->n_tensors; i++) {
-        const char *nm = g->tensors[i].name;
+    for (uint64_t i = 0; i < n_tensors; i++) {
+        const char *nm = tensors[i].name;
+        p->has_output |= !strcmp(nm, "output.weight");
         if (strstr(nm, "attn_v.weight") || strstr(nm, "attn_qkv.weight") ||
             strstr(nm, "attn_kv_b.weight"))
             p->n_attention_wv++;

@@ -71,9 +71,12 @@ typedef struct moe_policy {
 
 /* Sets up a policy for a model. rules_spec: "REGEX=TYPE" strings (n of them);
  * interleave_pattern: NULL for the default (routed expert tensors). Reads
- * n_layer, n_expert, heads and the tensor list from g. */
-moe_status moe_policy_init(moe_policy *p, const moe_gguf *g, const moe_qtype_choice *choice,
-                           bool pure, bool has_imatrix, const char *const *rules_spec, int n,
+ * n_layer, n_expert and heads from g's metadata, and the tensor list from
+ * tensors (n_tensors of them): the model as it will be written, which is not
+ * g's own table when a legacy file is stacked on the way (source.h). */
+moe_status moe_policy_init(moe_policy *p, const moe_gguf *g, const moe_gguf_tensor *tensors,
+                           uint64_t n_tensors, const moe_qtype_choice *choice, bool pure,
+                           bool has_imatrix, const char *const *rules_spec, int n,
                            bool interleave, const char *interleave_pattern, moe_err *err);
 
 void moe_policy_free(moe_policy *p);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "convert/imatrix.h"
+#include "convert/source.h"
 #include "formats/gguf/gguf.h"
 #include "formats/base/log.h"
 #include "formats/quant/quant.h"
@@ -19,7 +20,7 @@ enum { CHUNK_VALUES = 16 << 20 };
 
 typedef struct qjob {
     const moe_quantize_opts *o;
-    moe_gguf_file *in;
+    moe_qsource in;
     moe_imatrix *im;
     moe_policy policy;
     moe_quantize_report *rep;
@@ -54,13 +55,13 @@ static moe_status check_imatrix(qjob *j, const moe_gguf_tensor *t, moe_quantize_
 }
 
 static moe_status plan(qjob *j) {
-    const moe_gguf *g = j->in->g;
     moe_quantize_report *rep = j->rep;
-    rep->tensors = calloc(g->n_tensors ? g->n_tensors : 1, sizeof *rep->tensors);
+    uint64_t n_tensors = j->in.n_tensors;
+    rep->tensors = calloc(n_tensors ? n_tensors : 1, sizeof *rep->tensors);
     MOE_FAIL_IF(!rep->tensors, j->err, MOE_ERR_NOMEM, "out of memory");
-    rep->n_tensors = g->n_tensors;
-    for (uint64_t i = 0; i < g->n_tensors; i++) {
-        const moe_gguf_tensor *t = &g->tensors[i];
+    rep->n_tensors = n_tensors;
+    for (uint64_t i = 0; i < n_tensors; i++) {
+        const moe_gguf_tensor *t = &j->in.tensors[i];
         moe_quantize_tensor *qt = &rep->tensors[i];
         snprintf(qt->name, sizeof qt->name, "%s", t->name);
         qt->src_type = t->type;
@@ -100,11 +101,11 @@ static moe_status plan(qjob *j) {
 /* ---- metadata ------------------------------------------------------------------------ */
 
 static moe_status write_metadata(qjob *j, moe_gguf_writer *w) {
-    const moe_gguf *g = j->in->g;
+    const moe_gguf *g = j->in.meta;
     for (uint64_t k = 0; k < g->n_kv; k++) {
         const char *key = g->kv[k].key;
         if (strcmp(key, "general.file_type") && strcmp(key, "general.quantization_version") &&
-            strncmp(key, "quantize.imatrix.", 17))
+            strncmp(key, "quantize.imatrix.", 17) && !moe_qsource_drops_key(&j->in, key))
             MOE_TRY(moe_gguf_writer_copy_kv(w, &g->kv[k], j->err));
     }
     MOE_TRY(moe_gguf_writer_set_u32(w, "general.quantization_version", 2, j->err));
@@ -119,9 +120,11 @@ static moe_status write_metadata(qjob *j, moe_gguf_writer *w) {
             MOE_TRY(moe_gguf_writer_set_i32(w, "quantize.imatrix.chunks_count",
                                             (int32_t)j->im->chunks, j->err));
     }
-    for (uint64_t i = 0; i < g->n_tensors; i++)
-        MOE_TRY(moe_gguf_writer_add_tensor(w, g->tensors[i].name, j->rep->tensors[i].choice.type,
-                                           g->tensors[i].n_dims, g->tensors[i].ne, j->err));
+    for (uint64_t i = 0; i < j->in.n_tensors; i++) {
+        const moe_gguf_tensor *t = &j->in.tensors[i];
+        MOE_TRY(moe_gguf_writer_add_tensor(w, t->name, j->rep->tensors[i].choice.type, t->n_dims,
+                                           t->ne, j->err));
+    }
     return MOE_OK;
 }
 
@@ -219,9 +222,8 @@ static bool slice_is_zero(const float *v, int64_t n) {
 }
 
 static moe_status convert_tensor(qjob *j, moe_gguf_writer *w, uint64_t ti) {
-    const moe_gguf_tensor *t = &j->in->g->tensors[ti];
+    const moe_gguf_tensor *t = &j->in.tensors[ti];
     moe_quantize_tensor *qt = &j->rep->tensors[ti];
-    const uint8_t *src = moe_gguf_file_tensor_data(j->in, ti);
     const moe_imatrix_entry *ie = qt->used_imatrix ? moe_imatrix_find(j->im, t->name) : NULL;
     chunk_work cw = {.src_type = t->type, .dst_type = qt->choice.type, .ne0 = t->ne[0],
                      .f32 = j->f32, .check = j->check, .dst = j->out, .stats = j->o->stats,
@@ -249,7 +251,8 @@ static moe_status convert_tensor(qjob *j, moe_gguf_writer *w, uint64_t ti) {
         for (int64_t r = 0; r < per_mat; r += chunk) {
             cw.rows = per_mat - r < chunk ? per_mat - r : chunk;
             uint64_t first = (uint64_t)(m * per_mat + r);
-            cw.src = src + first * cw.src_row;
+            MOE_TRY(moe_qsource_bytes(&j->in, ti, first * cw.src_row,
+                                      (uint64_t)cw.rows * cw.src_row, &cw.src, j->err));
             MOE_TRY(convert_chunk(&cw, j->o->threads, &err2, &ref2, j->err));
             MOE_TRY(moe_gguf_writer_write(w, j->out, (size_t)((uint64_t)cw.rows * cw.dst_row),
                                           j->err));
@@ -271,7 +274,7 @@ static moe_status alloc_buffers(qjob *j) {
         const moe_quantize_tensor *qt = &j->rep->tensors[i];
         if (!qt->converted)
             continue;
-        const moe_gguf_tensor *t = &j->in->g->tensors[i];
+        const moe_gguf_tensor *t = &j->in.tensors[i];
         int64_t step = rows_step(t->type, qt->choice.type);
         int64_t chunk = (CHUNK_VALUES / t->ne[0]) / step * step;
         chunk = chunk < step ? step : chunk;
@@ -295,29 +298,28 @@ static moe_status alloc_buffers(qjob *j) {
 static moe_status write_output(qjob *j, const char *out_path) {
     moe_gguf_writer_opts wo = {.overwrite = j->o->overwrite};
     moe_gguf_writer *w;
-    MOE_FAIL_IF(moe_path_is_open_file(out_path, j->in->fd), j->err, MOE_ERR_USAGE,
-                "%s is the input %s: refusing to write over it", out_path, j->in->path);
+    const char *input = moe_qsource_input_at(&j->in, out_path);
+    MOE_FAIL_IF(input, j->err, MOE_ERR_USAGE, "%s is the input %s: refusing to write over it",
+                out_path, input);
     MOE_TRY(moe_gguf_writer_create(out_path, &wo, &w, j->err));
     moe_status st = write_metadata(j, w);
     if (st == MOE_OK)
         st = moe_gguf_writer_begin_data(w, j->err);
-    const moe_gguf *g = j->in->g;
-    for (uint64_t i = 0; i < g->n_tensors && st == MOE_OK; i++) {
-        const moe_gguf_tensor *t = &g->tensors[i];
-        st = moe_gguf_file_check_tensor(j->in, i, moe_gguf_file_tensor_data(j->in, i), j->err);
+    for (uint64_t i = 0; i < j->in.n_tensors && st == MOE_OK; i++) {
+        st = moe_qsource_check(&j->in, i, j->err);
         if (st != MOE_OK)
             break;
         if (j->rep->tensors[i].converted) {
             st = convert_tensor(j, w, i);
         } else {
-            st = moe_gguf_writer_write(w, moe_gguf_file_tensor_data(j->in, i), t->nbytes, j->err);
-            j->done += t->nbytes;
+            st = moe_qsource_copy(&j->in, i, w, j->err);
+            j->done += j->in.tensors[i].nbytes;
         }
-        moe_gguf_file_release(j->in, g->data_offset + t->offset, t->nbytes);
+        moe_qsource_release(&j->in, i);
     }
     if (st == MOE_OK) {
         const uint64_t *h = moe_gguf_writer_checksums(w);
-        for (uint64_t i = 0; i < g->n_tensors; i++)
+        for (uint64_t i = 0; i < j->in.n_tensors; i++)
             j->rep->tensors[i].xxh3 = h[i];
         progress(j, true);
         return moe_gguf_writer_finish(w, j->err);
@@ -332,13 +334,18 @@ moe_status moe_quantize_file(const char *in_path, const char *out_path,
     memset(rep, 0, sizeof *rep);
     qjob j = {.o = opts, .rep = rep, .err = err};
     j.start = j.last_progress = moe_now_s();
-    moe_status st = moe_gguf_file_open(in_path, true, &j.in, err);
+    moe_status st = moe_qsource_open(in_path, &j.in, err);
+    if (st == MOE_OK && j.in.legacy)
+        MOE_INFO("%s is a legacy split-expert file: stacking its %llu per-expert tensors into "
+                 "%llu on the fly, as moe-repack would",
+                 in_path, (unsigned long long)j.in.n_expert_inputs,
+                 (unsigned long long)j.in.n_stacked);
     if (st == MOE_OK && opts->imatrix_path)
         st = moe_imatrix_load(opts->imatrix_path, &j.im, err);
     if (st == MOE_OK)
-        st = moe_policy_init(&j.policy, j.in->g, &opts->choice, opts->pure, j.im != NULL,
-                             opts->tensor_rules, opts->n_tensor_rules, opts->interleave,
-                             opts->interleave_pattern, err);
+        st = moe_policy_init(&j.policy, j.in.meta, j.in.tensors, j.in.n_tensors, &opts->choice,
+                             opts->pure, j.im != NULL, opts->tensor_rules, opts->n_tensor_rules,
+                             opts->interleave, opts->interleave_pattern, err);
     if (st == MOE_OK) {
         j.policy.output_type = opts->output_type;
         j.policy.token_embd_type = opts->token_embd_type;
@@ -357,7 +364,7 @@ moe_status moe_quantize_file(const char *in_path, const char *out_path,
     free(j.out);
     moe_policy_free(&j.policy);
     moe_imatrix_free(j.im);
-    moe_gguf_file_close(j.in);
+    moe_qsource_close(&j.in);
     rep->seconds = moe_now_s() - j.start;
     if (st != MOE_OK)
         moe_quantize_report_free(rep);
