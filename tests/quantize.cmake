@@ -10,3 +10,8 @@ endif()
 if(TARGET moe_convert)
   moe_add_c_test(test_imatrix SOURCES ${MOE_TEST_DIR}/test_imatrix.c LABELS golden LIBS moe_convert)
 endif()
+# Legacy split-expert inputs quantized in one step (stacked on the fly with
+# repack's planner) against moe-repack + moe-quantize, on synthesised models.
+if(TARGET moe-quantize AND TARGET moe-repack AND TARGET moe-synth AND TARGET moe-imatrix)
+  moe_add_sh_test(test_quantize_legacy SCRIPT test_quantize_legacy.sh LABELS cli)
+endif()
