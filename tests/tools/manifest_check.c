@@ -143,7 +143,7 @@ static void check_options(const json_t *o, const char *types, const char *zstd) 
 /* Each step: id, tools, args, inputs {path, xxh3}, outputs {path, bytes,
  * xxh3} matching the files, result ok, and its kind's facts. */
 static void check_steps(const json_t *steps, const char *outdir, const char *types, bool packaged) {
-    char want[1024] = "inspect repack", ids[1024] = "", tl[256], path[4096];
+    char want[1024] = "inspect", ids[1024] = "", tl[256], path[4096];
     snprintf(tl, sizeof tl, "%s", types);
     for (char *t = strtok(tl, ","); t; t = strtok(NULL, ","))
         snprintf(want + strlen(want), sizeof want - strlen(want),
