@@ -153,7 +153,9 @@ int main(int argc, char **argv) {
         "Q5_K_S Q5_K_M Q6_K IQ4_NL IQ4_XS F16 BF16 F32 (Q3_K/Q4_K/Q5_K mean the _M mixes),\n"
         "or an interleaved q4_0_r8 q8_0_r8 iq4_nl_r4 q5_0_r4 q2_k_r4..q6_k_r4 iq4_xs_r8\n"
         "(every eligible tensor interleaved). The type may also be given as a third\n"
-        "positional argument, as with llama-quantize.";
+        "positional argument, as with llama-quantize.\n"
+        "A legacy split-expert IN (blk.N.ffn_up.E.weight) is stacked on the way: the\n"
+        "output is byte for byte what moe-repack then moe-quantize give.";
     const moe_opt opts[] = {
         {.names = "type", .kind = MOE_OPT_STRING, .dest = &o.type, .arg_name = "TYPE",
          .help = "target type or mix (see above)"},
