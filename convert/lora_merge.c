@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "convert/lora_merge.h"
+#include "convert/source.h"
 #include "formats/base/cli.h"
 #include "formats/gguf/gguf.h"
 #include "formats/base/log.h"
@@ -69,8 +70,9 @@ static moe_status check_shapes(const moe_gguf_tensor *W, const moe_gguf_tensor *
     return MOE_OK;
 }
 
-/* Opens one adapter and pairs its tensors with the base's. */
-static moe_status open_adapter(const moe_gguf *base, const moe_lora_merge_spec *sp, adapter *a,
+/* Opens one adapter and pairs its tensors with the base's (the stacked
+ * tensors when the base is a legacy split-expert file: adapters name those). */
+static moe_status open_adapter(const moe_qsource *base, const moe_lora_merge_spec *sp, adapter *a,
                                moe_err *err) {
     MOE_TRY(moe_gguf_file_open(sp->path, true, &a->f, err));
     const moe_gguf *g = a->f->g;
@@ -78,7 +80,7 @@ static moe_status open_adapter(const moe_gguf *base, const moe_lora_merge_spec *
     MOE_TRY(want_str(g, "general.type", "adapter", err));
     MOE_TRY(want_str(g, "adapter.type", "lora", err));
     MOE_TRY(moe_gguf_get_str(g, "general.architecture", &arch, err));
-    MOE_TRY(moe_gguf_get_str(base, "general.architecture", &barch, err));
+    MOE_TRY(moe_gguf_get_str(base->meta, "general.architecture", &barch, err));
     MOE_FAIL_IF(strcmp(arch, barch) != 0, err, MOE_ERR_UNSUPPORTED,
                 "the adapter is for architecture '%s', the model is '%s'", arch, barch);
     MOE_FAIL_IF(moe_gguf_find_key(g, "adapter.lora.alpha") < 0, err, MOE_ERR_FORMAT,
@@ -104,7 +106,7 @@ static moe_status open_adapter(const moe_gguf *base, const moe_lora_merge_spec *
         const size_t n = strlen(name) - 7;
         memcpy(bn, name, n);
         bn[n] = '\0';
-        const int64_t w = moe_gguf_find_tensor(base, bn);
+        const int64_t w = moe_qsource_find(base, bn);
         MOE_FAIL_IF(w < 0, err, MOE_ERR_UNSUPPORTED, "tensor '%s': the model has no weight '%s'",
                     name, bn);
         MOE_FAIL_IF(base->tensors[w].ne[1] == 1, err, MOE_ERR_UNSUPPORTED,
@@ -157,17 +159,19 @@ static void add_delta(float *w, const moe_gguf_tensor *W, int64_t e, const float
 }
 
 /* Writes tensor w of the base merged with every adapter touching it. */
-static moe_status write_merged(moe_gguf_writer *wr, const moe_gguf_file *bf, uint64_t w,
+static moe_status write_merged(moe_gguf_writer *wr, moe_qsource *src, uint64_t w,
                                const adapter *ads, int n, moe_err *err) {
-    const moe_gguf_tensor *W = &bf->g->tensors[w];
+    const moe_gguf_tensor *W = &src->tensors[w];
     const int64_t n_in = W->ne[0], n_out = W->ne[1], E = W->ne[2] * W->ne[3];
     const uint64_t slice = W->nbytes / (uint64_t)E;
     float *buf = malloc((size_t)(n_in * n_out) * sizeof(float));
     MOE_FAIL_IF(!buf, err, MOE_ERR_NOMEM, "out of memory merging '%s'", W->name);
     moe_status st = MOE_OK;
     for (int64_t e = 0; e < E && st == MOE_OK; e++) {
-        st = moe_dequantize_rows(W->type, moe_gguf_file_tensor_data(bf, w) + (uint64_t)e * slice,
-                                 buf, n_in, n_out, err);
+        const uint8_t *p = NULL;
+        st = moe_qsource_bytes(src, w, (uint64_t)e * slice, slice, &p, err);
+        if (st == MOE_OK)
+            st = moe_dequantize_rows(W->type, p, buf, n_in, n_out, err);
         for (int i = 0; i < n && st == MOE_OK; i++) {
             if (ads[i].ia[w] < 0)
                 continue;
@@ -192,8 +196,9 @@ static moe_status write_merged(moe_gguf_writer *wr, const moe_gguf_file *bf, uin
 
 /* Whether tensor w is decoded to F32: touched by an adapter, or every matrix.
  */
-static bool touched(const adapter *ads, int n, uint64_t w, const moe_gguf *g, bool all_f32) {
-    if (all_f32 && g->tensors[w].ne[1] > 1 && g->tensors[w].type != MOE_TYPE_F32)
+static bool touched(const adapter *ads, int n, uint64_t w, const moe_gguf_tensor *t,
+                    bool all_f32) {
+    if (all_f32 && t->ne[1] > 1 && t->type != MOE_TYPE_F32)
         return true;
     for (int i = 0; i < n; i++)
         if (ads[i].ia[w] >= 0)
@@ -201,29 +206,32 @@ static bool touched(const adapter *ads, int n, uint64_t w, const moe_gguf *g, bo
     return false;
 }
 
-static moe_status write_all(const moe_gguf_file *bf, const adapter *ads, int n,
-                            const char *out_path, bool overwrite, bool all_f32, moe_err *err) {
-    const moe_gguf *g = bf->g;
+static moe_status write_all(moe_qsource *src, const adapter *ads, int n, const char *out_path,
+                            bool overwrite, bool all_f32, moe_err *err) {
+    const moe_gguf *g = src->meta;
     moe_gguf_writer *wr;
     const moe_gguf_writer_opts o = {.overwrite = overwrite};
     MOE_TRY(moe_gguf_writer_create(out_path, &o, &wr, err));
     moe_status st = MOE_OK;
     for (uint64_t k = 0; k < g->n_kv && st == MOE_OK; k++)
-        st = moe_gguf_writer_copy_kv(wr, &g->kv[k], err);
-    for (uint64_t w = 0; w < g->n_tensors && st == MOE_OK; w++) {
-        const moe_gguf_tensor *t = &g->tensors[w];
+        if (!moe_qsource_drops_key(src, g->kv[k].key))
+            st = moe_gguf_writer_copy_kv(wr, &g->kv[k], err);
+    for (uint64_t w = 0; w < src->n_tensors && st == MOE_OK; w++) {
+        const moe_gguf_tensor *t = &src->tensors[w];
         st = moe_gguf_writer_add_tensor(wr, t->name,
-                                        touched(ads, n, w, g, all_f32) ? MOE_TYPE_F32 : t->type,
+                                        touched(ads, n, w, t, all_f32) ? MOE_TYPE_F32 : t->type,
                                         t->n_dims, t->ne, err);
     }
     if (st == MOE_OK)
         st = moe_gguf_writer_begin_data(wr, err);
-    for (uint64_t w = 0; w < g->n_tensors && st == MOE_OK; w++) {
-        if (touched(ads, n, w, g, all_f32))
-            st = write_merged(wr, bf, w, ads, n, err);
-        else
-            st = moe_gguf_writer_write(wr, moe_gguf_file_tensor_data(bf, w),
-                                       (size_t)g->tensors[w].nbytes, err);
+    for (uint64_t w = 0; w < src->n_tensors && st == MOE_OK; w++) {
+        /* the merged file gets fresh checksums: a corrupt base must stop here */
+        st = moe_qsource_check(src, w, err);
+        if (st == MOE_OK && touched(ads, n, w, &src->tensors[w], all_f32))
+            st = write_merged(wr, src, w, ads, n, err);
+        else if (st == MOE_OK)
+            st = moe_qsource_copy(src, w, wr, err);
+        moe_qsource_release(src, w);
     }
     if (st != MOE_OK) {
         moe_gguf_writer_abort(wr);
@@ -234,17 +242,17 @@ static moe_status write_all(const moe_gguf_file *bf, const adapter *ads, int n,
 
 moe_status moe_lora_merge_file(const char *base_path, const moe_lora_merge_spec *loras, int n,
                                const char *out_path, bool overwrite, bool all_f32, moe_err *err) {
-    moe_gguf_file *bf = NULL;
-    MOE_TRY(moe_gguf_file_open(base_path, true, &bf, err));
+    moe_qsource src;
+    MOE_TRY(moe_qsource_open(base_path, &src, err));
     adapter *ads = calloc((size_t)(n > 0 ? n : 1), sizeof *ads);
     moe_status st = ads ? MOE_OK : moe_fail(err, MOE_ERR_NOMEM, "out of memory");
     for (int i = 0; i < n && st == MOE_OK; i++) {
-        st = open_adapter(bf->g, &loras[i], &ads[i], err);
+        st = open_adapter(&src, &loras[i], &ads[i], err);
         if (st != MOE_OK && !strstr(err->msg, loras[i].path))
             moe_err_prefix(err, "%s", loras[i].path);
     }
     if (st == MOE_OK)
-        st = write_all(bf, ads, n, out_path, overwrite, all_f32, err);
+        st = write_all(&src, ads, n, out_path, overwrite, all_f32, err);
     if (st == MOE_OK)
         MOE_INFO("%s: %d LoRA adapter(s) merged into %s (merged tensors F32)", out_path, n,
                  base_path);
@@ -253,6 +261,6 @@ moe_status moe_lora_merge_file(const char *base_path, const moe_lora_merge_spec 
         free(ads[i].ia);
     }
     free(ads);
-    moe_gguf_file_close(bf);
+    moe_qsource_close(&src);
     return st;
 }

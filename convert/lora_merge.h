@@ -5,7 +5,9 @@
  * W' = W + sum_i s_i * B_i A_i (s_i = scale_i * alpha_i / r) in F32 for every
  * tensor an adapter touches; other tensors are copied byte for byte. The
  * result is a float model that moe-quantize then quantizes to the chosen type
- * (moe-quantize --merge-lora). Does not own: quantization (quantize.h).
+ * (moe-quantize --merge-lora). A legacy split-expert base is read as the
+ * stacked model moe-repack would write (source.h), whose tensors adapters
+ * name. Does not own: quantization (quantize.h).
  */
 #ifndef MOE_CONVERT_LORA_MERGE_H
 #define MOE_CONVERT_LORA_MERGE_H

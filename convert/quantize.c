@@ -335,11 +335,6 @@ moe_status moe_quantize_file(const char *in_path, const char *out_path,
     qjob j = {.o = opts, .rep = rep, .err = err};
     j.start = j.last_progress = moe_now_s();
     moe_status st = moe_qsource_open(in_path, &j.in, err);
-    if (st == MOE_OK && j.in.legacy)
-        MOE_INFO("%s is a legacy split-expert file: stacking its %llu per-expert tensors into "
-                 "%llu on the fly, as moe-repack would",
-                 in_path, (unsigned long long)j.in.n_expert_inputs,
-                 (unsigned long long)j.in.n_stacked);
     if (st == MOE_OK && opts->imatrix_path)
         st = moe_imatrix_load(opts->imatrix_path, &j.im, err);
     if (st == MOE_OK)

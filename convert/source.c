@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "formats/base/log.h"
 #include "formats/base/tempfile.h"
 #include "formats/model/arch.h"
 
@@ -39,6 +40,9 @@ static moe_status open_legacy(moe_qsource *s, moe_err *err) {
     s->legacy = true;
     s->n_stacked = pl->n_stacked;
     s->n_expert_inputs = pl->n_expert_inputs;
+    MOE_INFO("%s is a legacy split-expert file: stacking its %llu per-expert tensors into %llu "
+             "on the fly, as moe-repack would",
+             s->path, (unsigned long long)s->n_expert_inputs, (unsigned long long)s->n_stacked);
     return MOE_OK;
 }
 
@@ -70,6 +74,16 @@ void moe_qsource_close(moe_qsource *s) {
     free(s->view);
     free(s->scratch);
     memset(s, 0, sizeof *s);
+}
+
+int64_t moe_qsource_find(const moe_qsource *s, const char *name) {
+    if (!s->legacy)
+        return moe_gguf_find_tensor(s->file->g, name);
+    /* a few thousand tensors at most, looked up once per adapter tensor */
+    for (uint64_t i = 0; i < s->n_tensors; i++)
+        if (!strcmp(s->tensors[i].name, name))
+            return (int64_t)i;
+    return -1;
 }
 
 bool moe_qsource_drops_key(const moe_qsource *s, const char *key) {

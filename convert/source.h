@@ -44,14 +44,17 @@ typedef struct moe_qsource {
 } moe_qsource;
 
 /* Opens path (mapped). A file with legacy per-expert tensors is planned with
- * moe_repack_plan_build (default options: gate/up kept, no interleaving) and
- * refused, before anything is written, when its experts are inconsistent
+ * moe_repack_plan_build (default options: gate/up kept, no interleaving), said
+ * in one info line, and refused, before anything is written, when its experts are inconsistent
  * (missing, duplicated, of different types or shapes), with the file and
  * tensor named. On success fills *s (close with moe_qsource_close). */
 moe_status moe_qsource_open(const char *path, moe_qsource *s, moe_err *err);
 
 /* Unmaps and frees. NULL-safe and safe on a zeroed or failed source. */
 void moe_qsource_close(moe_qsource *s);
+
+/* Index of the tensor named name in tensors, or -1. */
+int64_t moe_qsource_find(const moe_qsource *s, const char *name);
 
 /* True when metadata key `key` of meta is not part of the model as written:
  * the split.* keys of a legacy input, which moe-repack drops. */

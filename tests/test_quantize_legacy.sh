@@ -68,6 +68,19 @@ for type in q4_0 iq4_xs q4_K_M; do
         "$T/im-$type-two.gguf"
 done
 
+# --merge-lora: adapters name stacked tensors, so the merge reads the legacy
+# base stacked too (the pack's adapter and split model, when the pack is there)
+LORA="${MOE_CONFORMANCE_DIR:-}/models/tiny-llama-lora.gguf"
+LSPLIT="${MOE_CONFORMANCE_DIR:-}/models/tiny-llama-split.gguf"
+if [ -f "$LORA" ] && [ -f "$LSPLIT" ]; then
+    "$QUANT" -f -q -t 2 --merge-lora "$LORA:0.5" "$LSPLIT" "$T/lora-one.gguf" q4_0
+    check "--merge-lora on a legacy base succeeds" test $? -eq 0
+    two_step "$LSPLIT" "$T/lora-two.gguf" q4_0 --merge-lora "$LORA:0.5"
+    check "--merge-lora: one step == repack then quantize" cmp "$T/lora-one.gguf" "$T/lora-two.gguf"
+else
+    echo "conformance pack not found: --merge-lora on a legacy base not checked"
+fi
+
 # --dry-run plans the stacked model and writes nothing
 "$QUANT" --dry-run "$S" "$T/dry.gguf" q4_0 >"$T/dry.txt" 2>/dev/null
 check "dry run lists the stacked tensors, writes nothing" test \
