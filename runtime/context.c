@@ -7,6 +7,7 @@
 #include "formats/base/cpu.h"
 #include "runtime/context.h"
 #include "runtime/cpu/cpu_backend.h"
+#include "runtime/cpu/kernels.h"
 #include "runtime/cpu_ops.h"
 #include "runtime/lora.h"
 
@@ -126,7 +127,7 @@ moe_status moe_backend_init(moe_backend *be, const moe_backend_ops *ops, moe_con
                         .attn_ws = s->attn_ws, .xe = s->xe, .ge = s->ge, .ue = s->ue,
                         .oe = s->oe, .slot_out = s->slot_out, .members = s->members};
     be->attn_ws_floats = moe_attention_workspace(ctx->model, ctx->kv.row_k, ctx->kv.row_v, ctx->kv.size);
-    /* quantized activations take at most 40 bytes per 32 values */
+    /* activation rows of any format (kernels.h): at most 2 bytes per value */
     const int64_t T = ctx->params.n_batch, K = hp->n_expert_used, E = hp->n_expert;
     const int64_t D = hp->n_embd, Fe = hp->n_ff_exp;
     int64_t n_in = D;
@@ -134,7 +135,7 @@ moe_status moe_backend_init(moe_backend *be, const moe_backend_ops *ops, moe_con
                               hp->q_lora_rank, hp->kv_lora_rank, hp->head_dim_k};
     for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++)
         n_in = widths[i] > n_in ? widths[i] : n_in;
-    const int64_t row = n_in / 32 * 40 + 64;
+    const int64_t row = (int64_t)moe_act_row_bytes_max(n_in) + 64;
     const int64_t act_dense = T * row, act_experts = T * row + T * K * row * 2;
     be->act = malloc((size_t)(act_dense > act_experts ? act_dense : act_experts));
     be->fg = malloc((size_t)(T * K * Fe + 1) * sizeof(float));

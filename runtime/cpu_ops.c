@@ -27,12 +27,11 @@ uint64_t moe_cpu_matmul_scratch(int64_t n_in, int64_t T, int n_threads) {
 static void q8_0_round(const float *x, float *out, int64_t n, float *corr) {
     for (int64_t b = 0; b < n; b += 32) {
         moe_act_q8 blk;
-        const float d = moe_act_quantize_q8_block(x + b, &blk);
+        moe_act_quantize_q8_block(x + b, &blk);
         for (int j = 0; j < 32; j++)
             out[b + j] = (float)blk.qs[j] * blk.d;
         if (corr)
-            corr[b / 32] =
-                moe_f16_to_f32(moe_f32_to_f16(d * (float)blk.sum)) - blk.d * (float)blk.sum;
+            corr[b / 32] = blk.s - blk.d * (float)blk.sum;
     }
 }
 

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "formats/quant/fp16.h"
 #include "formats/quant/interleave.h"
 #include "formats/quant/quant.h"
 #include "runtime/cpu/kernels.h"
@@ -46,7 +47,12 @@ static uint8_t *make_weights(moe_type t, int64_t n_in, int64_t n_out, uint64_t *
 
 /* Dequantized activation row (for the double-precision check). */
 static void act_to_f32(moe_act_format f, const uint8_t *a, int64_t n, float *out) {
-    if (f == MOE_ACT_Q8) {
+    if (f == MOE_ACT_F16 || f == MOE_ACT_BF16) {
+        for (int64_t i = 0; i < n; i++) {
+            const uint16_t h = (uint16_t)(a[2 * i] | a[2 * i + 1] << 8);
+            out[i] = f == MOE_ACT_F16 ? moe_f16_to_f32(h) : moe_bf16_to_f32(h);
+        }
+    } else if (f == MOE_ACT_Q8) {
         const moe_act_q8 *b = (const moe_act_q8 *)a;
         for (int64_t i = 0; i < n; i++)
             out[i] = b[i / 32].d * (float)b[i / 32].qs[i % 32];
@@ -55,6 +61,23 @@ static void act_to_f32(moe_act_format f, const uint8_t *a, int64_t n, float *out
         for (int64_t i = 0; i < n; i++)
             out[i] = b[i / 256].d * (float)b[i / 256].qs[i % 256];
     }
+}
+
+/* Weights with a min (Q4_1, Q5_1) meet the activation's Q8_1 s, which is
+ * d·Σq rounded to fp16 on its own, not the dequantized activations' sum:
+ * the part the dequantized product misses, Σ over blocks of m·(s − d·Σq). */
+static double q8_1_correction(moe_type t, const uint8_t *wrow, const uint8_t *a, int64_t n_in) {
+    if (t != MOE_TYPE_Q4_1 && t != MOE_TYPE_Q5_1)
+        return 0.0;
+    const uint64_t bsize = moe_type_get(t)->type_size;
+    const moe_act_q8 *b = (const moe_act_q8 *)a;
+    double c = 0.0;
+    for (int64_t ib = 0; ib < n_in / 32; ib++) {
+        const uint8_t *m = wrow + (uint64_t)ib * bsize + 2; /* fp16 after d */
+        c += (double)moe_f16_to_f32((uint16_t)(m[0] | m[1] << 8)) *
+             ((double)b[ib].s - (double)b[ib].d * b[ib].sum);
+    }
+    return c;
 }
 
 typedef struct shape {
@@ -84,7 +107,7 @@ static void check_kernel(const moe_cpu_kernel *sk, const shape *s) {
     for (int64_t ti = 0; ti < T; ti++) {
         act_to_f32(sk->act, act + ti * as, n_in, xf);
         for (int64_t r = s->r0; r < s->r1; r++) {
-            double sum = 0, m = 0;
+            double sum = q8_1_correction(t, w + (uint64_t)r * rb, act + ti * as, n_in), m = 0;
             for (int64_t i = 0; i < n_in; i++) {
                 sum += (double)wf[r * n_in + i] * xf[i];
                 m += fabs((double)wf[r * n_in + i] * xf[i]);
@@ -185,7 +208,7 @@ int main(void) {
     printf("seed %u; levels up to %s\n", seed, moe_cpu_level_name(moe_cpu_level_detected()));
     const int64_t Ts[] = {1, 3, 7, 64};
     for (const moe_cpu_kernel *k = moe_cpu_kernels_scalar()->kernels; k->type != MOE_TYPE_F32; k++) {
-        const int64_t block = k->act == MOE_ACT_Q8K ? 256 : 32, R = k->rows;
+        const int64_t block = moe_act_block(k->act), R = k->rows;
         const int64_t lens[] = {block, 3 * block, block == 32 ? 9 * block : 3 * block};
         for (size_t li = 0; li < 3; li++)
             for (size_t ti = 0; ti < 4; ti++) {
@@ -199,6 +222,9 @@ int main(void) {
     /* the activation formats of other shapes: 2080 values (65 blocks) */
     check_float_ops();
     shape big = {2080, 8, 7, 0, 8};
-    check_kernel(moe_cpu_kernel_find(MOE_CPU_SCALAR, MOE_TYPE_Q4_0_R8), &big);
+    const moe_type big_types[] = {MOE_TYPE_Q4_0_R8, MOE_TYPE_Q4_1, MOE_TYPE_Q5_0,
+                                  MOE_TYPE_Q5_1, MOE_TYPE_F16, MOE_TYPE_BF16};
+    for (size_t i = 0; i < sizeof big_types / sizeof big_types[0]; i++)
+        check_kernel(moe_cpu_kernel_find(MOE_CPU_SCALAR, big_types[i]), &big);
     TEST_DONE();
 }

@@ -26,7 +26,7 @@ static bool cpu_supports_weight(const moe_backend *be, const moe_weight *w, char
 static moe_status cpu_bind_weight(moe_backend *be, moe_weight *w, moe_err *err) {
     (void)be, (void)err;
     const moe_cpu_kernel *k = moe_cpu_kernel_find(moe_cpu_level_active(), w->type);
-    const int64_t block = k && k->act == MOE_ACT_Q8K ? 256 : 32;
+    const int64_t block = k ? moe_act_block(k->act) : 1;
     w->kern = k && w->ne[0] % block == 0 && w->ne[1] % k->rows == 0 ? k : NULL;
     w->dev = NULL;
     return MOE_OK;

@@ -47,9 +47,25 @@ const moe_cpu_kernel *moe_cpu_kernel_find(moe_cpu_level level, moe_type type) {
     return NULL;
 }
 
+int64_t moe_act_block(moe_act_format f) { return f == MOE_ACT_Q8K ? 256 : 32; }
+
 uint64_t moe_act_row_bytes(moe_act_format f, int64_t n) {
-    return f == MOE_ACT_Q8K ? (uint64_t)(n / 256) * sizeof(moe_act_q8k)
-                            : (uint64_t)(n / 32) * sizeof(moe_act_q8);
+    switch (f) {
+    case MOE_ACT_Q8K: return (uint64_t)(n / 256) * sizeof(moe_act_q8k);
+    case MOE_ACT_F16:
+    case MOE_ACT_BF16: return (uint64_t)n * 2;
+    default: return (uint64_t)(n / 32) * sizeof(moe_act_q8);
+    }
+}
+
+uint64_t moe_act_row_bytes_max(int64_t n) {
+    const int64_t whole = (n + 255) / 256 * 256; /* whole blocks of every format */
+    uint64_t max = 0;
+    for (int f = MOE_ACT_Q8; f < MOE_ACT_FORMAT_COUNT; f++) {
+        const uint64_t b = moe_act_row_bytes((moe_act_format)f, whole);
+        max = b > max ? b : max;
+    }
+    return max;
 }
 
 const moe_cpu_float_ops *moe_cpu_float_ops_active(void) {

@@ -4,8 +4,9 @@
  * the MOE_CPU_LEVEL environment override), the activation block formats, and
  * one kernel table per level: for each weight type it supports, which
  * activation format the weight multiplies (llama.cpp's vec_dot type: Q8_0
- * blocks of 32 for the legacy and IQ4_NL types, Q8_K super-blocks of 256 for
- * the K-quants) and the product function. A type a table does not list falls
+ * blocks of 32 for the legacy and IQ4_NL types, with Q8_1's s for Q4_1 and
+ * Q5_1, Q8_K super-blocks of 256 for the K-quants, the weight's own 16-bit
+ * type for F16 and BF16) and the product function. A type a table does not list falls
  * back to the reference path (cpu_ops.h), which handles every type.
  *
  * Numerics: weights are never dequantized to floats. Activations are
@@ -47,14 +48,30 @@ const char *moe_cpu_level_name(moe_cpu_level level);
 /* Parses a level name; false for an unknown one. */
 bool moe_cpu_level_parse(const char *name, moe_cpu_level *out);
 
-/* Activation formats (internal, never stored in files). */
-typedef enum moe_act_format { MOE_ACT_Q8 = 1, MOE_ACT_Q8K = 2 } moe_act_format;
+/* Activation formats (internal, never stored in files). F16 and BF16 are
+ * llama.cpp's vec_dot types of F16 and BF16 weights: each activation value is
+ * rounded to the weight's 16-bit type and kept as those 2 bytes (the
+ * reference path rounds the same way, so every level multiplies the same
+ * values; a product of two 16-bit floats is exact in f32, so only the order
+ * of the sums differs). Two bytes rather than a pre-widened f32 keep the
+ * scratch small; widening them again per weight row is one instruction. */
+typedef enum moe_act_format {
+    MOE_ACT_Q8 = 1,
+    MOE_ACT_Q8K = 2,
+    MOE_ACT_F16 = 3,
+    MOE_ACT_BF16 = 4,
+    MOE_ACT_FORMAT_COUNT
+} moe_act_format;
 
 /* 32 values: d is llama.cpp's Q8_0 scale (amax/127 rounded to fp16), sum the
- * sum of qs (for weights with an offset, such as Q4_0's -8). */
+ * sum of qs (for weights with an offset, such as Q4_0's -8), s llama.cpp's
+ * Q8_1 term for weights with a min (Q4_1, Q5_1): the unrounded d times sum,
+ * rounded to fp16 on its own. One format serves Q8_0 and Q8_1 users: the qs
+ * and d of the two are the same values. */
 typedef struct moe_act_q8 {
     float d;
     int32_t sum;
+    float s;
     int8_t qs[32];
 } moe_act_q8;
 
@@ -66,8 +83,15 @@ typedef struct moe_act_q8k {
     int8_t qs[256];
 } moe_act_q8k;
 
+/* Values per activation block: 256 for Q8K, 32 for the others (the F16 and
+ * BF16 kernels also step 32 values at a time). A weight takes its kernel only
+ * when its rows are whole blocks. */
+int64_t moe_act_block(moe_act_format f);
 /* Bytes of one activation row of n values (n a multiple of the block). */
 uint64_t moe_act_row_bytes(moe_act_format f, int64_t n);
+/* The most bytes any format takes for a row of n values (any n): what a
+ * scratch buffer for activations of unknown format needs per row. */
+uint64_t moe_act_row_bytes_max(int64_t n);
 
 /* Quantizes n values (a multiple of the format's block) into dst. */
 typedef void (*moe_act_quantize_fn)(const float *x, void *dst, int64_t n);
@@ -78,6 +102,8 @@ typedef void (*moe_act_quantize_fn)(const float *x, void *dst, int64_t n);
 float moe_act_quantize_q8_block(const float *x, moe_act_q8 *b);
 void moe_act_quantize_q8_ref(const float *x, void *dst, int64_t n);
 void moe_act_quantize_q8k_ref(const float *x, void *dst, int64_t n);
+void moe_act_quantize_f16_ref(const float *x, void *dst, int64_t n);
+void moe_act_quantize_bf16_ref(const float *x, void *dst, int64_t n);
 
 /* Products of rows [r0, r1) of one weight matrix with T activation rows:
  * y[t * ldy + r] = row r · act row t, for r0 <= r < r1 and t < T. w points at
@@ -117,7 +143,7 @@ const moe_cpu_float_ops *moe_cpu_float_ops_scalar(void);
 typedef struct moe_cpu_kernel_table {
     moe_cpu_level level;
     const moe_cpu_float_ops *fops;
-    moe_act_quantize_fn quantize[3]; /* indexed by moe_act_format */
+    moe_act_quantize_fn quantize[MOE_ACT_FORMAT_COUNT]; /* indexed by moe_act_format */
     const moe_cpu_kernel *kernels;   /* terminated by type == MOE_TYPE_F32 */
 } moe_cpu_kernel_table;
 

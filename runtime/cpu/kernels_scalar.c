@@ -35,6 +35,7 @@ float moe_act_quantize_q8_block(const float *x, moe_act_q8 *b) {
     }
     b->d = moe_f16_to_f32(moe_f32_to_f16(d));
     b->sum = sum;
+    b->s = moe_f16_to_f32(moe_f32_to_f16(d * (float)sum)); /* Q8_1's s */
     return d;
 }
 
@@ -42,6 +43,23 @@ void moe_act_quantize_q8_ref(const float *x, void *dst, int64_t n) {
     moe_act_q8 *b = dst;
     for (int64_t i = 0; i < n / 32; i++)
         moe_act_quantize_q8_block(x + 32 * i, &b[i]);
+}
+
+/* llama.cpp's F16 and BF16 vec_dot types: each value rounded to nearest even. */
+void moe_act_quantize_f16_ref(const float *x, void *dst, int64_t n) {
+    uint8_t *o = dst;
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t h = moe_f32_to_f16(x[i]);
+        o[2 * i] = (uint8_t)h, o[2 * i + 1] = (uint8_t)(h >> 8);
+    }
+}
+
+void moe_act_quantize_bf16_ref(const float *x, void *dst, int64_t n) {
+    uint8_t *o = dst;
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t h = moe_f32_to_bf16(x[i]);
+        o[2 * i] = (uint8_t)h, o[2 * i + 1] = (uint8_t)(h >> 8);
+    }
 }
 
 /* llama.cpp's quantize_row_q8_K: scale from the value of largest magnitude
@@ -86,6 +104,39 @@ static float unpack_q4_0(const uint8_t *b, int k, int8_t q[32]) {
         q[j + 16] = (int8_t)((qs[j] >> 4) - 8);
     }
     return f16_at(b, 0);
+}
+
+/* Q4_1's values unsigned (0..15); its min enters through the activation's s. */
+static float unpack_q4_1(const uint8_t *b, int k, int8_t q[32]) {
+    (void)k;
+    const uint8_t *qs = b + offsetof(block_q4_1, qs);
+    for (int j = 0; j < 16; j++) {
+        q[j] = (int8_t)(qs[j] & 15);
+        q[j + 16] = (int8_t)(qs[j] >> 4);
+    }
+    return f16_at(b + offsetof(block_q4_1, d), 0);
+}
+
+/* Q5_0/Q5_1: the nibbles of qs plus bit j of the little-endian word qh as bit 4
+ * of value j; Q5_0 centres them (-16), Q5_1 keeps them unsigned (0..31). */
+static void q5_values(const uint8_t *qh4, const uint8_t *qs, int offset, int8_t q[32]) {
+    const uint32_t qh = moe_load_le32(qh4);
+    for (int j = 0; j < 16; j++) {
+        q[j] = (int8_t)(((qs[j] & 15) | ((qh >> j) & 1) << 4) - offset);
+        q[j + 16] = (int8_t)(((qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) - offset);
+    }
+}
+
+static float unpack_q5_0(const uint8_t *b, int k, int8_t q[32]) {
+    (void)k;
+    q5_values(b + offsetof(block_q5_0, qh), b + offsetof(block_q5_0, qs), 16, q);
+    return f16_at(b + offsetof(block_q5_0, d), 0);
+}
+
+static float unpack_q5_1(const uint8_t *b, int k, int8_t q[32]) {
+    (void)k;
+    q5_values(b + offsetof(block_q5_1, qh), b + offsetof(block_q5_1, qs), 0, q);
+    return f16_at(b + offsetof(block_q5_1, d), 0);
 }
 
 static float unpack_q8_0(const uint8_t *b, int k, int8_t q[32]) {
@@ -133,9 +184,12 @@ static float unpack_iq4_nl_r4(const uint8_t *b, int k, int8_t q[32]) {
     return f16_at(b + offsetof(block_iq4_nl_r4, d), k);
 }
 
+/* min_off: the byte offset of the block's fp16 min (Q4_1, Q5_1), or -1. As
+ * llama.cpp's vec_dot with Q8_1: block value d·q + m against activation
+ * a.d·qa gives d·a.d·Σq·qa + m·a.s. */
 static void mm_blocks32(const uint8_t *w, uint64_t row_bytes, int64_t n_in, int64_t r0, int64_t r1,
                         const uint8_t *act, uint64_t act_stride, int64_t T, float *y, int64_t ldy,
-                        int R, uint64_t group_bytes, unpack32_fn unpack) {
+                        int R, uint64_t group_bytes, unpack32_fn unpack, int min_off) {
     const int64_t nb = n_in / 32;
     int8_t q[32];
     for (int64_t r = r0; r < r1; r += R) {
@@ -145,28 +199,34 @@ static void mm_blocks32(const uint8_t *w, uint64_t row_bytes, int64_t n_in, int6
                 const moe_act_q8 *a = (const moe_act_q8 *)(act + (uint64_t)t * act_stride);
                 float acc = 0.0f;
                 for (int64_t ib = 0; ib < nb; ib++) {
-                    const float d = unpack(grp + (uint64_t)ib * group_bytes, k, q);
+                    const uint8_t *blk = grp + (uint64_t)ib * group_bytes;
+                    const float d = unpack(blk, k, q);
                     int32_t isum = 0;
                     for (int j = 0; j < 32; j++)
                         isum += (int32_t)q[j] * a[ib].qs[j];
                     acc += (float)isum * (d * a[ib].d);
+                    if (min_off >= 0)
+                        acc += f16_at(blk + min_off, 0) * a[ib].s;
                 }
                 y[t * ldy + r + k] = acc;
             }
     }
 }
 
-#define MM32(name, R, blk, unpack)                                                               \
+#define MM32(name, R, blk, unpack, min_off)                                                      \
     static void name(const uint8_t *w, uint64_t rb, int64_t n, int64_t r0, int64_t r1,          \
                      const uint8_t *act, uint64_t as, int64_t T, float *y, int64_t ldy) {       \
-        mm_blocks32(w, rb, n, r0, r1, act, as, T, y, ldy, R, sizeof(blk), unpack);              \
+        mm_blocks32(w, rb, n, r0, r1, act, as, T, y, ldy, R, sizeof(blk), unpack, min_off);     \
     }
-MM32(mm_q4_0, 1, block_q4_0, unpack_q4_0)
-MM32(mm_q8_0, 1, block_q8_0, unpack_q8_0)
-MM32(mm_iq4_nl, 1, block_iq4_nl, unpack_iq4_nl)
-MM32(mm_q4_0_r8, 8, block_q4_0_r8, unpack_q4_0_r8)
-MM32(mm_q8_0_r8, 8, block_q8_0_r8, unpack_q8_0_r8)
-MM32(mm_iq4_nl_r4, 4, block_iq4_nl_r4, unpack_iq4_nl_r4)
+MM32(mm_q4_0, 1, block_q4_0, unpack_q4_0, -1)
+MM32(mm_q4_1, 1, block_q4_1, unpack_q4_1, (int)offsetof(block_q4_1, m))
+MM32(mm_q5_0, 1, block_q5_0, unpack_q5_0, -1)
+MM32(mm_q5_1, 1, block_q5_1, unpack_q5_1, (int)offsetof(block_q5_1, m))
+MM32(mm_q8_0, 1, block_q8_0, unpack_q8_0, -1)
+MM32(mm_iq4_nl, 1, block_iq4_nl, unpack_iq4_nl, -1)
+MM32(mm_q4_0_r8, 8, block_q4_0_r8, unpack_q4_0_r8, -1)
+MM32(mm_q8_0_r8, 8, block_q8_0_r8, unpack_q8_0_r8, -1)
+MM32(mm_iq4_nl_r4, 4, block_iq4_nl_r4, unpack_iq4_nl_r4, -1)
 
 /* ---- 256-value super-blocks ------------------------------------------------------------------ */
 
@@ -200,6 +260,64 @@ static void unpack_q4_K(const uint8_t *b, int k, int8_t q[256], int16_t sc[16], 
     }
     *d = f16_at(b + offsetof(block_q4_K, d), 0);
     *dmin = f16_at(b + offsetof(block_q4_K, dmin), 0);
+}
+
+/* Q5_K: Q4_K's nibbles, scales and mins, plus bit j of qh[l] as bit 4 of
+ * value 32j + l (sub-block j). */
+static void unpack_q5_K(const uint8_t *b, int k, int8_t q[256], int16_t sc[16], int16_t mn[16],
+                        float *d, float *dmin) {
+    (void)k;
+    const uint8_t *qs = b + offsetof(block_q5_K, qs), *qh = b + offsetof(block_q5_K, qh);
+    for (int j = 0; j < 8; j++) {
+        int s, m;
+        k4_scale_min(b + offsetof(block_q5_K, scales), j, &s, &m);
+        sc[2 * j] = sc[2 * j + 1] = (int16_t)s;
+        mn[2 * j] = mn[2 * j + 1] = (int16_t)m;
+        for (int l = 0; l < 32; l++)
+            q[32 * j + l] = (int8_t)(((qs[32 * (j / 2) + l] >> 4 * (j % 2)) & 15) |
+                                     ((qh[l] >> j) & 1) << 4);
+    }
+    *d = f16_at(b + offsetof(block_q5_K, d), 0);
+    *dmin = f16_at(b + offsetof(block_q5_K, dmin), 0);
+}
+
+/* The 2-bit plane of Q2_K and Q3_K: value 128n + 32j + l is bits 2j..2j+1 of
+ * qs[32n + l]. */
+static int k2_code(const uint8_t *qs, int e) {
+    return (qs[32 * (e / 128) + e % 32] >> 2 * ((e % 128) / 32)) & 3;
+}
+
+/* Q3_K: value = code − 4 unless hmask's bit (value / 32) of byte value % 32
+ * is set; signed 6-bit scales (offset 32) packed in 12 bytes. */
+static void unpack_q3_K(const uint8_t *b, int k, int8_t q[256], int16_t sc[16], int16_t mn[16],
+                        float *d, float *dmin) {
+    (void)k;
+    const uint8_t *hm = b + offsetof(block_q3_K, hmask), *qs = b + offsetof(block_q3_K, qs);
+    const uint8_t *p = b + offsetof(block_q3_K, scales);
+    for (int g = 0; g < 16; g++) {
+        const int low = g < 8 ? p[g] & 15 : p[g - 8] >> 4;
+        sc[g] = (int16_t)((low | ((p[8 + g % 4] >> 2 * (g / 4)) & 3) << 4) - 32);
+        mn[g] = 0;
+    }
+    for (int e = 0; e < 256; e++)
+        q[e] = (int8_t)(k2_code(qs, e) - ((hm[e % 32] >> (e / 32)) & 1 ? 0 : 4));
+    *d = f16_at(b + offsetof(block_q3_K, d), 0);
+    *dmin = 0.0f;
+}
+
+/* Q2_K: codes 0..3, a 4-bit scale and a 4-bit min per 16 values. */
+static void unpack_q2_K(const uint8_t *b, int k, int8_t q[256], int16_t sc[16], int16_t mn[16],
+                        float *d, float *dmin) {
+    (void)k;
+    const uint8_t *s = b + offsetof(block_q2_K, scales), *qs = b + offsetof(block_q2_K, qs);
+    for (int g = 0; g < 16; g++) {
+        sc[g] = s[g] & 15;
+        mn[g] = s[g] >> 4;
+    }
+    for (int e = 0; e < 256; e++)
+        q[e] = (int8_t)k2_code(qs, e);
+    *d = f16_at(b + offsetof(block_q2_K, d), 0);
+    *dmin = f16_at(b + offsetof(block_q2_K, dmin), 0);
 }
 
 static void unpack_q6_K(const uint8_t *b, int k, int8_t q[256], int16_t sc[16], int16_t mn[16],
@@ -299,29 +417,73 @@ static void mm_blocks256(const uint8_t *w, uint64_t row_bytes, int64_t n_in, int
                      const uint8_t *act, uint64_t as, int64_t T, float *y, int64_t ldy) {       \
         mm_blocks256(w, rb, n, r0, r1, act, as, T, y, ldy, R, sizeof(blk), unpack);             \
     }
+MM256(mm_q2_K, 1, block_q2_K, unpack_q2_K)
+MM256(mm_q3_K, 1, block_q3_K, unpack_q3_K)
 MM256(mm_q4_K, 1, block_q4_K, unpack_q4_K)
+MM256(mm_q5_K, 1, block_q5_K, unpack_q5_K)
 MM256(mm_q6_K, 1, block_q6_K, unpack_q6_K)
 MM256(mm_iq4_xs, 1, block_iq4_xs, unpack_iq4_xs)
 MM256(mm_q4_K_r4, 4, block_q4_K_r4, unpack_q4_K_r4)
 
+/* ---- 16-bit floats --------------------------------------------------------------------------- */
+
+typedef float (*half_fn)(uint16_t h);
+
+/* A product of two 16-bit floats is exact in f32 (at most 22 significant
+ * bits), so the statement is the exact products summed; in double here, so
+ * that the SIMD levels' f32 sums are checked against a nearly exact one. */
+static void mm_half(const uint8_t *w, uint64_t row_bytes, int64_t n_in, int64_t r0, int64_t r1,
+                    const uint8_t *act, uint64_t act_stride, int64_t T, float *y, int64_t ldy,
+                    half_fn widen) {
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = w + (uint64_t)r * row_bytes;
+        for (int64_t t = 0; t < T; t++) {
+            const uint8_t *a = act + (uint64_t)t * act_stride;
+            double acc = 0.0;
+            for (int64_t i = 0; i < n_in; i++)
+                acc += (double)(widen(moe_load_le16(row + 2 * i)) * widen(moe_load_le16(a + 2 * i)));
+            y[t * ldy + r] = (float)acc;
+        }
+    }
+}
+
+static void mm_f16(const uint8_t *w, uint64_t rb, int64_t n, int64_t r0, int64_t r1,
+                   const uint8_t *act, uint64_t as, int64_t T, float *y, int64_t ldy) {
+    mm_half(w, rb, n, r0, r1, act, as, T, y, ldy, moe_f16_to_f32);
+}
+
+static void mm_bf16(const uint8_t *w, uint64_t rb, int64_t n, int64_t r0, int64_t r1,
+                    const uint8_t *act, uint64_t as, int64_t T, float *y, int64_t ldy) {
+    mm_half(w, rb, n, r0, r1, act, as, T, y, ldy, moe_bf16_to_f32);
+}
+
 static const moe_cpu_kernel scalar_kernels[] = {
     {.type = MOE_TYPE_Q4_0, .act = MOE_ACT_Q8, .rows = 1, .mm = mm_q4_0},
+    {.type = MOE_TYPE_Q4_1, .act = MOE_ACT_Q8, .rows = 1, .mm = mm_q4_1},
+    {.type = MOE_TYPE_Q5_0, .act = MOE_ACT_Q8, .rows = 1, .mm = mm_q5_0},
+    {.type = MOE_TYPE_Q5_1, .act = MOE_ACT_Q8, .rows = 1, .mm = mm_q5_1},
     {.type = MOE_TYPE_Q8_0, .act = MOE_ACT_Q8, .rows = 1, .mm = mm_q8_0},
     {.type = MOE_TYPE_IQ4_NL, .act = MOE_ACT_Q8, .rows = 1, .mm = mm_iq4_nl},
     {.type = MOE_TYPE_Q4_0_R8, .act = MOE_ACT_Q8, .rows = 8, .mm = mm_q4_0_r8},
     {.type = MOE_TYPE_Q8_0_R8, .act = MOE_ACT_Q8, .rows = 8, .mm = mm_q8_0_r8},
     {.type = MOE_TYPE_IQ4_NL_R4, .act = MOE_ACT_Q8, .rows = 4, .mm = mm_iq4_nl_r4},
+    {.type = MOE_TYPE_Q2_K, .act = MOE_ACT_Q8K, .rows = 1, .mm = mm_q2_K},
+    {.type = MOE_TYPE_Q3_K, .act = MOE_ACT_Q8K, .rows = 1, .mm = mm_q3_K},
     {.type = MOE_TYPE_Q4_K, .act = MOE_ACT_Q8K, .rows = 1, .mm = mm_q4_K},
+    {.type = MOE_TYPE_Q5_K, .act = MOE_ACT_Q8K, .rows = 1, .mm = mm_q5_K},
     {.type = MOE_TYPE_Q6_K, .act = MOE_ACT_Q8K, .rows = 1, .mm = mm_q6_K},
     {.type = MOE_TYPE_IQ4_XS, .act = MOE_ACT_Q8K, .rows = 1, .mm = mm_iq4_xs},
     {.type = MOE_TYPE_Q4_K_R4, .act = MOE_ACT_Q8K, .rows = 4, .mm = mm_q4_K_r4},
+    {.type = MOE_TYPE_F16, .act = MOE_ACT_F16, .rows = 1, .mm = mm_f16},
+    {.type = MOE_TYPE_BF16, .act = MOE_ACT_BF16, .rows = 1, .mm = mm_bf16},
     {.type = MOE_TYPE_F32},
 };
 
 static const moe_cpu_kernel_table scalar_table = {
     .level = MOE_CPU_SCALAR,
     .fops = NULL, /* the scalar float helpers (cpu_ops.c) */
-    .quantize = {NULL, moe_act_quantize_q8_ref, moe_act_quantize_q8k_ref},
+    .quantize = {NULL, moe_act_quantize_q8_ref, moe_act_quantize_q8k_ref, moe_act_quantize_f16_ref,
+                 moe_act_quantize_bf16_ref},
     .kernels = scalar_kernels,
 };
 
