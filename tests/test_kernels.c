@@ -5,13 +5,18 @@
  *    times dequantized activations (is the stated arithmetic right?);
  *  - every SIMD level this machine runs against the scalar kernel: the same
  *    activation bytes, and products within 1e-5 of the row's magnitude
- *    (sum of |w·x|), since only the order of float sums may differ;
+ *    (sum of |w·x|), since only the order of float sums may differ; both
+ *    orders (mm, and mm_vec where a level has one);
+ *  - F16 and BF16 exactly: the scalar kernels against the reference path's
+ *    float helpers (dot_gemm, dot_vec), the SIMD levels against the scalar;
+ *  - Q4_1 and Q5_1 against the double sum plus the Q8_1 s correction;
  *  - an interleaved type against its plain twin: bit-identical at the scalar
  *    level (same integer sums in the same order).
  * Shapes: T = 1, 3, 7, 64 tokens; rows not a multiple of the kernels' token
  * tile; row ranges starting inside the matrix; row lengths of 1, 3 and 9
  * blocks (32-value types) or 1 and 3 super-blocks. Seeds are fixed and printed. */
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -84,6 +89,53 @@ typedef struct shape {
     int64_t n_in, n_out, T, r0, r1;
 } shape;
 
+/* A level's products (yl) against the scalar level's (ys): within 1e-5 of
+ * each row's magnitude, or bit-identical where exact; rows outside the range
+ * must stay untouched (zero). */
+static void compare_level(const moe_cpu_kernel *sk, int level, const char *which, const shape *s,
+                          const float *yl, const float *ys, const double *mag, bool exact) {
+    const int64_t n_out = s->n_out;
+    int off = 0, outside = 0;
+    double worst = 0;
+    for (int64_t ti = 0; ti < s->T; ti++)
+        for (int64_t r = 0; r < n_out; r++) {
+            const int64_t i = ti * n_out + r;
+            if (r < s->r0 || r >= s->r1) {
+                outside += yl[i] != 0.0f;
+                continue;
+            }
+            const double d = fabs((double)yl[i] - ys[i]) / (mag[i] + 1e-6);
+            worst = d > worst ? d : worst;
+            off += exact ? memcmp(&yl[i], &ys[i], sizeof *yl) != 0 : d > 1e-5;
+        }
+    CHECK(!off && !outside, "%s %s %s vs scalar: %d values off%s (worst %.2e of the magnitude), %d written outside rows [%lld, %lld); n_in %lld n_out %lld T %lld",
+          moe_type_name(sk->type), moe_cpu_level_name((moe_cpu_level)level), which, off,
+          exact ? " (exact expected)" : "", worst, outside, (long long)s->r0, (long long)s->r1,
+          (long long)s->n_in, (long long)n_out, (long long)s->T);
+}
+
+/* F16/BF16 at the scalar level are the reference path's products: its float
+ * helpers (dot_gemm, dot_vec) on the widened weight row and activations. */
+static void check_reference_order(const moe_cpu_kernel *sk, const uint8_t *w, uint64_t rb,
+                                  const uint8_t *act, uint64_t as, const shape *s, const float *ys,
+                                  const float *yv) {
+    const moe_cpu_float_ops *ref = moe_cpu_float_ops_scalar();
+    float *wf = malloc((size_t)s->n_in * sizeof *wf), *xf = malloc((size_t)s->n_in * sizeof *xf);
+    int bad = 0;
+    for (int64_t ti = 0; ti < s->T; ti++) {
+        act_to_f32(sk->act, act + (uint64_t)ti * as, s->n_in, xf);
+        for (int64_t r = s->r0; r < s->r1; r++) {
+            act_to_f32(sk->act, w + (uint64_t)r * rb, s->n_in, wf); /* the same 16-bit layout */
+            const float g = ref->dot_gemm(wf, xf, s->n_in), v = ref->dot_vec(wf, xf, s->n_in);
+            bad += memcmp(&g, &ys[ti * s->n_out + r], sizeof g) != 0;
+            bad += !yv || memcmp(&v, &yv[ti * s->n_out + r], sizeof v) != 0;
+        }
+    }
+    CHECK(!bad, "%s scalar: %d products differ from the reference float orders (n_in %lld, T %lld)",
+          moe_type_name(sk->type), bad, (long long)s->n_in, (long long)s->T);
+    free(wf), free(xf);
+}
+
 static void check_kernel(const moe_cpu_kernel *sk, const shape *s) {
     const moe_type t = sk->type;
     const int64_t n_in = s->n_in, n_out = s->n_out, T = s->T;
@@ -119,6 +171,16 @@ static void check_kernel(const moe_cpu_kernel *sk, const shape *s) {
     CHECK(!bad, "%s scalar vs double: %d of %lld values off (n_in %lld, T %lld)", moe_type_name(t),
           bad, (long long)(T * (s->r1 - s->r0)), (long long)n_in, (long long)T);
 
+    /* F16/BF16 keep the reference path's bits: its float orders, exactly */
+    const bool exact = sk->act == MOE_ACT_F16 || sk->act == MOE_ACT_BF16;
+    float *yv = NULL; /* the scalar level's vec order, where it has one */
+    if (sk->mm_vec) {
+        yv = calloc((size_t)(T * n_out), sizeof *yv);
+        sk->mm_vec(w, rb, n_in, s->r0, s->r1, act, as, T, yv, n_out);
+    }
+    if (exact)
+        check_reference_order(sk, w, rb, act, as, s, ys, yv);
+
     for (int level = MOE_CPU_AVX2; level <= (int)moe_cpu_level_detected(); level++) {
         const moe_cpu_kernel_table *tab = moe_cpu_kernels((moe_cpu_level)level);
         const moe_cpu_kernel *lk = moe_cpu_kernel_find((moe_cpu_level)level, t);
@@ -130,23 +192,14 @@ static void check_kernel(const moe_cpu_kernel *sk, const shape *s) {
               moe_type_name(t), moe_cpu_level_name((moe_cpu_level)level));
         memset(yl, 0, (size_t)(T * n_out) * sizeof *yl);
         lk->mm(w, rb, n_in, s->r0, s->r1, act, as, T, yl, n_out);
-        int off = 0, outside = 0;
-        double worst = 0;
-        for (int64_t ti = 0; ti < T; ti++)
-            for (int64_t r = 0; r < n_out; r++) {
-                const int64_t i = ti * n_out + r;
-                if (r < s->r0 || r >= s->r1) {
-                    outside += yl[i] != 0.0f; /* rows outside the range stay untouched */
-                    continue;
-                }
-                const double d = fabs((double)yl[i] - ys[i]) / (mag[i] + 1e-6);
-                worst = d > worst ? d : worst;
-                off += d > 1e-5;
-            }
-        CHECK(!off && !outside, "%s %s vs scalar: %d values off (worst %.2e of the magnitude), %d written outside rows [%lld, %lld); n_in %lld n_out %lld T %lld",
-              moe_type_name(t), moe_cpu_level_name((moe_cpu_level)level), off, worst, outside,
-              (long long)s->r0, (long long)s->r1, (long long)n_in, (long long)n_out, (long long)T);
+        compare_level(sk, level, "mm", s, yl, ys, mag, exact);
+        if (lk->mm_vec) { /* against the scalar vec order, or its only order */
+            memset(yl, 0, (size_t)(T * n_out) * sizeof *yl);
+            lk->mm_vec(w, rb, n_in, s->r0, s->r1, act, as, T, yl, n_out);
+            compare_level(sk, level, "mm_vec", s, yl, yv ? yv : ys, mag, exact);
+        }
     }
+    free(yv);
 
     /* interleaved vs plain twin: identical at the scalar level */
     const moe_type base = moe_type_get(t)->base;

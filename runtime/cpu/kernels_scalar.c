@@ -15,6 +15,7 @@
 #include "formats/quant/fp16.h"
 #include "formats/quant/quant_blocks.h"
 #include "runtime/cpu/kernels.h"
+#include "runtime/cpu_ops.h"
 
 static float f16_at(const uint8_t *p, int i) { return moe_f16_to_f32(moe_load_le16(p + 2 * i)); }
 
@@ -427,35 +428,67 @@ MM256(mm_q4_K_r4, 4, block_q4_K_r4, unpack_q4_K_r4)
 
 /* ---- 16-bit floats --------------------------------------------------------------------------- */
 
+/* F16 and BF16 keep the reference path's bits (README: float models are
+ * bit-identical at every level): the activations are rounded to the weight's
+ * type as it rounds them, and each row is summed in its float orders, the
+ * ones cpu_ops.c's dot_gemm_scalar and dot_vec_scalar state (one 16-lane
+ * fused accumulator for batched dense products as tinyBLAS; four for vec_dot,
+ * folded, plus a tail in double). What the kernels save is the dequantized
+ * row buffer, and F16 experts get the fused expert step. */
 typedef float (*half_fn)(uint16_t h);
 
-/* A product of two 16-bit floats is exact in f32 (at most 22 significant
- * bits), so the statement is the exact products summed; in double here, so
- * that the SIMD levels' f32 sums are checked against a nearly exact one. */
+static inline float half_at(const uint8_t *p, int64_t i, half_fn widen) {
+    return widen(moe_load_le16(p + 2 * i));
+}
+
+/* n a multiple of 16 (the kernels take whole 32-blocks) */
+static float dot_half_gemm(const uint8_t *w, const uint8_t *a, int64_t n, half_fn widen) {
+    float acc[16] = {0};
+    for (int64_t i = 0; i < n; i += 16)
+        for (int l = 0; l < 16; l++)
+            acc[l] = fmaf(half_at(w, i + l, widen), half_at(a, i + l, widen), acc[l]);
+    return moe_reduce16(acc);
+}
+
+static float dot_half_vec(const uint8_t *w, const uint8_t *a, int64_t n, half_fn widen) {
+    float acc[4][16] = {{0}};
+    const int64_t np = n & ~(int64_t)63;
+    for (int64_t i = 0; i < np; i += 64)
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 16; l++) {
+                const int64_t k = i + 16 * j + l;
+                acc[j][l] = fmaf(half_at(w, k, widen), half_at(a, k, widen), acc[j][l]);
+            }
+    for (int l = 0; l < 16; l++) {
+        acc[0][l] += acc[2][l];
+        acc[1][l] += acc[3][l];
+        acc[0][l] += acc[1][l];
+    }
+    double sum = moe_reduce16(acc[0]);
+    for (int64_t i = np; i < n; i++)
+        sum += (double)(half_at(w, i, widen) * half_at(a, i, widen));
+    return (float)sum;
+}
+
 static void mm_half(const uint8_t *w, uint64_t row_bytes, int64_t n_in, int64_t r0, int64_t r1,
                     const uint8_t *act, uint64_t act_stride, int64_t T, float *y, int64_t ldy,
-                    half_fn widen) {
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *row = w + (uint64_t)r * row_bytes;
+                    half_fn widen, bool vec) {
+    for (int64_t r = r0; r < r1; r++)
         for (int64_t t = 0; t < T; t++) {
-            const uint8_t *a = act + (uint64_t)t * act_stride;
-            double acc = 0.0;
-            for (int64_t i = 0; i < n_in; i++)
-                acc += (double)(widen(moe_load_le16(row + 2 * i)) * widen(moe_load_le16(a + 2 * i)));
-            y[t * ldy + r] = (float)acc;
+            const uint8_t *row = w + (uint64_t)r * row_bytes, *a = act + (uint64_t)t * act_stride;
+            y[t * ldy + r] = vec ? dot_half_vec(row, a, n_in, widen) : dot_half_gemm(row, a, n_in, widen);
         }
+}
+
+#define MMHALF(name, widen, vec)                                                                 \
+    static void name(const uint8_t *w, uint64_t rb, int64_t n, int64_t r0, int64_t r1,          \
+                     const uint8_t *act, uint64_t as, int64_t T, float *y, int64_t ldy) {       \
+        mm_half(w, rb, n, r0, r1, act, as, T, y, ldy, widen, vec);                              \
     }
-}
-
-static void mm_f16(const uint8_t *w, uint64_t rb, int64_t n, int64_t r0, int64_t r1,
-                   const uint8_t *act, uint64_t as, int64_t T, float *y, int64_t ldy) {
-    mm_half(w, rb, n, r0, r1, act, as, T, y, ldy, moe_f16_to_f32);
-}
-
-static void mm_bf16(const uint8_t *w, uint64_t rb, int64_t n, int64_t r0, int64_t r1,
-                    const uint8_t *act, uint64_t as, int64_t T, float *y, int64_t ldy) {
-    mm_half(w, rb, n, r0, r1, act, as, T, y, ldy, moe_bf16_to_f32);
-}
+MMHALF(mm_f16, moe_f16_to_f32, false)
+MMHALF(mm_f16_vec, moe_f16_to_f32, true)
+MMHALF(mm_bf16, moe_bf16_to_f32, false)
+MMHALF(mm_bf16_vec, moe_bf16_to_f32, true)
 
 static const moe_cpu_kernel scalar_kernels[] = {
     {.type = MOE_TYPE_Q4_0, .act = MOE_ACT_Q8, .rows = 1, .mm = mm_q4_0},
@@ -474,8 +507,8 @@ static const moe_cpu_kernel scalar_kernels[] = {
     {.type = MOE_TYPE_Q6_K, .act = MOE_ACT_Q8K, .rows = 1, .mm = mm_q6_K},
     {.type = MOE_TYPE_IQ4_XS, .act = MOE_ACT_Q8K, .rows = 1, .mm = mm_iq4_xs},
     {.type = MOE_TYPE_Q4_K_R4, .act = MOE_ACT_Q8K, .rows = 4, .mm = mm_q4_K_r4},
-    {.type = MOE_TYPE_F16, .act = MOE_ACT_F16, .rows = 1, .mm = mm_f16},
-    {.type = MOE_TYPE_BF16, .act = MOE_ACT_BF16, .rows = 1, .mm = mm_bf16},
+    {.type = MOE_TYPE_F16, .act = MOE_ACT_F16, .rows = 1, .mm = mm_f16, .mm_vec = mm_f16_vec},
+    {.type = MOE_TYPE_BF16, .act = MOE_ACT_BF16, .rows = 1, .mm = mm_bf16, .mm_vec = mm_bf16_vec},
     {.type = MOE_TYPE_F32},
 };
 
