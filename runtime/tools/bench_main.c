@@ -9,6 +9,7 @@
  * than the last-level cache, with the same threads): the roofline a
  * memory-bound decoder can reach. --sweep repeats tg and pp at growing KV
  * depth, as llama-sweep-bench does, so the cost of long contexts shows. */
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -194,6 +195,7 @@ static moe_status run_test(moe_context *ctx, const bench_test *t, const bench_op
 
 typedef struct model_info {
     const char *path, *arch;
+    char label[64]; /* the markdown table's model column: arch and main weight type */
     double gib, params_b;
     uint64_t bytes_per_token;
 } model_info;
@@ -211,6 +213,29 @@ static double n_params(const moe_model *m) {
 #undef COUNT
     }
     return n;
+}
+
+/* "olmoe Q4_0_R8": the architecture and the type holding most layer weight
+ * bytes (the experts'), as llama-bench's model column names the file type;
+ * two files of one model in a table are then told apart. */
+static void model_label(const moe_model *m, char *buf, size_t cap) {
+    uint64_t bytes[MOE_TYPE_ID_LIMIT] = {0};
+    for (int64_t il = 0; il < m->hp.n_layer; il++) {
+        const moe_layer *L = &m->layers[il];
+#define ADD(f) if (L->f.data && (int)L->f.type < MOE_TYPE_ID_LIMIT) \
+            bytes[L->f.type] += L->f.expert_bytes * (uint64_t)(L->f.ne[2] ? L->f.ne[2] : 1);
+        MOE_LAYER_WEIGHTS(ADD)
+#undef ADD
+    }
+    int best = 0;
+    for (int t = 1; t < MOE_TYPE_ID_LIMIT; t++)
+        if (bytes[t] > bytes[best])
+            best = t;
+    int n = snprintf(buf, cap, "%s ", moe_model_arch_name(m));
+    for (const char *p = moe_type_name(best); n >= 0 && (size_t)n + 1 < cap && *p; p++)
+        buf[n++] = (char)toupper((unsigned char)*p);
+    if (n >= 0 && (size_t)n < cap)
+        buf[n] = 0;
 }
 
 static void print_row(FILE *f, const char *fmt, const model_info *mi, const char *backend,
@@ -236,7 +261,7 @@ static void print_row(FILE *f, const char *fmt, const model_info *mi, const char
         char bwcol[48] = "";
         if (tg)
             snprintf(bwcol, sizeof bwcol, "%.2f (%.0f%%)", r->gbs, pct);
-        fprintf(f, "| %s | %.2f GiB | %.2f B | %s | %d | %s | %.2f ± %.2f | %s |", mi->arch, mi->gib,
+        fprintf(f, "| %s | %.2f GiB | %.2f B | %s | %d | %s | %.2f ± %.2f | %s |", mi->label, mi->gib,
                 mi->params_b, backend, threads, r->test.name, r->mean, r->sd, bwcol);
         if (split) {
             const double all = r->experts_ms + r->other_ms + r->copy_ms;
@@ -319,6 +344,7 @@ static moe_status bench_model(const char *path, const bench_opts *o, const bench
     model_info mi = {.path = path};
     if (st == MOE_OK) {
         mi.arch = moe_model_arch_name(m);
+        model_label(m, mi.label, sizeof mi.label);
         mi.gib = (double)moe_model_weight_bytes(m) / (1024.0 * 1024.0 * 1024.0);
         mi.params_b = n_params(m) / 1e9;
         mi.bytes_per_token = moe_model_bytes_per_token(m);
