@@ -10,3 +10,7 @@ if(TARGET moe-synth)
   # test_synth.sh reads moe-synth's output back through `test_arch check`
   moe_add_sh_test(test_synth SCRIPT test_synth.sh LABELS cli ARGS $<TARGET_FILE:test_arch>)
 endif()
+# The README's worked example, command by command, on synthesised stand-ins.
+if(TARGET moe-run AND TARGET moe-repack AND TARGET moe-quantize AND TARGET moe-bench AND TARGET moe-synth)
+  moe_add_sh_test(test_readme_example SCRIPT test_readme_example.sh LABELS cli)
+endif()
