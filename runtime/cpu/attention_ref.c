@@ -54,65 +54,100 @@ static void load_row(moe_type type, const uint8_t *rows, uint64_t bytes, int32_t
         moe_type_get(type)->to_f32(src, out, n, 1);
 }
 
-/* out[h][d] = sum over slots j of p[h][j] * v[cell j][h/group][d], in the
- * lane order of llama.cpp's product (see attend_token): slot j adds into lane
- * j % W of every output value. lanes holds W rows of H*dv accumulators (lane
- * l of value i at lanes[l * H*dv + i]), so one slot's update is a row. */
-static void weighted_sum(const moe_model *m, const moe_attn_step *st, const attn_cells *ac,
-                         const float *scores, float *vrow, float *lanes, float *out,
-                         bool batched) {
-    const moe_kv_cache *kv = st->kv;
-    const moe_cpu_float_ops *fops = moe_cpu_float_ops_active();
-    const int64_t H = m->hp.n_head, dv = m->attn.dv, group = H / m->attn.n_head_kv, HD = H * dv;
-    const int32_t n_slots = ac->n_slots;
-    const int W = batched ? 16 : 64;                          /* lanes per output */
-    const int32_t full = batched ? n_slots : n_slots & ~63; /* VEC sums the rest in double */
-    double tail[1024];
-    const bool big = HD > 1024;
-    double *tl = big ? (double *)(lanes + W * HD) : tail;
-    memset(lanes, 0, (size_t)(W * HD) * sizeof *lanes);
-    for (int64_t i = 0; i < HD; i++)
-        tl[i] = 0.0;
-    for (int32_t j = 0; j < ac->n_vis; j++) { /* hidden slots weigh 0 and add nothing */
-        load_row(kv->type_v, kv->v[st->layer], kv->bytes_v, ac->cell[j], kv->row_v, vrow);
-        for (int64_t h = 0; h < H; h++) {
-            const float p = scores[h * n_slots + j];
-            const float *vh = vrow + (h / group) * dv;
-            if (j < full) {
-                fops->fma_row(p, vh, lanes + (int64_t)(j % W) * HD + h * dv, dv);
-            } else {
-                /* the VEC tail: float products summed in double */
-                for (int64_t d = 0; d < dv; d++)
-                    tl[h * dv + d] += (double)(p * vh[d]);
-            }
-        }
-    }
-    for (int64_t i = 0; i < HD; i++) {
-        float acc[64];
-        for (int l = 0; l < W; l++)
-            acc[l] = lanes[(int64_t)l * HD + i];
-        if (batched) {
-            out[i] = moe_reduce16(acc);
-            continue;
-        }
-        for (int l = 0; l < 16; l++) { /* fold the four 16-lane accumulators */
-            acc[l] += acc[32 + l];
-            acc[16 + l] += acc[48 + l];
-            acc[l] += acc[16 + l];
-        }
-        out[i] = (float)((double)moe_reduce16(acc) + tl[i]);
+/* Values [i0, i0 + n) of a cache row in f32 (the row of one KV head). */
+static void load_part(moe_type type, const uint8_t *rows, uint64_t bytes, int32_t cell,
+                      int64_t i0, int64_t n, float *out) {
+    const moe_type_traits *tr = moe_type_get(type);
+    const uint8_t *src = rows + (uint64_t)cell * bytes;
+    if (type == MOE_TYPE_F16) {
+        moe_cpu_float_ops_active()->f16_row(src + 2 * i0, out, n);
+    } else if (type == MOE_TYPE_F32) {
+        memcpy(out, src + 4 * i0, (size_t)n * sizeof *out);
+    } else { /* a block type: i0 and n are multiples of its block (checked by the caller) */
+        tr->to_f32(src + (uint64_t)(i0 / tr->block_size) * tr->type_size, out, n, 1);
     }
 }
 
-/* Causal attention of one token against the cells of its sequence, all
- * heads: scores = kq_scale * q·k, softmax, weighted sum of v. llama.cpp
+/* out[h][d] = sum over slots j of p[h][j] * v[cell j][h/group][d], in the
+ * lane order of llama.cpp's product (see attend_token): slot j adds into lane
+ * j % W of every output value. Heads [h0, h1) only (a thread's share), one KV
+ * head's query heads at a time: lanes holds W rows of their nh*dv
+ * accumulators (lane l of value i at lanes[l * nh*dv + i]), small enough to
+ * stay in cache, and each visible slot's V values of that KV head are loaded
+ * once. Only the lanes some slot reaches are cleared and read; the others
+ * hold an exact 0. The order of every sum is unchanged by this tiling. */
+static void weighted_sum(const moe_model *m, const moe_attn_step *st, const attn_cells *ac,
+                         int64_t h0, int64_t h1, const float *scores, float *vrow, float *lanes,
+                         float *out, bool batched) {
+    const moe_kv_cache *kv = st->kv;
+    const moe_cpu_float_ops *fops = moe_cpu_float_ops_active();
+    const int64_t H = m->hp.n_head, dv = m->attn.dv, group = H / m->attn.n_head_kv;
+    const int32_t n_slots = ac->n_slots;
+    const int W = batched ? 16 : 64;                          /* lanes per output */
+    const int32_t full = batched ? n_slots : n_slots & ~63; /* VEC sums the rest in double */
+    const int32_t in_lanes = ac->n_vis < full ? ac->n_vis : full;
+    const int used = in_lanes < W ? in_lanes : W; /* lanes some slot adds into */
+    const bool parts = dv % moe_type_get(kv->type_v)->block_size == 0;
+    double tail[1024];
+    const bool big = H * dv > 1024;
+    double *tl = big ? (double *)(lanes + W * H * dv) : tail;
+    for (int64_t ha = h0; ha < h1;) {
+        const int64_t g = ha / group, hb = (g + 1) * group < h1 ? (g + 1) * group : h1;
+        const int64_t nv = (hb - ha) * dv; /* accumulators of this KV head's heads */
+        for (int l = 0; l < used; l++)
+            memset(lanes + (int64_t)l * nv, 0, (size_t)nv * sizeof *lanes);
+        for (int64_t i = 0; i < nv; i++)
+            tl[i] = 0.0;
+        for (int32_t j = 0; j < ac->n_vis; j++) { /* hidden slots weigh 0 and add nothing */
+            const float *vh = vrow;
+            if (parts) {
+                load_part(kv->type_v, kv->v[st->layer], kv->bytes_v, ac->cell[j], g * dv, dv, vrow);
+            } else {
+                load_row(kv->type_v, kv->v[st->layer], kv->bytes_v, ac->cell[j], kv->row_v, vrow);
+                vh = vrow + g * dv;
+            }
+            for (int64_t h = ha; h < hb; h++) {
+                const float p = scores[h * n_slots + j];
+                const int64_t at = (h - ha) * dv;
+                if (j < full) {
+                    fops->fma_row(p, vh, lanes + (int64_t)(j % W) * nv + at, dv);
+                } else {
+                    /* the VEC tail: float products summed in double */
+                    for (int64_t d = 0; d < dv; d++)
+                        tl[at + d] += (double)(p * vh[d]);
+                }
+            }
+        }
+        for (int64_t i = 0; i < nv; i++) {
+            float acc[64];
+            for (int l = 0; l < W; l++)
+                acc[l] = l < used ? lanes[(int64_t)l * nv + i] : 0.0f;
+            float *o = out + ha * dv + i;
+            if (batched) {
+                *o = moe_reduce16(acc);
+                continue;
+            }
+            for (int l = 0; l < 16; l++) { /* fold the four 16-lane accumulators */
+                acc[l] += acc[32 + l];
+                acc[16 + l] += acc[48 + l];
+                acc[l] += acc[16 + l];
+            }
+            *o = (float)((double)moe_reduce16(acc) + tl[i]);
+        }
+        ha = hb;
+    }
+}
+
+/* Causal attention of one token against the cells of its sequence, heads
+ * [h0, h1): scores = kq_scale * q·k, softmax, weighted sum of v. llama.cpp
  * rounds q to the K cache's type (F16) for the dot product and the softmax
  * weights to the V cache's type before the weighted sum; so do we. Both
  * products follow llama.cpp's order: GEMM for a batch, VEC for one token;
- * slot j sits in lane j % 16 (GEMM) or j % 64 (VEC). */
-static void attend_token(const moe_model *m, const moe_attn_step *st, int32_t t, float *out,
-                         float *scores, float *krow, float *vrow, float *qr, float *lanes,
-                         bool batched) {
+ * slot j sits in lane j % 16 (GEMM) or j % 64 (VEC). Heads are independent,
+ * so any split of them between threads gives the same bits. */
+static void attend_token(const moe_model *m, const moe_attn_step *st, int32_t t, int64_t h0,
+                         int64_t h1, float *out, float *scores, float *krow, float *vrow,
+                         float *qr, float *lanes, bool batched) {
     const moe_kv_cache *kv = st->kv;
     const int64_t H = m->hp.n_head, Hkv = m->attn.n_head_kv, dk = m->attn.dk;
     const int64_t group = H / Hkv;
@@ -120,39 +155,40 @@ static void attend_token(const moe_model *m, const moe_attn_step *st, int32_t t,
     const int32_t n_slots = ac.n_slots;
     const bool kf16 = kv->type_k == MOE_TYPE_F16, vf16 = kv->type_v == MOE_TYPE_F16;
     const float *q = st->q + t * H * dk;
-    for (int64_t i = 0; i < H * dk; i++)
+    for (int64_t i = h0 * dk; i < h1 * dk; i++)
         qr[i] = kf16 ? round_f16(q[i]) : q[i];
     for (int32_t j = 0; j < n_slots; j++) {
         const bool vis = j < ac.n_vis;
         if (vis)
             load_row(kv->type_k, kv->k[st->layer], kv->bytes_k, ac.cell[j], kv->row_k, krow);
-        for (int64_t h = 0; h < H; h++)
+        for (int64_t h = h0; h < h1; h++)
             scores[h * n_slots + j] =
                 vis ? (batched ? moe_dot_gemm : moe_dot_vec)(qr + h * dk, krow + (h / group) * dk,
                                                              dk) *
                           m->kq_scale
                     : -INFINITY;
     }
-    for (int64_t h = 0; h < H; h++) {
+    for (int64_t h = h0; h < h1; h++) {
         float *sh = scores + h * n_slots;
         moe_cpu_softmax(sh, n_slots);
         for (int32_t j = 0; j < n_slots && vf16; j++)
             sh[j] = round_f16(sh[j]);
     }
-    weighted_sum(m, st, &ac, scores, vrow, lanes, out, batched);
+    weighted_sum(m, st, &ac, h0, h1, scores, vrow, lanes, out, batched);
 }
 
 /* Stores the batch's K/V rows, then attends token by token (tokens of one
- * batch see each other causally through the cache); tokens are split into
- * contiguous chunks, one per thread. */
+ * batch see each other causally through the cache). The (token, head) pairs
+ * are split into contiguous ranges, one per thread: whole tokens for a
+ * batch, heads of one token when decoding it alone, so no thread waits. */
 void moe_cpu_attention_ref(moe_backend *be, const moe_model *m, const moe_attn_step *st) {
     const int64_t qd = m->hp.n_head * m->attn.dk, od = m->hp.n_head * m->attn.dv;
-    const int64_t kd = st->kv->row_k, vd = st->kv->row_v;
+    const int64_t kd = st->kv->row_k, vd = st->kv->row_v, H = m->hp.n_head;
     const int32_t T = st->T;
     for (int32_t t = 0; t < T; t++)
         moe_kv_store(st->kv, st->layer, st->cells[t], st->k + t * kd, st->v + t * vd);
-    const int64_t ws = be->attn_ws_floats;
-    int nth = be->n_threads < T ? be->n_threads : T;
+    const int64_t ws = be->attn_ws_floats, units = (int64_t)T * H;
+    const int nth = be->n_threads < units ? be->n_threads : (int)units;
 #pragma omp parallel for num_threads(nth) schedule(static)
     for (int k = 0; k < nth; k++) {
         float *scores = be->attn_ws + k * ws;
@@ -160,9 +196,13 @@ void moe_cpu_attention_ref(moe_backend *be, const moe_model *m, const moe_attn_s
         float *vrow = krow + even(kd);
         float *qr = vrow + even(vd);
         float *lanes = qr + even(qd);
-        const int32_t t0 = (int32_t)((int64_t)T * k / nth);
-        const int32_t t1 = (int32_t)((int64_t)T * (k + 1) / nth);
-        for (int32_t t = t0; t < t1; t++)
-            attend_token(m, st, t, st->out + t * od, scores, krow, vrow, qr, lanes, T > 1);
+        const int64_t u0 = units * k / nth, u1 = units * (k + 1) / nth;
+        for (int64_t u = u0; u < u1;) {
+            const int32_t t = (int32_t)(u / H);
+            const int64_t h0 = u % H, h1 = u1 - t * H < H ? u1 - t * H : H;
+            attend_token(m, st, t, h0, h1, st->out + t * od, scores, krow, vrow, qr, lanes,
+                         T > 1);
+            u = t * H + h1;
+        }
     }
 }
