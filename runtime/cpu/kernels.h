@@ -98,8 +98,8 @@ typedef void (*moe_act_quantize_fn)(const float *x, void *dst, int64_t n);
 
 /* The scalar level's activation quantizers (llama.cpp's arithmetic). */
 /* One Q8_0 block of 32 values, the one statement of that rounding (the
- * reference path in cpu_ops.c uses it too); returns the unrounded scale. */
-float moe_act_quantize_q8_block(const float *x, moe_act_q8 *b);
+ * reference path in cpu_ops.c uses it too), with Q8_1's s. */
+void moe_act_quantize_q8_block(const float *x, moe_act_q8 *b);
 void moe_act_quantize_q8_ref(const float *x, void *dst, int64_t n);
 void moe_act_quantize_q8k_ref(const float *x, void *dst, int64_t n);
 void moe_act_quantize_f16_ref(const float *x, void *dst, int64_t n);

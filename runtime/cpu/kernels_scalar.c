@@ -23,8 +23,8 @@ static float f16_at(const uint8_t *p, int i) { return moe_f16_to_f32(moe_load_le
 
 /* llama.cpp's quantize_row_q8_0 (x86) for one block: d = amax/127 kept as
  * fp16, q = the nearest integer (ties to even) of x/d computed with the
- * unrounded d, which is returned (Q8_1's s = fp16(d * sum q) needs it). */
-float moe_act_quantize_q8_block(const float *x, moe_act_q8 *b) {
+ * unrounded d, and Q8_1's s = fp16(d * sum q) from that unrounded d too. */
+void moe_act_quantize_q8_block(const float *x, moe_act_q8 *b) {
     float amax = 0.0f;
     for (int j = 0; j < 32; j++)
         amax = fmaxf(amax, fabsf(x[j]));
@@ -37,7 +37,6 @@ float moe_act_quantize_q8_block(const float *x, moe_act_q8 *b) {
     b->d = moe_f16_to_f32(moe_f32_to_f16(d));
     b->sum = sum;
     b->s = moe_f16_to_f32(moe_f32_to_f16(d * (float)sum)); /* Q8_1's s */
-    return d;
 }
 
 void moe_act_quantize_q8_ref(const float *x, void *dst, int64_t n) {
