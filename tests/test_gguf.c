@@ -279,9 +279,6 @@ int main(int argc, char **argv) {
         test_corruption_detected();
         test_writer_refusals();
     }
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmpdir);
+    test_remove_dir(tmpdir);
     TEST_DONE();
 }

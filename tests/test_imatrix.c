@@ -165,9 +165,6 @@ int main(void) {
     moe_gguf_file_close(a);
     moe_gguf_file_close(b);
     moe_imatrix_free(im);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmp);
+    test_remove_dir(tmp);
     TEST_DONE();
 }

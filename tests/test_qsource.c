@@ -18,13 +18,7 @@ enum { D = 64, F = 32, E = 3, MAX_BYTES = D * F * 4 };
 
 static char tmpdir[128];
 
-static const char *tmp_path(const char *name) {
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
+static const char *tmp_path(const char *name) { return test_path_in(tmpdir, name); }
 
 /* Byte k of input tensor `id` (ids are stable per name, below), so the
  * expected stacked bytes are known without reading the file: the bytes of
@@ -233,9 +227,6 @@ int main(void) {
         test_view(legacy);
         test_quantize(legacy);
     }
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmpdir);
+    test_remove_dir(tmpdir);
     TEST_DONE();
 }

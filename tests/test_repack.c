@@ -15,13 +15,7 @@
 
 static char tmpdir[128];
 
-static const char *tmp_path(const char *name) {
-    static char buf[8][512];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
+static const char *tmp_path(const char *name) { return test_path_in(tmpdir, name); }
 
 static bool exists(const char *path) {
     struct stat sb;
@@ -346,8 +340,6 @@ int main(int argc, char **argv) {
     char cmd[256];
     snprintf(cmd, sizeof cmd, "ls -A %s | grep -q '\\.tmp\\.'", tmpdir);
     CHECK(system(cmd) != 0, "no temp files left in %s", tmpdir);
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmpdir);
+    test_remove_dir(tmpdir);
     TEST_DONE();
 }

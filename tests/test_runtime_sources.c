@@ -126,9 +126,6 @@ int main(void) {
     snprintf(vocab, sizeof vocab, "%s/vocab/ggml-vocab-llama-spm.gguf", dir);
     CHECK(moe_model_load(vocab, NULL, &m, &err) != MOE_OK && !m, "vocab-only file refused: %s",
           err.msg);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmp);
+    test_remove_dir(tmp);
     TEST_DONE();
 }

@@ -63,6 +63,23 @@ static inline void *test_read_file(const char *path, size_t *len) {
     return buf;
 }
 
+/* dir/name in one of 8 rotating buffers: a call may hold a few paths at once. */
+static inline const char *test_path_in(const char *dir, const char *name) {
+    static char buf[8][512];
+    static int k;
+    k = (k + 1) % 8;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
+    return buf[k];
+}
+
+/* Removes a test's scratch directory and everything in it (best effort). */
+static inline void test_remove_dir(const char *dir) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+}
+
 static inline const char *test_conformance_dir(void) {
     const char *d = getenv("MOE_CONFORMANCE_DIR");
     if (!d || !*d) {
