@@ -1,13 +1,16 @@
-/* The vectorised quantizer searches (formats/quant/quant_iq4_lanes.inc) against
- * the scalar reference, bit for bit, at every ISA level this machine and
- * build run: the block scales alone on random and adversarial blocks, and
- * whole IQ4_NL / IQ4_XS rows through moe_quantize_rows (MOE_CPU_LEVEL picks
- * the level) at ragged block counts, with and without an importance matrix. */
+/* The vectorised quantizer searches (formats/quant/quant_iq4_lanes.inc and
+ * quant_kq_lanes.inc) against the scalar reference, bit for bit, at every ISA
+ * level this machine and build run: the searches alone on random and
+ * adversarial blocks (ragged sub-block counts, so the reference tail runs
+ * too), and whole IQ4_NL / IQ4_XS / Q2_K / Q4_K / Q5_K / Q6_K rows through
+ * moe_quantize_rows (MOE_CPU_LEVEL picks the level), with and without an
+ * importance matrix. */
 #include <math.h>
 #include <string.h>
 
 #include "formats/quant/quant.h"
 #include "formats/quant/quant_iq4_lanes.h"
+#include "formats/quant/quant_kq_lanes.h"
 #include "test_util.h"
 
 #define NBLOCKS 101 /* not a multiple of any vector width: the tail goes to the reference */
@@ -54,6 +57,50 @@ static void check_scales(moe_isa_level level, moe_iq4_scales_fn fn) {
     }
 }
 
+/* The K-quant sub-block searches with the argument sets the quantizers use
+ * (quant_kquants.c): Q4_K and Q5_K without and with an imatrix, Q2_K both
+ * ways (16 values, absolute error without one). */
+static const moe_qkx_params qkx_cases[] = {
+    {.n = 32, .nmax = 15, .rmin = -1.0f, .rdelta = 0.1f, .nstep = 20},
+    {.n = 32, .nmax = 31, .rmin = -0.5f, .rdelta = 0.1f, .nstep = 15},
+    {.n = 32, .nmax = 15, .rmin = -0.9f, .rdelta = 0.05f, .nstep = 36, .qkx3 = true},
+    {.n = 32, .nmax = 31, .rmin = -0.9f, .rdelta = 0.05f, .nstep = 36, .qkx3 = true},
+    {.n = 16, .nmax = 3, .rmin = -0.5f, .rdelta = 0.1f, .nstep = 15, .use_mad = true},
+    {.n = 16, .nmax = 3, .rmin = -0.9f, .rdelta = 0.05f, .nstep = 36, .qkx3 = true},
+};
+
+#define KQ_NSUB 27 /* three groups of eight and a tail of three */
+
+static void check_kq_search(moe_isa_level level, const moe_kq_search *s) {
+    static float x[KQ_NSUB * 32], w[KQ_NSUB * 32];
+    float want_s[KQ_NSUB], got_s[KQ_NSUB], want_m[KQ_NSUB], got_m[KQ_NSUB];
+    uint8_t want_L[KQ_NSUB * 32], got_L[KQ_NSUB * 32];
+    for (int round = 0; round < 8; round++) {
+        for (int b = 0; b < KQ_NSUB; b++)
+            fill_block(x + b * 32, b + round);
+        for (size_t c = 0; c < sizeof qkx_cases / sizeof qkx_cases[0]; c++) {
+            const moe_qkx_params *p = &qkx_cases[c];
+            fill_weights(w, x, KQ_NSUB * p->n, (round + (int)c) % 3);
+            memset(got_L, 0xAA, sizeof got_L);
+            moe_kq_search_ref.qkx(p, x, w, KQ_NSUB, want_L, want_s, want_m);
+            s->qkx(p, x, w, KQ_NSUB, got_L, got_s, got_m);
+            CHECK(!memcmp(want_s, got_s, sizeof want_s) && !memcmp(want_m, got_m, sizeof want_m) &&
+                      !memcmp(want_L, got_L, (size_t)(KQ_NSUB * p->n)),
+                  "%s qkx case %zu round %d: scales, mins or levels differ from the reference",
+                  moe_isa_level_name(level), c, round);
+        }
+        for (int with_qw = 0; with_qw < 2; with_qw++) {
+            fill_weights(w, x, KQ_NSUB * 16, 1 + round % 2);
+            int8_t want_q[KQ_NSUB * 16], got_q[KQ_NSUB * 16];
+            moe_kq_search_ref.qx1(16, 32, x, with_qw ? w : NULL, KQ_NSUB, want_q, want_s);
+            s->qx1(16, 32, x, with_qw ? w : NULL, KQ_NSUB, got_q, got_s);
+            CHECK(!memcmp(want_s, got_s, sizeof want_s) && !memcmp(want_q, got_q, sizeof want_q),
+                  "%s qx1 qw=%d round %d: scales or levels differ from the reference",
+                  moe_isa_level_name(level), with_qw, round);
+        }
+    }
+}
+
 /* Whole rows: nrow x n_per_row through moe_quantize_rows at `level`. */
 static void quantize_at(moe_isa_level level, moe_type t, const float *x, void *out, int64_t nrow,
                         int64_t n, const float *imatrix) {
@@ -96,7 +143,18 @@ int main(void) {
         check_rows(level, MOE_TYPE_IQ4_NL);
         check_rows(level, MOE_TYPE_IQ4_XS);
     }
-    CHECK(levels >= 1, "no level tested");
+    for (moe_isa_level level = MOE_ISA_SCALAR; level <= best; level++) {
+        const moe_kq_search *s = moe_kq_search_for(level);
+        if (!s)
+            continue;
+        levels++;
+        printf("level %s: K-quant searches\n", moe_isa_level_name(level));
+        check_kq_search(level, s);
+        const moe_type kq[] = {MOE_TYPE_Q2_K, MOE_TYPE_Q4_K, MOE_TYPE_Q5_K, MOE_TYPE_Q6_K};
+        for (size_t k = 0; k < sizeof kq / sizeof kq[0]; k++)
+            check_rows(level, kq[k]);
+    }
+    CHECK(levels >= 2, "no level tested");
     unsetenv("MOE_CPU_LEVEL");
     TEST_DONE();
 }

@@ -19,6 +19,7 @@
 #include "formats/quant/quant_blocks.h"
 #include "formats/quant/quant_common.h"
 #include "formats/quant/quant_impl.h"
+#include "formats/quant/quant_kq_lanes.h"
 
 #define QK_K MOE_QK_K
 
@@ -53,17 +54,18 @@ static void q2k_finish(const float *x, block_q2_K *y, uint8_t *L) {
     pack_2bit(L, y->qs);
 }
 
-static void q2k_block_ref(const float *x, block_q2_K *y) {
-    uint8_t L[QK_K], Laux[16];
-    float weights[16], mins[QK_K / 16], scales[QK_K / 16];
+static void q2k_block_ref(const moe_kq_search *search, const float *x, block_q2_K *y) {
+    static const moe_qkx_params params = {.n = 16, .nmax = 3, .rmin = -0.5f, .rdelta = 0.1f,
+                                          .nstep = 15, .use_mad = true};
+    uint8_t L[QK_K];
+    float weights[QK_K], mins[QK_K / 16], scales[QK_K / 16];
     const float q4scale = 15.f;
+    for (int l = 0; l < QK_K; ++l)
+        weights[l] = fabsf(x[l]);
+    search->qkx(&params, x, weights, QK_K / 16, L, scales, mins);
     /* scales and mins are both >= 0: the min is subtracted */
     float max_scale = 0, max_min = 0;
     for (int j = 0; j < QK_K / 16; ++j) {
-        for (int l = 0; l < 16; ++l)
-            weights[l] = fabsf(x[16 * j + l]);
-        scales[j] = moe_make_qkx2_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux,
-                                         -0.5f, 0.1f, 15, true);
         if (scales[j] > max_scale)
             max_scale = scales[j];
         if (mins[j] > max_min)
@@ -89,22 +91,25 @@ static void q2k_block_ref(const float *x, block_q2_K *y) {
     q2k_finish(x, y, L);
 }
 
-static void q2k_block_imat(const float *x, block_q2_K *y, const float *qw) {
-    uint8_t L[QK_K], Laux[16], Ls[QK_K / 16], Lm[QK_K / 16];
-    float mins[QK_K / 16], scales[QK_K / 16], sw[QK_K / 16], weight[16];
+static void q2k_block_imat(const moe_kq_search *search, const float *x, block_q2_K *y,
+                           const float *qw) {
+    static const moe_qkx_params params = {.n = 16, .nmax = 3, .rmin = -0.9f, .rdelta = 0.05f,
+                                          .nstep = 36, .qkx3 = true};
+    uint8_t L[QK_K], Ls[QK_K / 16], Lm[QK_K / 16];
+    float mins[QK_K / 16], scales[QK_K / 16], sw[QK_K / 16], weight[QK_K];
     float sumx2 = 0;
     for (int j = 0; j < QK_K; ++j)
         sumx2 += x[j] * x[j];
     float sigma2 = sumx2 / QK_K;
     for (int j = 0; j < QK_K / 16; ++j) {
+        float *wj = weight + 16 * j;
         for (int l = 0; l < 16; ++l)
-            weight[l] = qw[16 * j + l] * sqrtf(sigma2 + x[16 * j + l] * x[16 * j + l]);
+            wj[l] = qw[16 * j + l] * sqrtf(sigma2 + x[16 * j + l] * x[16 * j + l]);
         sw[j] = 0;
         for (int l = 0; l < 16; ++l)
-            sw[j] += weight[l];
-        scales[j] = moe_make_qkx3_quants(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], Laux,
-                                         -0.9f, 0.05f, 36, false);
+            sw[j] += wj[l];
     }
+    search->qkx(&params, x, weight, QK_K / 16, L, scales, mins);
     float dm = moe_make_qp_quants(QK_K / 16, 15, scales, Ls, sw);
     float mm = moe_make_qp_quants(QK_K / 16, 15, mins, Lm, sw);
     y->d = moe_f32_to_f16(dm);
@@ -269,20 +274,22 @@ static void k45_requant(const float *x, k45_head h, int nmax, uint8_t *L) {
 
 /* Reference search: per 32 values weights av_x + |x| with av_x the RMS of
  * those 32; scales and mins to 6 bits linearly by their maxima. */
-static void k45_ref(const float *x, k45_head h, int nmax, float rmin, float rdelta, int nstep,
-                    uint8_t *L) {
-    uint8_t Laux[32];
-    float weights[32], mins[QK_K / 32], scales[QK_K / 32];
-    float max_scale = 0, max_min = 0;
+static void k45_ref(const moe_kq_search *search, const float *x, k45_head h, int nmax,
+                    float rmin, float rdelta, int nstep, uint8_t *L) {
+    const moe_qkx_params params = {
+        .n = 32, .nmax = nmax, .rmin = rmin, .rdelta = rdelta, .nstep = nstep};
+    float weights[QK_K], mins[QK_K / 32], scales[QK_K / 32];
     for (int j = 0; j < QK_K / 32; ++j) {
         float sum_x2 = 0;
         for (int l = 0; l < 32; ++l)
             sum_x2 += x[32 * j + l] * x[32 * j + l];
         float av_x = sqrtf(sum_x2 / 32);
         for (int l = 0; l < 32; ++l)
-            weights[l] = av_x + fabsf(x[32 * j + l]);
-        scales[j] = moe_make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j],
-                                         Laux, rmin, rdelta, nstep, false);
+            weights[32 * j + l] = av_x + fabsf(x[32 * j + l]);
+    }
+    search->qkx(&params, x, weights, QK_K / 32, L, scales, mins);
+    float max_scale = 0, max_min = 0;
+    for (int j = 0; j < QK_K / 32; ++j) {
         if (scales[j] > max_scale)
             max_scale = scales[j];
         if (mins[j] > max_min)
@@ -309,23 +316,26 @@ static void k45_ref(const float *x, k45_head h, int nmax, float rmin, float rdel
 /* Importance-weighted search: weights qw * sqrt(sigma2 + x^2) with sigma2
  * twice the mean square of the super-block; scales and mins to 6 bits by
  * make_qp_quants weighted with each sub-block's total weight. */
-static void k45_imat(const float *x, k45_head h, int nmax, const float *qw, uint8_t *L) {
-    uint8_t Laux[32], Ls[QK_K / 32], Lm[QK_K / 32];
-    float weights[32], sw[QK_K / 32], mins[QK_K / 32], scales[QK_K / 32];
+static void k45_imat(const moe_kq_search *search, const float *x, k45_head h, int nmax,
+                     const float *qw, uint8_t *L) {
+    const moe_qkx_params params = {
+        .n = 32, .nmax = nmax, .rmin = -0.9f, .rdelta = 0.05f, .nstep = 36, .qkx3 = true};
+    uint8_t Ls[QK_K / 32], Lm[QK_K / 32];
+    float weights[QK_K], sw[QK_K / 32], mins[QK_K / 32], scales[QK_K / 32];
     float sum_x2 = 0;
     for (int l = 0; l < QK_K; ++l)
         sum_x2 += x[l] * x[l];
     float sigma2 = 2 * sum_x2 / QK_K;
     for (int j = 0; j < QK_K / 32; ++j) {
+        float *wj = weights + 32 * j;
         for (int l = 0; l < 32; ++l)
-            weights[l] = qw[32 * j + l] * sqrtf(sigma2 + x[32 * j + l] * x[32 * j + l]);
+            wj[l] = qw[32 * j + l] * sqrtf(sigma2 + x[32 * j + l] * x[32 * j + l]);
         float sumw = 0;
         for (int l = 0; l < 32; ++l)
-            sumw += weights[l];
+            sumw += wj[l];
         sw[j] = sumw;
-        scales[j] = moe_make_qkx3_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j],
-                                         Laux, -0.9f, 0.05f, 36, false);
     }
+    search->qkx(&params, x, weights, QK_K / 32, L, scales, mins);
     float d_block = moe_make_qp_quants(QK_K / 32, 63, scales, Ls, sw);
     float m_block = moe_make_qp_quants(QK_K / 32, 63, mins, Lm, sw);
     k45_pack_scales(Ls, Lm, h.scales);
@@ -370,23 +380,25 @@ static void q5k_pack(const uint8_t *L, block_q5_K *y) {
     }
 }
 
-static void q4k_block(const float *x, block_q4_K *y, const float *qw) {
+static void q4k_block(const moe_kq_search *search, const float *x, block_q4_K *y,
+                      const float *qw) {
     uint8_t L[QK_K];
     k45_head h = {&y->d, &y->dmin, y->scales};
     if (qw)
-        k45_imat(x, h, 15, qw, L);
+        k45_imat(search, x, h, 15, qw, L);
     else
-        k45_ref(x, h, 15, -1.f, 0.1f, 20, L);
+        k45_ref(search, x, h, 15, -1.f, 0.1f, 20, L);
     q4k_pack(L, y);
 }
 
-static void q5k_block(const float *x, block_q5_K *y, const float *qw) {
+static void q5k_block(const moe_kq_search *search, const float *x, block_q5_K *y,
+                      const float *qw) {
     uint8_t L[QK_K];
     k45_head h = {&y->d, &y->dmin, y->scales};
     if (qw)
-        k45_imat(x, h, 31, qw, L);
+        k45_imat(search, x, h, 31, qw, L);
     else
-        k45_ref(x, h, 31, -0.5f, 0.1f, 15, L);
+        k45_ref(search, x, h, 31, -0.5f, 0.1f, 15, L);
     q5k_pack(L, y);
 }
 
@@ -395,18 +407,17 @@ static void q5k_block(const float *x, block_q5_K *y, const float *qw) {
 /* Reference and importance-weighted Q6_K differ only in the weights of the
  * sub-block search: x^2 (qw NULL) or qw itself (the sqrt(sigma2 + x^2) form
  * is not used for Q6_K in llama.cpp). */
-static void q6k_block(const float *x, block_q6_K *y, const float *qw) {
+static void q6k_block(const moe_kq_search *search, const float *x, block_q6_K *y,
+                      const float *qw) {
     int8_t L[QK_K];
     float scales[QK_K / 16];
     float max_scale = 0, max_abs_scale = 0;
+    search->qx1(16, 32, x, qw, QK_K / 16, L, scales);
     for (int ib = 0; ib < QK_K / 16; ++ib) {
-        const float scale =
-            moe_make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, 1, qw ? qw + 16 * ib : NULL);
-        scales[ib] = scale;
-        const float abs_scale = fabsf(scale);
+        const float abs_scale = fabsf(scales[ib]);
         if (abs_scale > max_abs_scale) {
             max_abs_scale = abs_scale;
-            max_scale = scale;
+            max_scale = scales[ib];
         }
     }
     if (max_abs_scale < MOE_GROUP_MAX_EPS) {
@@ -447,14 +458,18 @@ static void q6k_block(const float *x, block_q6_K *y, const float *qw) {
 
 /* ------------------------------------------------------ row entry points */
 
-static void q2k_block(const float *x, block_q2_K *y, const float *qw) {
+static void q2k_block(const moe_kq_search *search, const float *x, block_q2_K *y,
+                      const float *qw) {
     if (qw)
-        q2k_block_imat(x, y, qw);
+        q2k_block_imat(search, x, y, qw);
     else
-        q2k_block_ref(x, y);
+        q2k_block_ref(search, x, y);
 }
 
-static void q3k_block(const float *x, block_q3_K *y, const float *qw) {
+/* Q3_K's searches (make_q3_quants' coordinate descent) have no lane version. */
+static void q3k_block(const moe_kq_search *search, const float *x, block_q3_K *y,
+                      const float *qw) {
+    (void)search;
     if (qw)
         q3k_block_imat(x, y, qw);
     else
@@ -466,10 +481,11 @@ static void q3k_block(const float *x, block_q3_K *y, const float *qw) {
 #define KQUANT_ROWS(name, block_t, block_fn)                                            \
     MOE_QUANT_FN(name) {                                                                \
         const int64_t nb = n_per_row / QK_K;                                            \
+        const moe_kq_search *search = moe_kq_search_active();                           \
         block_t *y = dst;                                                               \
         for (int64_t r = 0; r < nrow; ++r)                                              \
             for (int64_t i = 0; i < nb; ++i)                                            \
-                block_fn(src + r * n_per_row + i * QK_K, &y[r * nb + i],                \
+                block_fn(search, src + r * n_per_row + i * QK_K, &y[r * nb + i],        \
                          imatrix ? imatrix + i * QK_K : NULL);                          \
     }
 
