@@ -26,7 +26,13 @@ typedef struct qjob {
     moe_quantize_report *rep;
     moe_err *err;
     float *f32, *check;
-    uint8_t *out;
+    /* Converted bytes, double-buffered: while one chunk is converted into
+     * out[out_cur], the previous chunk's bytes (pending, pending_bytes) are
+     * written by one of the converting threads. */
+    uint8_t *out[2];
+    int out_cur;
+    const uint8_t *pending;
+    size_t pending_bytes;
     double start, last_progress;
     uint64_t done;
 } qjob;
@@ -130,7 +136,7 @@ static moe_status write_metadata(qjob *j, moe_gguf_writer *w) {
 
 /* ---- conversion ----------------------------------------------------------------------- */
 
-enum { MAX_THREADS = 256 };
+enum { MAX_THREADS = 256, MAX_PIECES = 64 };
 
 typedef struct chunk_work {
     moe_type src_type, dst_type;
@@ -166,28 +172,54 @@ static moe_status convert_rows(const chunk_work *cw, int64_t g0, int64_t g1, dou
     return MOE_OK;
 }
 
-/* One chunk of rows on up to `threads` threads. Every row is quantized on its
- * own, so the bytes do not depend on how rows are split between threads. */
-static moe_status convert_chunk(const chunk_work *cw, int threads, double *err2, double *ref2,
-                                moe_err *err) {
-    int64_t groups = cw->rows / cw->step;
-    int nth = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
-    if (nth > groups)
-        nth = (int)groups;
-    moe_status st[MAX_THREADS];
-    moe_err errs[MAX_THREADS];
-    double e2[MAX_THREADS] = {0}, r2[MAX_THREADS] = {0};
-#pragma omp parallel for num_threads(nth) schedule(static)
-    for (int k = 0; k < nth; k++)
-        st[k] = convert_rows(cw, groups * k / nth, groups * (k + 1) / nth, &e2[k], &r2[k], &errs[k]);
-    for (int k = 0; k < nth; k++) {
+/* One chunk of rows on up to o->threads threads, while the first free thread
+ * writes the previous chunk's bytes. The rows go out in up to MAX_PIECES
+ * pieces, taken by whichever thread is free, so a slow stretch of rows or the
+ * write does not leave the other threads waiting. Every row is quantized on
+ * its own and the error sums are added piece by piece in order, so neither
+ * the bytes nor the --stats figures depend on the thread count. */
+static moe_status convert_chunk(qjob *j, moe_gguf_writer *w, const chunk_work *cw, double *err2,
+                                double *ref2) {
+    const int64_t groups = cw->rows / cw->step;
+    const int np = groups < MAX_PIECES ? (int)groups : MAX_PIECES;
+    int nth = j->o->threads < 1 ? 1 : j->o->threads > MAX_THREADS ? MAX_THREADS : j->o->threads;
+    if (nth > np)
+        nth = np;
+    moe_status st[MAX_PIECES], wst = MOE_OK;
+    moe_err errs[MAX_PIECES], werr = {0};
+    double e2[MAX_PIECES] = {0}, r2[MAX_PIECES] = {0};
+#pragma omp parallel num_threads(nth)
+    {
+#pragma omp single nowait
+        if (j->pending_bytes)
+            wst = moe_gguf_writer_write(w, j->pending, j->pending_bytes, &werr);
+#pragma omp for schedule(dynamic, 1)
+        for (int k = 0; k < np; k++)
+            st[k] = convert_rows(cw, groups * k / np, groups * (k + 1) / np, &e2[k], &r2[k],
+                                 &errs[k]);
+    }
+    if (wst != MOE_OK) {
+        *j->err = werr;
+        return wst;
+    }
+    j->pending_bytes = 0;
+    for (int k = 0; k < np; k++) {
         if (st[k] != MOE_OK) {
-            *err = errs[k];
+            *j->err = errs[k];
             return st[k];
         }
         *err2 += e2[k];
         *ref2 += r2[k];
     }
+    return MOE_OK;
+}
+
+/* Writes the last converted chunk, if one is waiting. */
+static moe_status flush_pending(qjob *j, moe_gguf_writer *w) {
+    if (!j->pending_bytes)
+        return MOE_OK;
+    MOE_TRY(moe_gguf_writer_write(w, j->pending, j->pending_bytes, j->err));
+    j->pending_bytes = 0;
     return MOE_OK;
 }
 
@@ -226,7 +258,7 @@ static moe_status convert_tensor(qjob *j, moe_gguf_writer *w, uint64_t ti) {
     moe_quantize_tensor *qt = &j->rep->tensors[ti];
     const moe_imatrix_entry *ie = qt->used_imatrix ? moe_imatrix_find(j->im, t->name) : NULL;
     chunk_work cw = {.src_type = t->type, .dst_type = qt->choice.type, .ne0 = t->ne[0],
-                     .f32 = j->f32, .check = j->check, .dst = j->out, .stats = j->o->stats,
+                     .f32 = j->f32, .check = j->check, .stats = j->o->stats,
                      .step = rows_step(t->type, qt->choice.type)};
     MOE_TRY(moe_type_row_size(t->type, t->ne[0], &cw.src_row, j->err));
     MOE_TRY(moe_type_row_size(cw.dst_type, t->ne[0], &cw.dst_row, j->err));
@@ -253,9 +285,11 @@ static moe_status convert_tensor(qjob *j, moe_gguf_writer *w, uint64_t ti) {
             uint64_t first = (uint64_t)(m * per_mat + r);
             MOE_TRY(moe_qsource_bytes(&j->in, ti, first * cw.src_row,
                                       (uint64_t)cw.rows * cw.src_row, &cw.src, j->err));
-            MOE_TRY(convert_chunk(&cw, j->o->threads, &err2, &ref2, j->err));
-            MOE_TRY(moe_gguf_writer_write(w, j->out, (size_t)((uint64_t)cw.rows * cw.dst_row),
-                                          j->err));
+            cw.dst = j->out[j->out_cur];
+            MOE_TRY(convert_chunk(j, w, &cw, &err2, &ref2));
+            j->pending = cw.dst;
+            j->pending_bytes = (size_t)((uint64_t)cw.rows * cw.dst_row);
+            j->out_cur ^= 1;
             j->done += (uint64_t)cw.rows * cw.src_row;
             progress(j, false);
         }
@@ -289,8 +323,10 @@ static moe_status alloc_buffers(qjob *j) {
     }
     j->f32 = malloc((values ? values : 1) * sizeof(float));
     j->check = j->o->stats ? malloc((values ? values : 1) * sizeof(float)) : NULL;
-    j->out = malloc(out_bytes ? out_bytes : 1);
-    MOE_FAIL_IF(!j->f32 || !j->out || (j->o->stats && !j->check), j->err, MOE_ERR_NOMEM,
+    j->out[0] = malloc(out_bytes ? out_bytes : 1);
+    j->out[1] = malloc(out_bytes ? out_bytes : 1);
+    MOE_FAIL_IF(!j->f32 || !j->out[0] || !j->out[1] || (j->o->stats && !j->check), j->err,
+                MOE_ERR_NOMEM,
                 "out of memory for %llu-value conversion buffers", (unsigned long long)values);
     return MOE_OK;
 }
@@ -312,11 +348,15 @@ static moe_status write_output(qjob *j, const char *out_path) {
         if (j->rep->tensors[i].converted) {
             st = convert_tensor(j, w, i);
         } else {
-            st = moe_qsource_copy(&j->in, i, w, j->err);
+            st = flush_pending(j, w);
+            if (st == MOE_OK)
+                st = moe_qsource_copy(&j->in, i, w, j->err);
             j->done += j->in.tensors[i].nbytes;
         }
         moe_qsource_release(&j->in, i);
     }
+    if (st == MOE_OK)
+        st = flush_pending(j, w);
     if (st == MOE_OK) {
         const uint64_t *h = moe_gguf_writer_checksums(w);
         for (uint64_t i = 0; i < j->in.n_tensors; i++)
@@ -356,7 +396,8 @@ moe_status moe_quantize_file(const char *in_path, const char *out_path,
         st = write_output(&j, out_path);
     free(j.f32);
     free(j.check);
-    free(j.out);
+    free(j.out[0]);
+    free(j.out[1]);
     moe_policy_free(&j.policy);
     moe_imatrix_free(j.im);
     moe_qsource_close(&j.in);
