@@ -40,14 +40,14 @@ static void fill_weights(float *w, const float *x, int n, int kind) {
         w[j] = kind == 0 ? x[j] * x[j] : kind == 1 ? rnd_unit() * 4.0f : (j % 3 ? 0.0f : 1.0f);
 }
 
-static void check_scales(moe_isa_level level, moe_iq4_scales_fn fn) {
+static void check_scales(moe_isa_level level, const moe_iq4_search *s) {
     float x[NBLOCKS * 32], w[NBLOCKS * 32], want[NBLOCKS], got[NBLOCKS];
     for (int round = 0; round < 8; round++) {
         for (int b = 0; b < NBLOCKS; b++)
             fill_block(x + b * 32, b + round);
         fill_weights(w, x, NBLOCKS * 32, round % 3);
-        moe_iq4_block_scales_ref(x, w, NBLOCKS, want);
-        fn(x, w, NBLOCKS, got);
+        moe_iq4_search_ref.scales(x, w, NBLOCKS, want);
+        s->scales(x, w, NBLOCKS, got);
         int bad = -1;
         for (int b = 0; b < NBLOCKS && bad < 0; b++)
             if (memcmp(&want[b], &got[b], sizeof(float)))
@@ -101,6 +101,32 @@ static void check_kq_search(moe_isa_level level, const moe_kq_search *s) {
     }
 }
 
+/* The final code picking at inverse scales that put values on, next to and
+ * between the code book's midpoints, at the clamps and beyond, and from the
+ * blocks' own scales; with a stride, as IQ4_NL's 18-byte blocks use it. */
+static void check_codes(moe_isa_level level, const moe_iq4_search *s) {
+    enum { STRIDE = 18 };
+    float x[NBLOCKS * 32], w[NBLOCKS * 32], id[NBLOCKS];
+    uint8_t want[NBLOCKS * STRIDE], got[NBLOCKS * STRIDE];
+    for (int round = 0; round < 8; round++) {
+        for (int b = 0; b < NBLOCKS; b++)
+            fill_block(x + b * 32, b + round);
+        fill_weights(w, x, NBLOCKS * 32, round % 3);
+        moe_iq4_search_ref.scales(x, w, NBLOCKS, id);
+        for (int b = 0; b < NBLOCKS; b++) {
+            const float picks[] = {id[b] != 0.0f ? 1.0f / id[b] : 0.0f, 0.5f, 1.0f, 1e30f,
+                                   -2.0f, 1e-30f};
+            id[b] = picks[(b + round) % 6];
+        }
+        memset(want, 0, sizeof want);
+        memset(got, 0, sizeof got);
+        moe_iq4_search_ref.codes(x, id, NBLOCKS, want, STRIDE);
+        s->codes(x, id, NBLOCKS, got, STRIDE);
+        CHECK(!memcmp(want, got, sizeof want), "%s codes round %d differ from the reference",
+              moe_isa_level_name(level), round);
+    }
+}
+
 /* Whole rows: nrow x n_per_row through moe_quantize_rows at `level`. */
 static void quantize_at(moe_isa_level level, moe_type t, const float *x, void *out, int64_t nrow,
                         int64_t n, const float *imatrix) {
@@ -134,12 +160,13 @@ int main(void) {
     const moe_isa_level best = moe_isa_detected();
     int levels = 0;
     for (moe_isa_level level = MOE_ISA_SCALAR; level <= best; level++) {
-        const moe_iq4_scales_fn fn = moe_iq4_block_scales_for(level);
-        if (!fn)
+        const moe_iq4_search *s = moe_iq4_search_for(level);
+        if (!s)
             continue;
         levels++;
         printf("level %s\n", moe_isa_level_name(level));
-        check_scales(level, fn);
+        check_scales(level, s);
+        check_codes(level, s);
         check_rows(level, MOE_TYPE_IQ4_NL);
         check_rows(level, MOE_TYPE_IQ4_XS);
     }

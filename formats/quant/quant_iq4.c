@@ -104,32 +104,49 @@ static float block_scale(const float *xb, const float *w) {
     return d;
 }
 
-void moe_iq4_block_scales_ref(const float *x, const float *w, int64_t nblocks, float *scales) {
+static void block_scales_ref(const float *x, const float *w, int64_t nblocks, float *scales) {
     for (int64_t b = 0; b < nblocks; b++)
         scales[b] = block_scale(x + b * MOE_QK, w + b * MOE_QK);
 }
 
+/* Codes of a block at inverse scale id, split-half packed into qs[16]. */
+static void pack_codes(const float *xb, float id, uint8_t *qs) {
+    for (int j = 0; j < MOE_QK / 2; j++) {
+        const int lo = nearest_code(id * xb[j]);
+        const int hi = nearest_code(id * xb[j + MOE_QK / 2]);
+        qs[j] = (uint8_t)(lo | hi << 4);
+    }
+}
+
+static void codes_ref(const float *x, const float *id, int64_t nblocks, uint8_t *out,
+                      size_t stride) {
+    for (int64_t b = 0; b < nblocks; b++)
+        pack_codes(x + b * MOE_QK, id[b], out + (size_t)b * stride);
+}
+
+const moe_iq4_search moe_iq4_search_ref = {.scales = block_scales_ref, .codes = codes_ref};
+
 #ifdef MOE_FORMATS_X86
-static const moe_iq4_scales_fn scales_avx2 = moe_iq4_block_scales_avx2;
+static const moe_iq4_search *const search_avx2 = &moe_iq4_search_avx2;
 #else
-static const moe_iq4_scales_fn scales_avx2 = NULL;
+static const moe_iq4_search *const search_avx2 = NULL;
 #endif
 
-moe_iq4_scales_fn moe_iq4_block_scales_for(moe_isa_level level) {
+const moe_iq4_search *moe_iq4_search_for(moe_isa_level level) {
     switch (level) {
     case MOE_ISA_REF:
-    case MOE_ISA_SCALAR: return moe_iq4_block_scales_ref;
+    case MOE_ISA_SCALAR: return &moe_iq4_search_ref;
     case MOE_ISA_AVX2:
-    case MOE_ISA_AVX512: return scales_avx2; /* measured faster there (quant_iq4_lanes.inc) */
+    case MOE_ISA_AVX512: return search_avx2; /* measured faster there (quant_iq4_lanes.inc) */
     default: return NULL;
     }
 }
 
-moe_iq4_scales_fn moe_iq4_block_scales_active(void) {
+const moe_iq4_search *moe_iq4_search_active(void) {
     moe_isa_level level = moe_isa_detected();
-    while (level > MOE_ISA_REF && !moe_iq4_block_scales_for(level))
+    while (level > MOE_ISA_REF && !moe_iq4_search_for(level))
         level--;
-    return moe_iq4_block_scales_for(moe_isa_level_from_env(level));
+    return moe_iq4_search_for(moe_isa_level_from_env(level));
 }
 
 /* Blocks whose scales are searched together: a full vector of the widest
@@ -150,20 +167,17 @@ static void block_weights(const float *xb, const float *qw, float sigma2, float 
         w[j] = qw ? qw[j] * sqrtf(sigma2 + xb[j] * xb[j]) : xb[j] * xb[j];
 }
 
-/* Codes of a block at inverse scale id, split-half packed into qs[16]. */
-static void pack_codes(const float *xb, float id, uint8_t *qs) {
-    for (int j = 0; j < MOE_QK / 2; j++) {
-        const int lo = nearest_code(id * xb[j]);
-        const int hi = nearest_code(id * xb[j + MOE_QK / 2]);
-        qs[j] = (uint8_t)(lo | hi << 4);
+/* IQ4_NL blocks, 18 bytes each: [d fp16][qs 16 B split-half nibbles],
+ * y = d·T[q]. The codes are re-picked at the final (unrounded) scale d. */
+static void iq4_nl_store(const moe_iq4_search *search, const float *x, const float *d,
+                         int64_t nblocks, uint8_t *out) {
+    float id[IQ4_CHUNK_BLOCKS];
+    for (int64_t b = 0; b < nblocks; b++) {
+        moe_store_le16(out + b * sizeof(block_iq4_nl) + offsetof(block_iq4_nl, d),
+                       moe_f32_to_f16(d[b]));
+        id[b] = d[b] != 0.0f ? 1.0f / d[b] : 0.0f;
     }
-}
-
-/* IQ4_NL block, 18 bytes: [d fp16][qs 16 B split-half nibbles], y = d·T[q].
- * The codes are re-picked at the final (unrounded) scale d. */
-static void iq4_nl_store(const float *xb, float d, uint8_t *blk) {
-    moe_store_le16(blk + offsetof(block_iq4_nl, d), moe_f32_to_f16(d));
-    pack_codes(xb, d != 0.0f ? 1.0f / d : 0.0f, blk + offsetof(block_iq4_nl, qs));
+    search->codes(x, id, nblocks, out + offsetof(block_iq4_nl, qs), sizeof(block_iq4_nl));
 }
 
 /* IQ4_XS super-block, 136 bytes:
@@ -175,7 +189,8 @@ static void iq4_nl_store(const float *xb, float d, uint8_t *blk) {
  *
  * d = -(block scale of largest magnitude)/32, so that block's l is +-32 and
  * clamps to -32 at worst. Codes are re-picked at the unrounded d·l. */
-static void iq4_xs_store(const float *x, const float *scales, uint8_t *blk) {
+static void iq4_xs_store(const moe_iq4_search *search, const float *x, const float *scales,
+                         uint8_t *blk) {
     float max_scale = 0.0f, amax_scale = 0.0f;
     for (int ib = 0; ib < IQ4_XS_BLOCKS; ib++) {
         if (fabsf(scales[ib]) > amax_scale) {
@@ -187,12 +202,12 @@ static void iq4_xs_store(const float *x, const float *scales, uint8_t *blk) {
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     uint16_t scales_h = 0;
     uint8_t *scales_l = blk + offsetof(block_iq4_xs, scales_l);
+    float idl[IQ4_XS_BLOCKS];
     for (int ib = 0; ib < IQ4_XS_BLOCKS; ib++) {
         int l = moe_nearest_int(id * scales[ib]);
         l = l < -32 ? -32 : l > 31 ? 31 : l;
         const float dl = d * (float)l;
-        pack_codes(x + ib * MOE_QK, dl != 0.0f ? 1.0f / dl : 0.0f,
-                   blk + offsetof(block_iq4_xs, qs) + ib * (MOE_QK / 2));
+        idl[ib] = dl != 0.0f ? 1.0f / dl : 0.0f;
         const unsigned ls = (unsigned)(l + 32);
         if (ib % 2 == 0)
             scales_l[ib / 2] = (uint8_t)(ls & 0x0f);
@@ -200,12 +215,13 @@ static void iq4_xs_store(const float *x, const float *scales, uint8_t *blk) {
             scales_l[ib / 2] |= (uint8_t)((ls & 0x0f) << 4);
         scales_h |= (uint16_t)((ls >> 4) << (2 * ib));
     }
+    search->codes(x, idl, IQ4_XS_BLOCKS, blk + offsetof(block_iq4_xs, qs), MOE_QK / 2);
     moe_store_le16(blk + offsetof(block_iq4_xs, d), moe_f32_to_f16(d));
     moe_store_le16(blk + offsetof(block_iq4_xs, scales_h), scales_h);
 }
 
 MOE_QUANT_FN(iq4_nl) {
-    const moe_iq4_scales_fn search = moe_iq4_block_scales_active();
+    const moe_iq4_search *search = moe_iq4_search_active();
     const int64_t nb = n_per_row / MOE_QK;
     uint8_t *out = dst;
     for (int64_t r = 0; r < nrow; r++) {
@@ -218,16 +234,16 @@ MOE_QUANT_FN(iq4_nl) {
                 block_weights(xb, qw, qw ? superblock_sigma2(xb, MOE_QK) : 0.0f,
                               w + (b - b0) * MOE_QK);
             }
-            search(x + b0 * MOE_QK, w, n, scales);
-            for (int64_t b = b0; b < b0 + n; b++, out += sizeof(block_iq4_nl))
-                iq4_nl_store(x + b * MOE_QK, scales[b - b0], out);
+            search->scales(x + b0 * MOE_QK, w, n, scales);
+            iq4_nl_store(search, x + b0 * MOE_QK, scales, n, out);
+            out += n * sizeof(block_iq4_nl);
         }
     }
 }
 
 MOE_QUANT_FN(iq4_xs) {
     enum { SUPERS = IQ4_CHUNK_BLOCKS / IQ4_XS_BLOCKS };
-    const moe_iq4_scales_fn search = moe_iq4_block_scales_active();
+    const moe_iq4_search *search = moe_iq4_search_active();
     const int64_t nb = n_per_row / MOE_QK_K;
     uint8_t *out = dst;
     for (int64_t r = 0; r < nrow; r++) {
@@ -242,9 +258,9 @@ MOE_QUANT_FN(iq4_xs) {
                     block_weights(xs + ib * MOE_QK, qs ? qs + ib * MOE_QK : NULL, sigma2,
                                   w + ((s - s0) * IQ4_XS_BLOCKS + ib) * MOE_QK);
             }
-            search(x + s0 * MOE_QK_K, w, n * IQ4_XS_BLOCKS, scales);
+            search->scales(x + s0 * MOE_QK_K, w, n * IQ4_XS_BLOCKS, scales);
             for (int64_t s = s0; s < s0 + n; s++, out += sizeof(block_iq4_xs))
-                iq4_xs_store(x + s * MOE_QK_K, scales + (s - s0) * IQ4_XS_BLOCKS, out);
+                iq4_xs_store(search, x + s * MOE_QK_K, scales + (s - s0) * IQ4_XS_BLOCKS, out);
         }
     }
 }
