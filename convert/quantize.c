@@ -14,6 +14,7 @@
 #include "formats/quant/quant.h"
 #include "formats/base/tempfile.h"
 #include "formats/base/clock.h"
+#include "formats/base/progress.h"
 
 /* f32 values converted per step: bounds memory to ~4 x 64 MB whatever the model */
 enum { CHUNK_VALUES = 16 << 20 };
@@ -33,7 +34,8 @@ typedef struct qjob {
     int out_cur;
     const uint8_t *pending;
     size_t pending_bytes;
-    double start, last_progress;
+    double start;
+    moe_progress progress;
     uint64_t done;
 } qjob;
 
@@ -223,22 +225,6 @@ static moe_status flush_pending(qjob *j, moe_gguf_writer *w) {
     return MOE_OK;
 }
 
-static void progress(qjob *j, bool final) {
-    if (!j->o->progress)
-        return;
-    double t = moe_now_s();
-    if (!final && t - j->last_progress < 0.25)
-        return;
-    j->last_progress = t;
-    double total = (double)j->rep->bytes_in;
-    fprintf(stderr, "\rmoe-quantize: %5.1f%%  %.0f MB/s ",
-            total > 0 ? 100.0 * (double)j->done / total : 100.0,
-            (double)j->done / 1e6 / (t - j->start + 1e-9));
-    if (final)
-        fputc('\n', stderr);
-    fflush(stderr);
-}
-
 static int64_t rows_step(moe_type a, moe_type b) {
     int ra = moe_type_get(a)->interleave_rows, rb = moe_type_get(b)->interleave_rows;
     ra = ra ? ra : 1;
@@ -291,7 +277,7 @@ static moe_status convert_tensor(qjob *j, moe_gguf_writer *w, uint64_t ti) {
             j->pending_bytes = (size_t)((uint64_t)cw.rows * cw.dst_row);
             j->out_cur ^= 1;
             j->done += (uint64_t)cw.rows * cw.src_row;
-            progress(j, false);
+            moe_progress_update(&j->progress, j->done);
         }
     }
     uint64_t n = (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
@@ -338,6 +324,7 @@ static moe_status write_output(qjob *j, const char *out_path) {
     MOE_FAIL_IF(input, j->err, MOE_ERR_USAGE, "%s is the input %s: refusing to write over it",
                 out_path, input);
     MOE_TRY(moe_gguf_writer_create(out_path, &wo, &w, j->err));
+    moe_progress_init(&j->progress, "moe-quantize", j->rep->bytes_in, j->o->progress);
     moe_status st = write_metadata(j, w);
     if (st == MOE_OK)
         st = moe_gguf_writer_begin_data(w, j->err);
@@ -352,6 +339,7 @@ static moe_status write_output(qjob *j, const char *out_path) {
             if (st == MOE_OK)
                 st = moe_qsource_copy(&j->in, i, w, j->err);
             j->done += j->in.tensors[i].nbytes;
+            moe_progress_update(&j->progress, j->done);
         }
         moe_qsource_release(&j->in, i);
     }
@@ -361,7 +349,7 @@ static moe_status write_output(qjob *j, const char *out_path) {
         const uint64_t *h = moe_gguf_writer_checksums(w);
         for (uint64_t i = 0; i < j->in.n_tensors; i++)
             j->rep->tensors[i].xxh3 = h[i];
-        progress(j, true);
+        moe_progress_finish(&j->progress, j->done);
         return moe_gguf_writer_finish(w, j->err);
     }
     moe_gguf_writer_abort(w);
@@ -373,7 +361,7 @@ moe_status moe_quantize_file(const char *in_path, const char *out_path,
                              moe_err *err) {
     memset(rep, 0, sizeof *rep);
     qjob j = {.o = opts, .rep = rep, .err = err};
-    j.start = j.last_progress = moe_now_s();
+    j.start = moe_now_s();
     moe_status st = moe_qsource_open(in_path, &j.in, err);
     if (st == MOE_OK && opts->imatrix_path)
         st = moe_imatrix_load(opts->imatrix_path, &j.im, err);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "formats/base/progress.h"
 #include "formats/gguf/cursor.h"
 #include "formats/quant/interleave.h"
 #include "formats/base/log.h"
@@ -30,7 +31,8 @@ typedef struct job {
     size_t relayout_cap;
     XXH3_state_t *in_state; /* hash of the input tensor being copied whole */
     uint64_t done_bytes;
-    double start, last_progress;
+    double start;
+    moe_progress progress;
     uint32_t *shard_of;     /* output tensor -> shard */
     uint32_t n_shards;
     moe_output *out;        /* per shard: written, not yet published (fd < 0: none) */
@@ -105,24 +107,6 @@ static moe_status verify_partial_inputs(job *j) {
     return st;
 }
 
-/* ---- progress ---------------------------------------------------------------------- */
-
-static void progress(job *j, bool final) {
-    if (!j->opts->progress)
-        return;
-    double t = moe_now_s();
-    if (!final && t - j->last_progress < 0.25)
-        return;
-    j->last_progress = t;
-    double mb = (double)j->done_bytes / 1e6, total = (double)j->plan->bytes / 1e6;
-    double rate = t > j->start ? mb / (t - j->start) : 0.0;
-    fprintf(stderr, "\rmoe-repack: %5.1f%%  %.0f / %.0f MB  %.0f MB/s ",
-            total > 0 ? 100.0 * mb / total : 100.0, mb, total, rate);
-    if (final)
-        fputc('\n', stderr);
-    fflush(stderr);
-}
-
 /* ---- copying ------------------------------------------------------------------------- */
 
 static moe_status copy_piece(job *j, moe_gguf_writer *w, const moe_repack_piece *pc) {
@@ -144,7 +128,7 @@ static moe_status copy_piece(job *j, moe_gguf_writer *w, const moe_repack_piece 
         MOE_TRY(moe_gguf_writer_write(w, src, n, j->err));
         moe_gguf_file_release(f, base + off, n);
         j->done_bytes += n;
-        progress(j, false);
+        moe_progress_update(&j->progress, j->done_bytes);
     }
     return whole ? check_input_hash(j, pc->src, XXH3_64bits_digest(j->in_state)) : MOE_OK;
 }
@@ -198,7 +182,7 @@ static moe_status relayout_tensor(job *j, moe_gguf_writer *w, const moe_repack_t
             MOE_TRY(moe_deinterleave_rows(ilv, in, out, t->ne[0], nr, j->err));
         MOE_TRY(moe_gguf_writer_write(w, out, n, j->err));
         j->done_bytes += n;
-        progress(j, false);
+        moe_progress_update(&j->progress, j->done_bytes);
     }
     return MOE_OK;
 }
@@ -410,7 +394,8 @@ moe_status moe_repack_write(const moe_gguf_set *in, const moe_repack_plan *plan,
     static const moe_repack_write_opts defaults = {0};
     memset(res, 0, sizeof *res);
     job j = {.in = in, .plan = plan, .opts = opts ? opts : &defaults, .res = res, .err = err};
-    j.start = j.last_progress = moe_now_s();
+    j.start = moe_now_s();
+    moe_progress_init(&j.progress, "moe-repack", plan->bytes, j.opts->progress);
     j.buf = malloc(COPY_CHUNK);
     j.in_state = XXH3_createState();
     res->tensor_xxh3 = calloc(plan->n_tensors ? plan->n_tensors : 1, sizeof *res->tensor_xxh3);
@@ -427,7 +412,7 @@ moe_status moe_repack_write(const moe_gguf_set *in, const moe_repack_plan *plan,
         st = verify_partial_inputs(&j);
     for (uint32_t s = 0; s < j.n_shards && st == MOE_OK; s++)
         st = write_shard(&j, s);
-    progress(&j, true);
+    moe_progress_finish(&j.progress, j.done_bytes);
     if (st == MOE_OK && j.opts->verify)
         st = verify_outputs(&j);
     if (st == MOE_OK)

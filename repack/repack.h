@@ -95,7 +95,7 @@ typedef struct moe_repack_write_opts {
     uint64_t split_max_tensors;/* 0: no limit */
     bool verify;               /* re-read every output tensor and compare its hash with the
                                   hash of the input bytes it was made from */
-    bool progress;             /* a progress line on stderr */
+    bool progress;             /* progress on stderr (formats/base/progress.h) */
     bool keep_temp;            /* leave outputs as named temp files for the caller */
 } moe_repack_write_opts;
 

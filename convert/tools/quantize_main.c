@@ -113,7 +113,7 @@ static moe_status run(const quantize_cli *o, const char *in, const char *out, mo
                            .interleave = o->interleave, .interleave_pattern = o->interleave_pattern,
                            .threads = (int)o->threads, .dry_run = o->dry_run, .stats = o->stats,
                            .overwrite = o->force,
-                           .progress = !o->quiet && !o->json && isatty(STDERR_FILENO),
+                           .progress = !o->quiet && !o->json,
                            .tensor_rules = o->tensor_types.items,
                            .n_tensor_rules = o->tensor_types.count};
     MOE_TRY(moe_qtype_parse(o->type, &q.choice, err));

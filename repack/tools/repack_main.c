@@ -182,7 +182,7 @@ static moe_status run(const repack_cli *o, const char *in_path, const char *out_
             .split_max_bytes = o->split_max_size,
             .split_max_tensors = (uint64_t)o->split_max_tensors,
             .verify = o->verify,
-            .progress = !o->quiet && !o->json && isatty(STDERR_FILENO),
+            .progress = !o->quiet && !o->json,
             .keep_temp = o->zstd_level >= 0,
         };
         moe_repack_result res;
