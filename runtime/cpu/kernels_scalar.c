@@ -184,6 +184,24 @@ static float unpack_iq4_nl_r4(const uint8_t *b, int k, int8_t q[32]) {
     return f16_at(b + offsetof(block_iq4_nl_r4, d), k);
 }
 
+/* The 64-byte chunk group of IQ4_NL_R4 (and Q5_0_R4, Q4_K_R4..Q6_K_R4 per
+ * 32 values): element e of row k is nibble (e/8)%2 of byte 16·chunk(e) + 4k +
+ * e%4, chunk(e) = (e/16)%2 + 2·((e/4)%2). */
+static int r4_nibble(const uint8_t *qs64, int k, int e) {
+    const int chunk = ((e >> 4) & 1) | ((e >> 1) & 2);
+    return (qs64[16 * chunk + 4 * k + (e & 3)] >> 4 * ((e >> 3) & 1)) & 15;
+}
+
+/* Q5_0_R4: the 5th bit of element e is bit chunk(e) + 4·((e/8)%2) of qh[4k + e%4]. */
+static float unpack_q5_0_r4(const uint8_t *b, int k, int8_t q[32]) {
+    const uint8_t *qs = b + offsetof(block_q5_0_r4, qs), *qh = b + offsetof(block_q5_0_r4, qh);
+    for (int e = 0; e < 32; e++) {
+        const int bit = (((e >> 4) & 1) | ((e >> 1) & 2)) + 4 * ((e >> 3) & 1);
+        q[e] = (int8_t)((r4_nibble(qs, k, e) | ((qh[4 * k + (e & 3)] >> bit) & 1) << 4) - 16);
+    }
+    return f16_at(b + offsetof(block_q5_0_r4, d), k);
+}
+
 /* min_off: the byte offset of the block's fp16 min (Q4_1, Q5_1), or -1. As
  * llama.cpp's vec_dot with Q8_1: block value d·q + m against activation
  * a.d·qa gives d·a.d·Σq·qa + m·a.s. */
@@ -227,6 +245,7 @@ MM32(mm_iq4_nl, 1, block_iq4_nl, unpack_iq4_nl, -1)
 MM32(mm_q4_0_r8, 8, block_q4_0_r8, unpack_q4_0_r8, -1)
 MM32(mm_q8_0_r8, 8, block_q8_0_r8, unpack_q8_0_r8, -1)
 MM32(mm_iq4_nl_r4, 4, block_iq4_nl_r4, unpack_iq4_nl_r4, -1)
+MM32(mm_q5_0_r4, 4, block_q5_0_r4, unpack_q5_0_r4, -1)
 
 /* ---- 256-value super-blocks ------------------------------------------------------------------ */
 
@@ -382,6 +401,110 @@ static void unpack_q4_K_r4(const uint8_t *b, int k, int8_t q[256], int16_t sc[16
     *dmin = f16_at(b + offsetof(block_q4_K_r4, d), 4 + k);
 }
 
+/* Q5_K_R4: Q4_K_R4's scales, mins and nibbles, plus the 5th bit of element
+ * e at bit slot(e) of qh[16ib + 4k + e%4], where the column's 8 bits hold
+ * elements (i, i+8, i+4, i+12, i+16, i+24, i+20, i+28): slot(e) = 4·((e/16)%2)
+ * + 2·((e/4)%2) + (e/8)%2. */
+static int r4_hi_slot(int e) { return 4 * ((e >> 4) & 1) + 2 * ((e >> 2) & 1) + ((e >> 3) & 1); }
+
+static void unpack_q5_K_r4(const uint8_t *b, int k, int8_t q[256], int16_t sc[16],
+                           int16_t mn[16], float *d, float *dmin) {
+    unpack_q4_K_r4(b, k, q, sc, mn, d, dmin); /* the same offsets up to qh */
+    const uint8_t *qh = b + offsetof(block_q5_K_r4, qh), *qs = b + offsetof(block_q5_K_r4, qs);
+    for (int ib = 0; ib < 8; ib++)
+        for (int e = 0; e < 32; e++)
+            q[32 * ib + e] = (int8_t)(r4_nibble(qs + 64 * ib, k, e) |
+                                      ((qh[16 * ib + 4 * k + (e & 3)] >> r4_hi_slot(e)) & 1) << 4);
+}
+
+/* Q6_K_R4: low nibbles in ql as Q4_K_R4's qs; the high 2 bits of element e
+ * are field slot(e)%4 of qh[32ib + 16·(e/16) + 4k + e%4]; the int8 scale of
+ * the 16 values 32ib + 16h.. of row k is scales[8ib + 4h + k]. */
+static void unpack_q6_K_r4(const uint8_t *b, int k, int8_t q[256], int16_t sc[16],
+                           int16_t mn[16], float *d, float *dmin) {
+    const int8_t *s = (const int8_t *)(b + offsetof(block_q6_K_r4, scales));
+    const uint8_t *qh = b + offsetof(block_q6_K_r4, qh), *ql = b + offsetof(block_q6_K_r4, ql);
+    for (int ib = 0; ib < 8; ib++) {
+        for (int h = 0; h < 2; h++) {
+            sc[2 * ib + h] = s[8 * ib + 4 * h + k];
+            mn[2 * ib + h] = 0;
+        }
+        for (int e = 0; e < 32; e++) {
+            const int hi = (qh[32 * ib + 16 * (e >> 4) + 4 * k + (e & 3)] >> 2 * (r4_hi_slot(e) & 3)) & 3;
+            q[32 * ib + e] = (int8_t)((r4_nibble(ql + 64 * ib, k, e) | hi << 4) - 32);
+        }
+    }
+    *d = f16_at(b + offsetof(block_q6_K_r4, d), k);
+    *dmin = 0.0f;
+}
+
+/* Q3_K_R4 / IQ4_XS_R8: 6-bit scale code number s, low 4 bits in nibble s/32
+ * of scales_l[s % 32], high 2 bits in field s/16 of scales_h[s % 16]. */
+static int r_scale6(const uint8_t *sl, const uint8_t *sh, int s) {
+    return ((sl[s % 32] >> 4 * (s / 32)) & 15) | ((sh[s % 16] >> 2 * (s / 16)) & 3) << 4;
+}
+
+/* IQ4_XS_R8: element e of row k, 32-block ib, is nibble (e/4)%2 of
+ * qs[128ib + 32·(e/8) + 4k + e%4]; its scale code is number 8ib + k. */
+static void unpack_iq4_xs_r8(const uint8_t *b, int k, int8_t q[256], int16_t sc[16],
+                             int16_t mn[16], float *d, float *dmin) {
+    const uint8_t *sl = b + offsetof(block_iq4_xs_r8, scales_l);
+    const uint8_t *sh = b + offsetof(block_iq4_xs_r8, scales_h);
+    const uint8_t *qs = b + offsetof(block_iq4_xs_r8, qs);
+    for (int ib = 0; ib < 8; ib++) {
+        sc[2 * ib] = sc[2 * ib + 1] = (int16_t)(r_scale6(sl, sh, 8 * ib + k) - 32);
+        mn[2 * ib] = mn[2 * ib + 1] = 0;
+        for (int e = 0; e < 32; e++)
+            q[32 * ib + e] = moe_iq4nl_values[(qs[128 * ib + 32 * (e >> 3) + 4 * k + (e & 3)] >>
+                                               4 * ((e >> 2) & 1)) & 15];
+    }
+    *d = f16_at(b + offsetof(block_iq4_xs_r8, d), k);
+    *dmin = 0.0f;
+}
+
+/* Q2_K_R4 / Q3_K_R4 2-bit plane: element e of 32-block ib, row k, is field
+ * (e/4)%4 of qs[32ib + 16·(e/16) + 4k + e%4]. */
+static int r4_code2(const uint8_t *qs, int ib, int k, int e) {
+    return (qs[32 * ib + 16 * (e >> 4) + 4 * k + (e & 3)] >> 2 * ((e >> 2) & 3)) & 3;
+}
+
+/* Q3_K_R4: high bit of element e at bit e/4 of qh[16ib + 4k + e%4] (set: no
+ * −4); the scale of the 16 values 32ib + 16h.. is code number 8ib + 4h + k. */
+static void unpack_q3_K_r4(const uint8_t *b, int k, int8_t q[256], int16_t sc[16],
+                           int16_t mn[16], float *d, float *dmin) {
+    const uint8_t *sl = b + offsetof(block_q3_K_r4, scales_l);
+    const uint8_t *sh = b + offsetof(block_q3_K_r4, scales_h);
+    const uint8_t *qh = b + offsetof(block_q3_K_r4, qh), *qs = b + offsetof(block_q3_K_r4, qs);
+    for (int ib = 0; ib < 8; ib++) {
+        for (int h = 0; h < 2; h++) {
+            sc[2 * ib + h] = (int16_t)(r_scale6(sl, sh, 8 * ib + 4 * h + k) - 32);
+            mn[2 * ib + h] = 0;
+        }
+        for (int e = 0; e < 32; e++) {
+            const int hb = (qh[16 * ib + 4 * k + (e & 3)] >> (e >> 2)) & 1;
+            q[32 * ib + e] = (int8_t)((r4_code2(qs, ib, k, e) | hb << 2) - 4);
+        }
+    }
+    *d = f16_at(b + offsetof(block_q3_K_r4, d), k);
+    *dmin = 0.0f;
+}
+
+/* Q2_K_R4: the 16 values 32ib + 16h.. of row k take byte scales[4(2ib + h) + k]
+ * (scale in the low nibble, min in the high); d[4 + k] is the mins' scale. */
+static void unpack_q2_K_r4(const uint8_t *b, int k, int8_t q[256], int16_t sc[16],
+                           int16_t mn[16], float *d, float *dmin) {
+    const uint8_t *s = b + offsetof(block_q2_K_r4, scales), *qs = b + offsetof(block_q2_K_r4, qs);
+    for (int g = 0; g < 16; g++) {
+        sc[g] = s[4 * g + k] & 15;
+        mn[g] = s[4 * g + k] >> 4;
+    }
+    for (int ib = 0; ib < 8; ib++)
+        for (int e = 0; e < 32; e++)
+            q[32 * ib + e] = (int8_t)r4_code2(qs, ib, k, e);
+    *d = f16_at(b + offsetof(block_q2_K_r4, d), k);
+    *dmin = f16_at(b + offsetof(block_q2_K_r4, d), 4 + k);
+}
+
 static void mm_blocks256(const uint8_t *w, uint64_t row_bytes, int64_t n_in, int64_t r0,
                          int64_t r1, const uint8_t *act, uint64_t act_stride, int64_t T, float *y,
                          int64_t ldy, int R, uint64_t group_bytes, unpack256_fn unpack) {
@@ -424,6 +547,11 @@ MM256(mm_q5_K, 1, block_q5_K, unpack_q5_K)
 MM256(mm_q6_K, 1, block_q6_K, unpack_q6_K)
 MM256(mm_iq4_xs, 1, block_iq4_xs, unpack_iq4_xs)
 MM256(mm_q4_K_r4, 4, block_q4_K_r4, unpack_q4_K_r4)
+MM256(mm_q5_K_r4, 4, block_q5_K_r4, unpack_q5_K_r4)
+MM256(mm_q6_K_r4, 4, block_q6_K_r4, unpack_q6_K_r4)
+MM256(mm_iq4_xs_r8, 8, block_iq4_xs_r8, unpack_iq4_xs_r8)
+MM256(mm_q3_K_r4, 4, block_q3_K_r4, unpack_q3_K_r4)
+MM256(mm_q2_K_r4, 4, block_q2_K_r4, unpack_q2_K_r4)
 
 /* ---- 16-bit floats --------------------------------------------------------------------------- */
 
@@ -499,6 +627,7 @@ static const moe_cpu_kernel scalar_kernels[] = {
     {.type = MOE_TYPE_Q4_0_R8, .act = MOE_ACT_Q8, .rows = 8, .mm = mm_q4_0_r8},
     {.type = MOE_TYPE_Q8_0_R8, .act = MOE_ACT_Q8, .rows = 8, .mm = mm_q8_0_r8},
     {.type = MOE_TYPE_IQ4_NL_R4, .act = MOE_ACT_Q8, .rows = 4, .mm = mm_iq4_nl_r4},
+    {.type = MOE_TYPE_Q5_0_R4, .act = MOE_ACT_Q8, .rows = 4, .mm = mm_q5_0_r4},
     {.type = MOE_TYPE_Q2_K, .act = MOE_ACT_Q8K, .rows = 1, .mm = mm_q2_K},
     {.type = MOE_TYPE_Q3_K, .act = MOE_ACT_Q8K, .rows = 1, .mm = mm_q3_K},
     {.type = MOE_TYPE_Q4_K, .act = MOE_ACT_Q8K, .rows = 1, .mm = mm_q4_K},
@@ -506,6 +635,11 @@ static const moe_cpu_kernel scalar_kernels[] = {
     {.type = MOE_TYPE_Q6_K, .act = MOE_ACT_Q8K, .rows = 1, .mm = mm_q6_K},
     {.type = MOE_TYPE_IQ4_XS, .act = MOE_ACT_Q8K, .rows = 1, .mm = mm_iq4_xs},
     {.type = MOE_TYPE_Q4_K_R4, .act = MOE_ACT_Q8K, .rows = 4, .mm = mm_q4_K_r4},
+    {.type = MOE_TYPE_Q5_K_R4, .act = MOE_ACT_Q8K, .rows = 4, .mm = mm_q5_K_r4},
+    {.type = MOE_TYPE_Q6_K_R4, .act = MOE_ACT_Q8K, .rows = 4, .mm = mm_q6_K_r4},
+    {.type = MOE_TYPE_IQ4_XS_R8, .act = MOE_ACT_Q8K, .rows = 8, .mm = mm_iq4_xs_r8},
+    {.type = MOE_TYPE_Q3_K_R4, .act = MOE_ACT_Q8K, .rows = 4, .mm = mm_q3_K_r4},
+    {.type = MOE_TYPE_Q2_K_R4, .act = MOE_ACT_Q8K, .rows = 4, .mm = mm_q2_K_r4},
     {.type = MOE_TYPE_F16, .act = MOE_ACT_F16, .rows = 1, .mm = mm_f16, .mm_vec = mm_f16_vec},
     {.type = MOE_TYPE_BF16, .act = MOE_ACT_BF16, .rows = 1, .mm = mm_bf16, .mm_vec = mm_bf16_vec},
     {.type = MOE_TYPE_F32},
