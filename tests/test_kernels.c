@@ -11,7 +11,8 @@
  *    float helpers (dot_gemm, dot_vec), the SIMD levels against the scalar;
  *  - Q4_1 and Q5_1 against the double sum plus the Q8_1 s correction;
  *  - an interleaved type against its plain twin: bit-identical at the scalar
- *    level (same integer sums in the same order).
+ *    level (same integer sums in the same order), within the tolerance above
+ *    at each SIMD level (the layouts put a row's values in other lanes).
  * Shapes: T = 1, 3, 7, 64 tokens; rows not a multiple of the kernels' token
  * tile; row ranges starting inside the matrix; row lengths of 1, 3 and 9
  * blocks (32-value types) or 1 and 3 super-blocks. Seeds are fixed and printed. */
@@ -108,7 +109,7 @@ static void compare_level(const moe_cpu_kernel *sk, int level, const char *which
             worst = d > worst ? d : worst;
             off += exact ? memcmp(&yl[i], &ys[i], sizeof *yl) != 0 : d > 1e-5;
         }
-    CHECK(!off && !outside, "%s %s %s vs scalar: %d values off%s (worst %.2e of the magnitude), %d written outside rows [%lld, %lld); n_in %lld n_out %lld T %lld",
+    CHECK(!off && !outside, "%s %s %s: %d values off%s (worst %.2e of the magnitude), %d written outside rows [%lld, %lld); n_in %lld n_out %lld T %lld",
           moe_type_name(sk->type), moe_cpu_level_name((moe_cpu_level)level), which, off,
           exact ? " (exact expected)" : "", worst, outside, (long long)s->r0, (long long)s->r1,
           (long long)s->n_in, (long long)n_out, (long long)s->T);
@@ -134,6 +135,28 @@ static void check_reference_order(const moe_cpu_kernel *sk, const uint8_t *w, ui
     CHECK(!bad, "%s scalar: %d products differ from the reference float orders (n_in %lld, T %lld)",
           moe_type_name(sk->type), bad, (long long)s->n_in, (long long)s->T);
     free(wf), free(xf);
+}
+
+/* At each SIMD level, the interleaved kernel on w against the plain twin's
+ * kernel of the same level on the de-interleaved rows: the integer block sums
+ * agree, but the two layouts put a row's values in different lanes, so the
+ * float sums may differ in order: within the same 1e-5 of the magnitude. */
+static void check_twin_levels(moe_type t, moe_type base, const uint8_t *w, const uint8_t *plain,
+                              uint64_t rb, const uint8_t *act, uint64_t as, const shape *s,
+                              const double *mag) {
+    const size_t ny = (size_t)(s->T * s->n_out);
+    float *yi = calloc(ny, sizeof *yi), *yp = calloc(ny, sizeof *yp);
+    for (int level = MOE_CPU_AVX2; level <= (int)moe_cpu_level_detected(); level++) {
+        const moe_cpu_kernel *ik = moe_cpu_kernel_find((moe_cpu_level)level, t);
+        const moe_cpu_kernel *pk = moe_cpu_kernel_find((moe_cpu_level)level, base);
+        if (!ik || !pk)
+            continue;
+        memset(yi, 0, ny * sizeof *yi), memset(yp, 0, ny * sizeof *yp);
+        ik->mm(w, rb, s->n_in, s->r0, s->r1, act, as, s->T, yi, s->n_out);
+        pk->mm(plain, rb, s->n_in, s->r0, s->r1, act, as, s->T, yp, s->n_out);
+        compare_level(ik, level, "mm vs its plain twin's", s, yi, yp, mag, false);
+    }
+    free(yi), free(yp);
 }
 
 static void check_kernel(const moe_cpu_kernel *sk, const shape *s) {
@@ -192,11 +215,11 @@ static void check_kernel(const moe_cpu_kernel *sk, const shape *s) {
               moe_type_name(t), moe_cpu_level_name((moe_cpu_level)level));
         memset(yl, 0, (size_t)(T * n_out) * sizeof *yl);
         lk->mm(w, rb, n_in, s->r0, s->r1, act, as, T, yl, n_out);
-        compare_level(sk, level, "mm", s, yl, ys, mag, exact);
+        compare_level(sk, level, "mm vs scalar", s, yl, ys, mag, exact);
         if (lk->mm_vec) { /* against the scalar vec order, or its only order */
             memset(yl, 0, (size_t)(T * n_out) * sizeof *yl);
             lk->mm_vec(w, rb, n_in, s->r0, s->r1, act, as, T, yl, n_out);
-            compare_level(sk, level, "mm_vec", s, yl, yv ? yv : ys, mag, exact);
+            compare_level(sk, level, "mm_vec vs scalar", s, yl, yv ? yv : ys, mag, exact);
         }
     }
     free(yv);
@@ -212,6 +235,7 @@ static void check_kernel(const moe_cpu_kernel *sk, const shape *s) {
         pk->mm(plain, rb, n_in, s->r0, s->r1, act, as, T, yl, n_out);
         CHECK(st == MOE_OK && !memcmp(ys, yl, (size_t)(T * n_out) * sizeof *ys),
               "%s differs from its plain twin %s", moe_type_name(t), moe_type_name(base));
+        check_twin_levels(t, base, w, plain, rb, act, as, s, mag);
         free(plain);
     }
     free(w), free(x), free(act), free(act2), free(ys), free(yl), free(wf), free(xf), free(mag);
