@@ -34,6 +34,11 @@ if(TARGET moe_runtime)
     moe_add_sh_test(test_run_cli SCRIPT test_run_cli.sh LABELS cli ARGS $<TARGET_FILE:test_golden>)
     # absorbed MLA (attn_k_b/attn_v_b without attn_kv_b) on moe-synth models
     moe_add_sh_test(test_mla SCRIPT test_mla.sh LABELS cli ARGS $<TARGET_FILE:test_golden>)
+    # interleaved Q5_0/Q2_K..Q6_K/IQ4_XS models against their plain twins and goldens
+    if(TARGET moe-repack AND TARGET moe-quantize)
+      moe_add_sh_test(test_interleave_run SCRIPT test_interleave_run.sh LABELS golden
+                      ARGS $<TARGET_FILE:test_golden>)
+    endif()
   endif()
 endif()
 
