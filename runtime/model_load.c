@@ -403,7 +403,7 @@ void moe_model_derive_rope(moe_model *m) {
     if (m->arch->mla && (hp->mla == MOE_MLA_2D || hp->mla == MOE_MLA_3D))
         m->attn = (moe_attn_shape){.n_head_kv = 1, .dk = hp->kv_lora_rank + hp->n_rot,
                                    .dv = hp->kv_lora_rank, .absorbed = true, .n_kv_pad = 256};
-    r->fused = m->attn.absorbed; /* current llama.cpp's numerics (moe_rope_params) */
+    r->fused = !m->arch->mla || m->attn.absorbed; /* which llama.cpp: see moe_rope_params */
     if (m->arch->mla) {
         /* deepseek2 folds YaRN's magnitude into the score scale and cancels it in
          * the rotation (model.md §2.7 step 5-6) */

@@ -288,8 +288,11 @@ void moe_cpu_experts_ref(moe_backend *be, const moe_expert_step *st) {
     const int32_t T = st->T;
     for (int64_t e = 0; e < E; e++) {
         int64_t n = 0;
-        for (int32_t t = 0; t < T; t++)
-            for (int64_t k = 0; k < K; k++)
+        /* slot-major: the observer's sums (llama-imatrix's) add an expert's
+         * rows all first choices first, each slot in token order; each row's
+         * product is independent of where it sits */
+        for (int64_t k = 0; k < K; k++)
+            for (int32_t t = 0; t < T; t++)
                 if (st->ids[t * K + k] == e) {
                     be->members[n] = (int32_t)(t * K + k);
                     memcpy(be->xe + n * D, st->x + t * D, (size_t)D * sizeof(float));

@@ -16,7 +16,7 @@ constexpr int kThreads = 256;
  * logf so that the device starts from the same f32 values. */
 struct RopeConsts {
     int n_dims;
-    bool neox, yarn;
+    bool neox, yarn, fused;
     float theta_scale, freq_scale, ext_factor, mscale, corr_lo, corr_hi;
 };
 
@@ -53,8 +53,13 @@ __global__ void rope_kernel(float *v, int64_t T, int64_t token_stride, int64_t n
     float *x = v + t * token_stride + h * head_stride;
     const int64_t i0 = c.neox ? p : 2 * p, i1 = c.neox ? p + half : 2 * p + 1;
     const float x0 = x[i0], x1 = x[i1];
-    x[i0] = __fsub_rn(__fmul_rn(x0, cs), __fmul_rn(x1, sn));
-    x[i1] = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, cs));
+    if (c.fused) { /* moe_rope_params.fused: the CPU's fmaf, rounded once */
+        x[i0] = __fmaf_rn(x0, cs, -__fmul_rn(x1, sn));
+        x[i1] = __fmaf_rn(x0, sn, __fmul_rn(x1, cs));
+    } else {
+        x[i0] = __fsub_rn(__fmul_rn(x0, cs), __fmul_rn(x1, sn));
+        x[i1] = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, cs));
+    }
 }
 
 }  // namespace
@@ -68,6 +73,7 @@ extern "C" int moe_cuda_rope(float *v, int64_t T, int64_t token_stride, int64_t 
     RopeConsts c;
     c.n_dims = r->n_dims;
     c.neox = r->neox;
+    c.fused = r->fused;
     c.yarn = r->ext_factor != 0.0f;
     c.theta_scale = powf(r->freq_base, -2.0f / (float)r->n_dims);
     c.freq_scale = r->freq_scale;

@@ -275,7 +275,9 @@ uint64_t moe_model_fingerprint(const moe_model *model);
  * vec-dot type): tensor is the weight's GGUF name ("blk.0.attn_q.weight",
  * "blk.1.ffn_down_exps.weight", "output.weight"), expert the expert index for
  * stacked expert tensors (-1 otherwise), x holds n_rows rows of n_in floats,
- * token-major (for an expert: only the rows routed to it, in batch order).
+ * token-major (for an expert: only the rows routed to it, slot by slot: the
+ * tokens that chose it first, in batch order, then those that chose it
+ * second, ..., the order in which llama-imatrix sums them).
  * Called on the decoding thread in graph order; x is valid only during the
  * call. fn NULL turns observing off. Observing makes decoding take the
  * reference expert path, so it costs speed. */
