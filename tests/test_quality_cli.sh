@@ -142,16 +142,18 @@ synth)
     done
     ;;
 imatrix)
-    # llama-imatrix -c 128 on calib.txt: same entries and counts, values within
-    # 1e-4; the GGUF form agrees; moe-quantize with our file against llama.cpp's
+    # llama-imatrix -c 128 on calib.txt: same entries and counts, values bit for
+    # bit (the issue asks 1e-4; identical quantizer output below needs exact
+    # values); the GGUF form agrees; moe-quantize with our file gives
+    # llama-quantize's bytes with llama.cpp's
     require_conformance
     IM="$C/imatrix"
     "$IMX" -m "$M/tiny-llama.gguf" -f "$C/calib.txt" -c 128 -o "$T/ours.dat" --json \
         > "$T/im.json" 2> "$T/im.err"
     check "moe-imatrix runs" test $? -eq 0
     check "JSON: 16 entries, 125 chunks, 125 calls" test "$(json "$T/im.json" entries)/$(json "$T/im.json" chunks)/$(json "$T/im.json" calls)" = 16/125/125
-    "$IMCHECK" dat "$T/ours.dat" "$IM/tiny-llama.imatrix.dat"
-    check "same entries and counts as llama-imatrix, values within 1e-4" test $? -eq 0
+    "$IMCHECK" dat "$T/ours.dat" "$IM/tiny-llama.imatrix.dat" exact
+    check "same entries, counts and values (bit for bit) as llama-imatrix" test $? -eq 0
     "$IMX" -m "$M/tiny-llama.gguf" -f "$C/calib.txt" -c 128 --chunks 8 -o "$T/a.dat" 2> /dev/null >&2
     "$IMX" -m "$M/tiny-llama.gguf" -f "$C/calib.txt" -c 128 --chunks 8 -o "$T/a.gguf" 2> /dev/null >&2
     check "GGUF form written" test $? -eq 0
@@ -160,9 +162,8 @@ imatrix)
     for t in q4_0 iq4_nl q4_K iq4_xs q6_K q2_K; do
         "$Q" -q -f --pure --imatrix "$T/ours.dat" --type "$t" "$M/tiny-llama.gguf" "$T/$t.gguf"
         check "moe-quantize --imatrix ours $t" test $? -eq 0
-        "$IMCHECK" quant "$T/$t.gguf" "$IM/tiny-llama-$t-imat.gguf" "$T/ours.dat" \
-            "$IM/tiny-llama.imatrix.dat"
-        check "$t with our imatrix against llama-quantize with llama.cpp's" test $? -eq 0
+        "$IMCHECK" quant "$T/$t.gguf" "$IM/tiny-llama-$t-imat.gguf"
+        check "$t with our imatrix: llama-quantize's bytes with llama.cpp's" test $? -eq 0
     done
     check_no_temp_files "$T"
     ;;
