@@ -274,8 +274,8 @@ static void im_dump(im_state *s, const struct ggml_tensor *t) {
 
 static bool im_eval(struct ggml_tensor *t, bool ask, void *user) {
     im_state *s = user;
-    if (ask)
-        return true; /* every node: collection and dumps need their data */
+    if (ask) /* dumps want every node; collecting only the products */
+        return s->dump_dir || t->op == GGML_OP_MUL_MAT || t->op == GGML_OP_MUL_MAT_ID;
     if (s->dump_dir)
         im_dump(s, t);
     const struct ggml_tensor *w = t->src[0], *x = t->src[1];
