@@ -24,7 +24,7 @@ static float urand(void) { return (float)(test_rng_next() % 20001) / 10000.0f - 
 
 /* ---- RoPE ---------------------------------------------------------------------------------- */
 
-static void check_rope(int n_dims, int head_dim, bool neox, bool yarn) {
+static void check_rope(int n_dims, int head_dim, bool neox, bool yarn, bool fused) {
     enum { T = 4, H = 3 };
     const int32_t pos[T] = {0, 17, 4093, 100003};
     const int64_t head_stride = head_dim + 1, token_stride = H * head_stride + 2;
@@ -32,10 +32,10 @@ static void check_rope(int n_dims, int head_dim, bool neox, bool yarn) {
                          .freq_scale = yarn ? 0.25f : 1.0f, .ext_factor = yarn ? 1.0f : 0.0f,
                          .attn_factor = 1.0f, .beta_fast = 32.0f, .beta_slow = 1.0f,
                          .corr_lo = yarn ? 5.0f : 0.0f, .corr_hi = yarn ? 21.0f : 0.0f,
-                         .n_ctx_orig = 4096};
+                         .n_ctx_orig = 4096, .fused = fused};
     test_rng_state = (uint32_t)(n_dims * 31 + head_dim + neox * 7 + yarn * 13);
-    printf("rope n_dims=%d head=%d neox=%d yarn=%d seed=%u\n", n_dims, head_dim, neox, yarn,
-           test_rng_state);
+    printf("rope n_dims=%d head=%d neox=%d yarn=%d fused=%d seed=%u\n", n_dims, head_dim, neox,
+           yarn, fused, test_rng_state);
     const size_t n = (size_t)(T * token_stride);
     float *x = malloc(n * sizeof *x), *ref = malloc(n * sizeof *x), *got = malloc(n * sizeof *x);
     for (size_t i = 0; i < n; i++)
@@ -245,10 +245,11 @@ int main(void) {
         return 77;
     }
     for (int neox = 0; neox < 2; neox++)
-        for (int yarn = 0; yarn < 2; yarn++) {
-            check_rope(64, 64, neox, yarn);
-            check_rope(32, 96, neox, yarn); /* partial rotation */
-        }
+        for (int yarn = 0; yarn < 2; yarn++)
+            for (int fused = 0; fused < 2; fused++) {
+                check_rope(64, 64, neox, yarn, fused);
+                check_rope(32, 96, neox, yarn, fused); /* partial rotation */
+            }
     const int64_t widths[] = {1, 5, 16, 33, 257, 1000};
     for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++) {
         check_softmax(widths[i], 1);

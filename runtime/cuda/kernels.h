@@ -11,7 +11,8 @@
  *   |err| <= 1e-5 * sum_i |w_i x_i| + 1e-6.
  * - RMS norm: relative 1e-5.
  * - RoPE: angles are formed as moe_cpu_rope forms them (the same f32
- *   products in the same order, no fused multiply-adds); cosf/sinf differ by
+ *   products in the same order, no fused multiply-adds), and the rotation
+ *   fuses exactly where the CPU's does (moe_rope_params.fused); cosf/sinf differ by
  *   a few ulp, so |err| <= 1e-5 * (|x0| + |x1|) + 1e-6 per rotated pair.
  * - softmax, router: expf and sums in f32 on the device (the CPU sums each
  *   16 values in double), |err| <= 1e-5 * p + 1e-7; top-k picks the same
