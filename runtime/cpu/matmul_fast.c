@@ -91,7 +91,23 @@ static void lora_one(const moe_lora_ffn *l, const moe_lora_mat *ms, int64_t e, c
 
 bool moe_cpu_experts_fast_ok(const moe_expert_step *st) {
     const moe_weight *g = st->gate, *u = st->up, *d = st->down;
-    return !st->observer && g->kern && u->kern && d->kern && g->kern->act == u->kern->act;
+    return g->kern && u->kern && d->kern && g->kern->act == u->kern->act;
+}
+
+/* Gate's and up's input rows of each active expert, gathered into xe (T*D
+ * floats: an expert takes a token at most once), to the observer. */
+static void observe_inputs(const moe_expert_step *st, const int32_t *active, int64_t n_act,
+                           const int32_t *offset, const int32_t *count, const int32_t *pos_tok,
+                           float *xe) {
+    const int64_t D = st->gate->ne[0];
+    for (int64_t a = 0; a < n_act; a++) {
+        const int32_t e = active[a];
+        for (int32_t i = 0; i < count[e]; i++)
+            memcpy(xe + (int64_t)i * D, st->x + (int64_t)pos_tok[offset[e] + i] * D,
+                   (size_t)D * sizeof *xe);
+        st->observer(st->observer_user, st->gate->name, e, xe, D, count[e]);
+        st->observer(st->observer_user, st->up->name, e, xe, D, count[e]);
+    }
 }
 
 void moe_cpu_experts_fast(moe_backend *be, const moe_expert_step *st) {
@@ -99,7 +115,9 @@ void moe_cpu_experts_fast(moe_backend *be, const moe_expert_step *st) {
     const int64_t D = gate->ne[0], F = gate->ne[1], E = gate->ne[2], K = st->K;
     const int32_t T = st->T;
     const int64_t TK = (int64_t)T * K;
-    /* group the T*K slots by expert, keeping token order inside an expert */
+    /* group the T*K slots by expert, slot-major inside an expert (first
+     * choices in token order, then second ones...): the order the observer's
+     * sums need (moe.h); no row's product depends on where it sits */
     int32_t *count = be->e_count, *offset = be->e_offset, *active = be->e_active;
     int32_t *slot_pos = be->slot_pos, *pos_tok = be->pos_tok;
     memset(count, 0, (size_t)E * sizeof *count);
@@ -116,17 +134,21 @@ void moe_cpu_experts_fast(moe_backend *be, const moe_expert_step *st) {
     for (int64_t e = 0; e < E; e++)
         count[e] = 0;
     int64_t n_pos = 0; /* slots computed here */
-    for (int64_t s = 0; s < TK; s++) {
-        const int32_t e = st->ids[s];
-        if (e < 0) {
-            slot_pos[s] = -1;
-            continue;
+    for (int64_t k = 0; k < K; k++)
+        for (int32_t t = 0; t < T; t++) {
+            const int64_t s = (int64_t)t * K + k;
+            const int32_t e = st->ids[s];
+            if (e < 0) {
+                slot_pos[s] = -1;
+                continue;
+            }
+            const int32_t p = offset[e] + count[e]++;
+            slot_pos[s] = p;
+            pos_tok[p] = t;
+            n_pos++;
         }
-        const int32_t p = offset[e] + count[e]++;
-        slot_pos[s] = p;
-        pos_tok[p] = (int32_t)(s / K);
-        n_pos++;
-    }
+    if (st->observer)
+        observe_inputs(st, active, n_act, offset, count, pos_tok, be->xe);
     const moe_cpu_kernel_table *tab = table();
     const uint64_t ax = moe_act_row_bytes(gate->kern->act, D);
     const uint64_t ad = moe_act_row_bytes(down->kern->act, F);
@@ -172,6 +194,13 @@ void moe_cpu_experts_fast(moe_backend *be, const moe_expert_step *st) {
             for (int64_t i = 0; i < F; i++)
                 gp[i] *= up_row[i];
             tab->quantize[down->kern->act](gp, act_d + (uint64_t)p * ad, F);
+        }
+        if (st->observer) { /* the SwiGLU rows, on the decoding thread (moe.h) */
+#pragma omp master
+            for (int64_t a = 0; a < n_act; a++)
+                st->observer(st->observer_user, down->name, active[a],
+                             g + (int64_t)offset[active[a]] * F, F, count[active[a]]);
+#pragma omp barrier
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < n_act * du.n_chunks; i++) {

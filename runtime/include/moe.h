@@ -279,8 +279,8 @@ uint64_t moe_model_fingerprint(const moe_model *model);
  * tokens that chose it first, in batch order, then those that chose it
  * second, ..., the order in which llama-imatrix sums them).
  * Called on the decoding thread in graph order; x is valid only during the
- * call. fn NULL turns observing off. Observing makes decoding take the
- * reference expert path, so it costs speed. */
+ * call. fn NULL turns observing off. Observing costs a copy of each
+ * expert's input rows and a pause of the other threads while fn runs. */
 typedef void (*moe_matmul_observer)(void *user, const char *tensor, int32_t expert,
                                     const float *x, int64_t n_in, int64_t n_rows);
 void moe_context_set_matmul_observer(moe_context *ctx, moe_matmul_observer fn, void *user);
