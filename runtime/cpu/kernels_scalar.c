@@ -22,13 +22,15 @@ static float f16_at(const uint8_t *p, int i) { return moe_f16_to_f32(moe_load_le
 /* ---- activations --------------------------------------------------------------------------- */
 
 /* llama.cpp's quantize_row_q8_0 (x86) for one block: d = amax/127 kept as
- * fp16, q = the nearest integer (ties to even) of x/d computed with the
- * unrounded d, and Q8_1's s = fp16(d * sum q) from that unrounded d too. */
+ * fp16, q = the nearest integer (ties to even) of x * (127/amax) (not
+ * x * (1/d), its generic C reference: the two multipliers differ in the
+ * last bit for some amax, which flips a rounding now and then), and Q8_1's
+ * s = fp16(d * sum q) from the unrounded d. */
 void moe_act_quantize_q8_block(const float *x, moe_act_q8 *b) {
     float amax = 0.0f;
     for (int j = 0; j < 32; j++)
         amax = fmaxf(amax, fabsf(x[j]));
-    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
     int32_t sum = 0;
     for (int j = 0; j < 32; j++) {
         b->qs[j] = (int8_t)nearbyintf(x[j] * id);
