@@ -16,12 +16,18 @@
  *       its legacy .dat form; with ORACLE_DUMP_DIR set, only the first decode
  *       runs and each of its contiguous f32 tensors is written there as
  *       NAME.OP.f32 (an index file lists names, ops and shapes)
+ *   llama_oracle ppl MODEL TEXT N_CTX   llama-perplexity's figure (chunks of
+ *       N_CTX tokens, BOS first, the second half scored), printed as
+ *       "PPL = x" with its four decimals
  *   llama_oracle compare A.f32 B.f32 N_VOCAB MAX_ABS|rms:RMS [NAME]
  *       compares two logits files; on failure names NAME and the first row
  *       over the tolerance. MAX_ABS 0 means bit for bit.
  *
  * Flash attention is off: it changes llama.cpp's own numbers, and the
- * conformance goldens were made without it. */
+ * conformance goldens were made without it. LLAMA_ORACLE_NO_REPACK=1 loads
+ * models without weight repacking (use_extra_bufts off): on x86 llama.cpp
+ * otherwise runs Q4_0 and a few other types through interleaved 8x8 GEMM
+ * kernels whose sums are ordered differently from its plain dot products. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -75,6 +81,7 @@ static int cmd_logits(const char *model_path, const char *token_list, const char
     }
     struct llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = 0;
+    mp.use_extra_bufts = !getenv("LLAMA_ORACLE_NO_REPACK");
     struct llama_model *model = llama_model_load_from_file(model_path, mp);
     if (!model) {
         fprintf(stderr, "llama_oracle: llama.cpp refused %s\n", model_path);
@@ -376,6 +383,7 @@ static int cmd_imatrix(const char *model_path, const char *text_path, int n_ctx,
     char *text = read_text(text_path, &len);
     struct llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = 0;
+    mp.use_extra_bufts = !getenv("LLAMA_ORACLE_NO_REPACK");
     struct llama_model *model = text ? llama_model_load_from_file(model_path, mp) : NULL;
     if (!model || n_ctx < 16 || n_seq < 1) {
         fprintf(stderr, "llama_oracle: imatrix: bad arguments\n");
@@ -436,6 +444,69 @@ static int cmd_imatrix(const char *model_path, const char *text_path, int n_ctx,
     return rc;
 }
 
+/* Perplexity as llama-perplexity computes it, one chunk per decode. */
+static int cmd_ppl(const char *model_path, const char *text_path, int n_ctx) {
+    size_t len = 0;
+    char *text = read_text(text_path, &len);
+    struct llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = 0;
+    mp.use_extra_bufts = !getenv("LLAMA_ORACLE_NO_REPACK");
+    struct llama_model *model = text ? llama_model_load_from_file(model_path, mp) : NULL;
+    if (!model || n_ctx < 4) {
+        fprintf(stderr, "llama_oracle: ppl: bad arguments\n");
+        free(text);
+        return 2;
+    }
+    const struct llama_vocab *vocab = llama_model_get_vocab(model);
+    int32_t n_tok = -llama_tokenize(vocab, text, (int32_t)len, NULL, 0, true, false);
+    llama_token *tok = malloc((size_t)n_tok * sizeof *tok);
+    n_tok = tok ? llama_tokenize(vocab, text, (int32_t)len, tok, n_tok, true, false) : 0;
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = cp.n_batch = cp.n_ubatch = (uint32_t)n_ctx;
+    cp.n_threads = cp.n_threads_batch = 2;
+    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    struct llama_context *ctx = llama_init_from_model(model, cp);
+    struct llama_batch b = llama_batch_init(n_ctx, 0, 1);
+    const int32_t n_vocab = llama_vocab_n_tokens(vocab);
+    double nll = 0;
+    long count = 0;
+    int rc = ctx && tok ? 0 : 1;
+    for (int c = 0; c < n_tok / n_ctx && rc == 0; c++) {
+        llama_memory_clear(llama_get_memory(ctx), true);
+        b.n_tokens = n_ctx;
+        for (int i = 0; i < n_ctx; i++) {
+            b.token[i] = i == 0 ? llama_vocab_bos(vocab) : tok[c * n_ctx + i];
+            b.pos[i] = i;
+            b.n_seq_id[i] = 1;
+            b.seq_id[i][0] = 0;
+            b.logits[i] = 1;
+        }
+        rc = llama_decode(ctx, b) != 0;
+        for (int j = n_ctx / 2; j < n_ctx - 1 && rc == 0; j++) {
+            const float *l = llama_get_logits_ith(ctx, j);
+            float mx = l[0];
+            for (int32_t v = 1; v < n_vocab; v++)
+                mx = l[v] > mx ? l[v] : mx;
+            double sum = 0;
+            for (int32_t v = 0; v < n_vocab; v++)
+                sum += exp((double)(l[v] - mx));
+            nll -= (double)(l[tok[c * n_ctx + j + 1]] - mx) - log(sum);
+            count++;
+        }
+    }
+    if (rc == 0 && count > 0)
+        printf("PPL = %.4f\n", exp(nll / (double)count));
+    else
+        fprintf(stderr, "llama_oracle: ppl: decode failed\n");
+    llama_batch_free(b);
+    if (ctx)
+        llama_free(ctx);
+    llama_model_free(model);
+    free(tok);
+    free(text);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     const char *bins = getenv("LLAMA_ORACLE_BACKENDS");
     llama_log_set(quiet_log, NULL);
@@ -452,13 +523,16 @@ int main(int argc, char **argv) {
                         argc == 7 ? strtof(argv[6], NULL) : 0.0f);
     else if ((argc == 5 || argc == 6) && !strcmp(argv[1], "quantize"))
         rc = cmd_quantize(argv[2], argv[3], argv[4], argc == 6 && !strcmp(argv[5], "pure"));
+    else if (argc == 5 && !strcmp(argv[1], "ppl"))
+        rc = cmd_ppl(argv[2], argv[3], atoi(argv[4]));
     else if (argc == 7 && !strcmp(argv[1], "imatrix"))
         rc = cmd_imatrix(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]), argv[6]);
     else if ((argc == 6 || argc == 7) && !strcmp(argv[1], "compare"))
         return cmd_compare(argv[2], argv[3], atol(argv[4]), argv[5], argc == 7 ? argv[6] : argv[2]);
     else
         fprintf(stderr, "usage: llama_oracle logits MODEL TOKENS OUT [LORA SCALE] | quantize IN OUT FTYPE "
-                        "[pure] | imatrix MODEL TEXT N_CTX N_SEQ OUT | compare A B N_VOCAB TOL [NAME]\n");
+                        "[pure] | imatrix MODEL TEXT N_CTX N_SEQ OUT | ppl MODEL TEXT N_CTX | compare A B "
+                        "N_VOCAB TOL [NAME]\n");
     if (argc >= 2)
         llama_backend_free();
     return rc;
