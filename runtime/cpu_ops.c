@@ -139,6 +139,11 @@ float moe_dot_gemm(const float *a, const float *b, int64_t n) {
     return moe_cpu_float_ops_active()->dot_gemm(a, b, n);
 }
 
+bool moe_gemm_order(moe_type type, int64_t n_out, int64_t T) {
+    const bool float_type = type == MOE_TYPE_F32 || type == MOE_TYPE_F16 || type == MOE_TYPE_BF16;
+    return T > 1 && (!float_type || n_out % 4 == 0);
+}
+
 float moe_dot_vec(const float *a, const float *b, int64_t n) {
     return moe_cpu_float_ops_active()->dot_vec(a, b, n);
 }
@@ -182,7 +187,7 @@ static void matmul_rows(const moe_weight *w, const uint8_t *base, const float *x
 void moe_cpu_matmul(const moe_weight *w, int64_t e, const float *x, int64_t T, float *y,
                     float *scratch, int n_threads, moe_dot_order order) {
     float (*dot)(const float *, const float *, int64_t) =
-        order == MOE_DOT_GEMM && T > 1 ? moe_dot_gemm : moe_dot_vec;
+        order == MOE_DOT_GEMM && moe_gemm_order(w->type, w->ne[1], T) ? moe_dot_gemm : moe_dot_vec;
     const int64_t n_in = w->ne[0], n_out = w->ne[1];
     float *corr = scratch + n_in * T;
     const float *xa = round_activations(w->type, x, n_in * T, scratch, corr);

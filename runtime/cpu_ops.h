@@ -31,6 +31,13 @@
 float moe_dot_gemm(const float *a, const float *b, int64_t n);
 float moe_dot_vec(const float *a, const float *b, int64_t n);
 
+/* Whether llama.cpp sums a product of a T-row batch with a weight of type
+ * type and n_out rows (requested as MOE_DOT_GEMM) in the GEMM order: only
+ * batches (T > 1) go to tinyBLAS, and its float kernels (F32, F16, BF16)
+ * take only weights whose row count is a multiple of 4 (its tile heights),
+ * so e.g. qwen2moe's one-row shared-expert gate is a VEC product. */
+bool moe_gemm_order(moe_type type, int64_t n_out, int64_t T);
+
 /* Scratch one matmul needs: T*n_in floats for rounded activations plus
  * n_threads*n_in floats for dequantized rows. */
 uint64_t moe_cpu_matmul_scratch(int64_t n_in, int64_t T, int n_threads);

@@ -27,8 +27,9 @@ void moe_cpu_matmul_fast(moe_backend *be, const moe_weight *w, int64_t e, const 
                          int64_t T, float *y, moe_dot_order order) {
     const moe_cpu_kernel *kern = w->kern;
     /* llama.cpp: tinyBLAS for batched dense products, vec_dot otherwise */
-    const moe_mm_fn mm = order == MOE_DOT_GEMM && T > 1 ? kern->mm : mm_vec(kern);
     const int64_t n_in = w->ne[0], n_out = w->ne[1];
+    const moe_mm_fn mm =
+        order == MOE_DOT_GEMM && moe_gemm_order(w->type, n_out, T) ? kern->mm : mm_vec(kern);
     const uint64_t as = moe_act_row_bytes(kern->act, n_in);
     const moe_act_quantize_fn quantize = table()->quantize[kern->act];
     const uint8_t *base = w->data + (uint64_t)e * w->expert_bytes;
