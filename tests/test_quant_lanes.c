@@ -2,7 +2,7 @@
  * quant_kq_lanes.inc) against the scalar reference, bit for bit, at every ISA
  * level this machine and build run: the searches alone on random and
  * adversarial blocks (ragged sub-block counts, so the reference tail runs
- * too), and whole IQ4_NL / IQ4_XS / Q2_K / Q4_K / Q5_K / Q6_K rows through
+ * too), and whole IQ4_NL / IQ4_XS / Q2_K..Q6_K rows through
  * moe_quantize_rows (MOE_CPU_LEVEL picks the level), with and without an
  * importance matrix. */
 #include <math.h>
@@ -89,14 +89,17 @@ static void check_kq_search(moe_isa_level level, const moe_kq_search *s) {
                   "%s qkx case %zu round %d: scales, mins or levels differ from the reference",
                   moe_isa_level_name(level), c, round);
         }
-        for (int with_qw = 0; with_qw < 2; with_qw++) {
+        /* Q6_K (nmax 32) with and without weights, Q3_K's imatrix search (nmax 4) */
+        for (int kase = 0; kase < 3; kase++) {
+            const int nmax = kase < 2 ? 32 : 4;
+            const float *qw = kase == 0 ? NULL : w;
             fill_weights(w, x, KQ_NSUB * 16, 1 + round % 2);
             int8_t want_q[KQ_NSUB * 16], got_q[KQ_NSUB * 16];
-            moe_kq_search_ref.qx1(16, 32, x, with_qw ? w : NULL, KQ_NSUB, want_q, want_s);
-            s->qx1(16, 32, x, with_qw ? w : NULL, KQ_NSUB, got_q, got_s);
+            moe_kq_search_ref.qx1(16, nmax, x, qw, KQ_NSUB, want_q, want_s);
+            s->qx1(16, nmax, x, qw, KQ_NSUB, got_q, got_s);
             CHECK(!memcmp(want_s, got_s, sizeof want_s) && !memcmp(want_q, got_q, sizeof want_q),
-                  "%s qx1 qw=%d round %d: scales or levels differ from the reference",
-                  moe_isa_level_name(level), with_qw, round);
+                  "%s qx1 case %d round %d: scales or levels differ from the reference",
+                  moe_isa_level_name(level), kase, round);
         }
     }
 }
@@ -177,7 +180,8 @@ int main(void) {
         levels++;
         printf("level %s: K-quant searches\n", moe_isa_level_name(level));
         check_kq_search(level, s);
-        const moe_type kq[] = {MOE_TYPE_Q2_K, MOE_TYPE_Q4_K, MOE_TYPE_Q5_K, MOE_TYPE_Q6_K};
+        const moe_type kq[] = {MOE_TYPE_Q2_K, MOE_TYPE_Q3_K, MOE_TYPE_Q4_K, MOE_TYPE_Q5_K,
+                               MOE_TYPE_Q6_K};
         for (size_t k = 0; k < sizeof kq / sizeof kq[0]; k++)
             check_rows(level, kq[k]);
     }

@@ -3,7 +3,9 @@
  * at once, one sub-block per vector lane, each lane doing the reference's
  * float arithmetic in the reference's order (no fused multiply-add), so the
  * scales, mins and integers are bit-identical to it. These searches are 90%
- * of Q2_K/Q4_K/Q5_K/Q6_K quantization time. Internal to formats/. */
+ * of Q2_K/Q4_K/Q5_K/Q6_K quantization time (and Q3_K's with an importance
+ * matrix; without one Q3_K's coordinate descent stays scalar). Internal to
+ * formats/. */
 #ifndef MOE_FORMATS_QUANT_KQ_LANES_H
 #define MOE_FORMATS_QUANT_KQ_LANES_H
 

@@ -196,22 +196,24 @@ static void q3k_block_ref(const float *x, block_q3_K *y) {
     q3k_finish(x, y, L);
 }
 
-static void q3k_block_imat(const float *x, block_q3_K *y, const float *qw) {
+static void q3k_block_imat(const moe_kq_search *search, const float *x, block_q3_K *y,
+                           const float *qw) {
     int8_t L[QK_K], Ls[QK_K / 16];
-    float scales[QK_K / 16], weight[16], sw[QK_K / 16];
+    float scales[QK_K / 16], weight[QK_K], sw[QK_K / 16];
     float sumx2 = 0;
     for (int j = 0; j < QK_K; ++j)
         sumx2 += x[j] * x[j];
     float sigma2 = 2 * sumx2 / QK_K;
     for (int j = 0; j < QK_K / 16; ++j) {
+        float *wj = weight + 16 * j;
         for (int l = 0; l < 16; ++l)
-            weight[l] = qw[16 * j + l] * sqrtf(sigma2 + x[16 * j + l] * x[16 * j + l]);
+            wj[l] = qw[16 * j + l] * sqrtf(sigma2 + x[16 * j + l] * x[16 * j + l]);
         float sumw = 0;
         for (int l = 0; l < 16; ++l)
-            sumw += weight[l];
+            sumw += wj[l];
         sw[j] = sumw;
-        scales[j] = moe_make_qx_quants(16, 4, x + 16 * j, L + 16 * j, 1, weight);
     }
+    search->qx1(16, 4, x, weight, QK_K / 16, L, scales);
     float d_block = moe_make_qx_quants(QK_K / 16, 32, scales, Ls, 1, sw);
     uint8_t ls[QK_K / 16];
     for (int j = 0; j < QK_K / 16; ++j)
@@ -466,12 +468,12 @@ static void q2k_block(const moe_kq_search *search, const float *x, block_q2_K *y
         q2k_block_ref(search, x, y);
 }
 
-/* Q3_K's searches (make_q3_quants' coordinate descent) have no lane version. */
+/* Q3_K without an imatrix searches by make_q3_quants' coordinate descent,
+ * which has no lane version; with one, by make_qx_quants. */
 static void q3k_block(const moe_kq_search *search, const float *x, block_q3_K *y,
                       const float *qw) {
-    (void)search;
     if (qw)
-        q3k_block_imat(x, y, qw);
+        q3k_block_imat(search, x, y, qw);
     else
         q3k_block_ref(x, y);
 }
