@@ -129,9 +129,13 @@ static void f16_row_scalar(const uint8_t *src, float *dst, int64_t n) {
         dst[i] = moe_f16_to_f32(moe_load_le16(src + 2 * i));
 }
 
+static double exp_sum16_scalar(float *x, int64_t n16, float max);
+static void silu16_scalar(float *x, int64_t n16);
+
 const moe_cpu_float_ops *moe_cpu_float_ops_scalar(void) {
     static const moe_cpu_float_ops ops = {.dot_gemm = dot_gemm_scalar, .dot_vec = dot_vec_scalar,
-                                          .fma_row = fma_row_scalar, .f16_row = f16_row_scalar};
+                                          .fma_row = fma_row_scalar, .f16_row = f16_row_scalar,
+                                          .silu16 = silu16_scalar, .exp_sum16 = exp_sum16_scalar};
     return &ops;
 }
 
@@ -282,20 +286,30 @@ float moe_expf_ggml(float x) {
     return ldexpf(j, (int)n);
 }
 
+static double exp_sum16_scalar(float *x, int64_t n16, float max) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n16; i += 16) {
+        for (int l = 0; l < 16; l++)
+            x[i + l] = moe_expf_ggml(x[i + l] - max);
+        sum += moe_reduce16(x + i);
+    }
+    return sum;
+}
+
+static void silu16_scalar(float *x, int64_t n16) {
+    for (int64_t i = 0; i < n16; i++)
+        x[i] = x[i] / (1.0f + moe_expf_ggml(-x[i]));
+}
+
 /* ggml's softmax: 16-value blocks through the polynomial, each block summed in
  * the AVX-512 tree and the blocks in double; a tail through libm expf. */
 void moe_cpu_softmax(float *x, int64_t n) {
     float max = -INFINITY;
     for (int64_t i = 0; i < n; i++)
         max = fmaxf(max, x[i]);
-    double sum = 0.0;
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        for (int l = 0; l < 16; l++)
-            x[i + l] = moe_expf_ggml(x[i + l] - max);
-        sum += moe_reduce16(x + i);
-    }
-    for (; i < n; i++) {
+    const int64_t n16 = n & ~(int64_t)15;
+    double sum = moe_cpu_float_ops_active()->exp_sum16(x, n16, max);
+    for (int64_t i = n16; i < n; i++) {
         x[i] = expf(x[i] - max);
         sum += x[i];
     }
@@ -305,10 +319,8 @@ void moe_cpu_softmax(float *x, int64_t n) {
 }
 
 void moe_cpu_silu(float *x, int64_t n) {
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int l = 0; l < 16; l++)
-            x[i + l] = x[i + l] / (1.0f + moe_expf_ggml(-x[i + l]));
-    for (; i < n; i++)
+    const int64_t n16 = n & ~(int64_t)15;
+    moe_cpu_float_ops_active()->silu16(x, n16);
+    for (int64_t i = n16; i < n; i++)
         x[i] = x[i] / (1.0f + expf(-x[i]));
 }

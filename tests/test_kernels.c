@@ -241,6 +241,44 @@ static void check_kernel(const moe_cpu_kernel *sk, const shape *s) {
     free(w), free(x), free(act), free(act2), free(ys), free(yl), free(wf), free(xf), free(mag);
 }
 
+/* ggml's exp through SiLU and softmax's exp-and-sum, bit for bit, over values
+ * that reach every branch: exp's polynomial range, subnormal results, the
+ * underflow to 0 and overflow to inf, signed zeros, infinities and NaN. */
+static void check_exp_ops(const moe_cpu_float_ops *ref, const moe_cpu_float_ops *f, const char *name) {
+    enum { N = 4096 };
+    static float v[N], s0[N], s1[N];
+    const float special[] = {0.0f, -0.0f, 88.0f, 88.8f, -87.0f, -103.0f, -104.5f, -120.0f, -133.0f,
+                             -140.0f, 133.0f, 1e30f, -1e30f, INFINITY, -INFINITY, NAN, 1e-30f, -1e-40f};
+    for (int i = 0; i < N; i++) {
+        const float r = frand();
+        v[i] = i < (int)(sizeof special / sizeof special[0]) ? special[i]
+               : i % 3 == 0 ? r * 200.0f /* the edges of the 192 exponent cut */
+               : i % 3 == 1 ? r * 20.0f : r;
+    }
+    memcpy(s0, v, sizeof v);
+    memcpy(s1, v, sizeof v);
+    ref->silu16(s0, N);
+    f->silu16(s1, N);
+    CHECK(!memcmp(s0, s1, sizeof s0), "%s silu16 differs from the scalar", name);
+    for (int i = 0; i < N; i++) /* softmax sees x - max <= 0, down to -inf */
+        v[i] = i < 4 ? -INFINITY : -fabsf(v[i]);
+    v[5] = NAN;
+    for (int64_t n16 = 16; n16 <= N; n16 *= 4) {
+        memcpy(s0, v, sizeof v);
+        memcpy(s1, v, sizeof v);
+        const double a = ref->exp_sum16(s0, n16, 0.25f), b = f->exp_sum16(s1, n16, 0.25f);
+        CHECK(!memcmp(s0, s1, (size_t)n16 * 4), "%s exp_sum16 n=%lld: values differ", name, (long long)n16);
+        CHECK(!memcmp(&a, &b, sizeof a) || (a != a && b != b), "%s exp_sum16 n=%lld: sum %.17g vs %.17g",
+              name, (long long)n16, b, a);
+    }
+    float e[16];
+    for (int i = 0; i < 16; i++)
+        e[i] = -88.0f - (float)i; /* e^-88 .. e^-103: results in the subnormals */
+    memcpy(s0, e, sizeof e);
+    ref->exp_sum16(s0, 16, 0.0f);
+    CHECK(s0[0] > 0.0f && s0[0] < 1.17549435e-38f, "subnormal case not reached (%g)", s0[0]);
+}
+
 /* The float helpers of each level give the scalar helpers' bits exactly. */
 static void check_float_ops(void) {
     const moe_cpu_float_ops *ref = moe_cpu_float_ops_scalar();
@@ -276,6 +314,7 @@ static void check_float_ops(void) {
             f->f16_row(h, f1, n);
             CHECK(!memcmp(f0, f1, (size_t)n * 4), "%s f16_row n=%lld differs", name, (long long)n);
         }
+        check_exp_ops(ref, f, name);
     }
 }
 
@@ -283,12 +322,12 @@ int main(void) {
     const uint32_t seed = 20261204u;
     test_rng_state = seed;
     printf("seed %u; levels up to %s\n", seed, moe_cpu_level_name(moe_cpu_level_detected()));
-    const int64_t Ts[] = {1, 3, 7, 64};
+    const int64_t Ts[] = {1, 3, 7, 13, 64}; /* 13: the 512-bit tiles of 8, 4 and 1 */
     for (const moe_cpu_kernel *k = moe_cpu_kernels_scalar()->kernels; k->type != MOE_TYPE_F32; k++) {
         const int64_t block = moe_act_block(k->act), R = k->rows;
         const int64_t lens[] = {block, 3 * block, block == 32 ? 9 * block : 3 * block};
         for (size_t li = 0; li < 3; li++)
-            for (size_t ti = 0; ti < 4; ti++) {
+            for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
                 const int64_t n_out = 5 * R;
                 shape s = {lens[li], n_out, Ts[ti], 0, n_out};
                 check_kernel(k, &s);

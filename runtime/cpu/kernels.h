@@ -134,6 +134,12 @@ typedef struct moe_cpu_float_ops {
     float (*dot_vec)(const float *a, const float *b, int64_t n);  /* moe_dot_vec's order */
     void (*fma_row)(float p, const float *v, float *acc, int64_t n); /* acc[i] = fmaf(p, v[i], acc[i]) */
     void (*f16_row)(const uint8_t *src, float *dst, int64_t n);     /* n fp16 values to f32 */
+    /* ggml's exp and SiLU on the first n16 values (a multiple of 16), as
+     * moe_expf_ggml and moe_cpu_silu compute them: x[i] = silu(x[i]) */
+    void (*silu16)(float *x, int64_t n16);
+    /* x[i] = exp(x[i] - max); returns the sum of the 16-value blocks, each
+     * block in the AVX-512 tree (moe_reduce16), the blocks added in double */
+    double (*exp_sum16)(float *x, int64_t n16, float max);
 } moe_cpu_float_ops;
 
 /* The float helpers of the active level (the scalar ones at ref and scalar). */
