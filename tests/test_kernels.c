@@ -115,6 +115,24 @@ static void compare_level(const moe_cpu_kernel *sk, int level, const char *which
           (long long)s->n_in, (long long)n_out, (long long)s->T);
 }
 
+/* For a plain type: keeps the first SIMD level's products (*first), or
+ * checks a later level's are the same bits. */
+static void keep_or_match(const moe_cpu_kernel *sk, int level, int first_level, const char *which,
+                          const shape *s, const float *yl, float **first) {
+    const size_t bytes = (size_t)(s->T * s->n_out) * sizeof *yl;
+    if (sk->rows != 1)
+        return;
+    if (!*first) {
+        *first = malloc(bytes);
+        memcpy(*first, yl, bytes);
+        return;
+    }
+    CHECK(!memcmp(*first, yl, bytes), "%s %s %s: not the bits of level %s (n_in %lld, rows [%lld, %lld), T %lld)",
+          moe_type_name(sk->type), moe_cpu_level_name((moe_cpu_level)level), which,
+          moe_cpu_level_name((moe_cpu_level)first_level), (long long)s->n_in, (long long)s->r0,
+          (long long)s->r1, (long long)s->T);
+}
+
 /* F16/BF16 at the scalar level are the reference path's products: its float
  * helpers (dot_gemm, dot_vec) on the widened weight row and activations. */
 static void check_reference_order(const moe_cpu_kernel *sk, const uint8_t *w, uint64_t rb,
@@ -204,6 +222,10 @@ static void check_kernel(const moe_cpu_kernel *sk, const shape *s) {
     if (exact)
         check_reference_order(sk, w, rb, act, as, s, ys, yv);
 
+    /* plain types keep one float order (llama.cpp's) at every SIMD level, whatever
+     * the register width: the first SIMD level's bits, mm and mm_vec */
+    float *first[2] = {NULL, NULL};
+    int first_level = -1;
     for (int level = MOE_CPU_AVX2; level <= (int)moe_cpu_level_detected(); level++) {
         const moe_cpu_kernel_table *tab = moe_cpu_kernels((moe_cpu_level)level);
         const moe_cpu_kernel *lk = moe_cpu_kernel_find((moe_cpu_level)level, t);
@@ -216,13 +238,17 @@ static void check_kernel(const moe_cpu_kernel *sk, const shape *s) {
         memset(yl, 0, (size_t)(T * n_out) * sizeof *yl);
         lk->mm(w, rb, n_in, s->r0, s->r1, act, as, T, yl, n_out);
         compare_level(sk, level, "mm vs scalar", s, yl, ys, mag, exact);
+        keep_or_match(sk, level, first_level, "mm", s, yl, &first[0]);
         if (lk->mm_vec) { /* against the scalar vec order, or its only order */
             memset(yl, 0, (size_t)(T * n_out) * sizeof *yl);
             lk->mm_vec(w, rb, n_in, s->r0, s->r1, act, as, T, yl, n_out);
             compare_level(sk, level, "mm_vec vs scalar", s, yl, yv ? yv : ys, mag, exact);
+            keep_or_match(sk, level, first_level, "mm_vec", s, yl, &first[1]);
         }
+        if (first_level < 0)
+            first_level = level;
     }
-    free(yv);
+    free(yv), free(first[0]), free(first[1]);
 
     /* interleaved vs plain twin: identical at the scalar level */
     const moe_type base = moe_type_get(t)->base;
@@ -333,6 +359,10 @@ int main(void) {
                 check_kernel(k, &s);
                 shape part = {lens[li], n_out, Ts[ti], 2 * R, 4 * R}; /* a range inside */
                 check_kernel(k, &part);
+                if (R == 1) { /* plain rows: the wide kernels' 8-row strips and a rest */
+                    shape strips = {lens[li], 21, Ts[ti], 3, 21};
+                    check_kernel(k, &strips);
+                }
             }
     }
     /* the activation formats of other shapes: 2080 values (65 blocks) */
