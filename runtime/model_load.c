@@ -465,6 +465,8 @@ static moe_status load(loader *L, const char *path) {
         MOE_TRY(open_zst(L, path));
     else
         MOE_TRY(moe_gguf_set_open(path, L->params->use_mmap, &L->src.set, L->err));
+    for (uint32_t f = 0; L->src.set && f < L->src.set->n_files; f++)
+        moe_gguf_file_populate(L->src.set->files[f]); /* no page faults while computing */
     if (L->params->verify)
         MOE_TRY(verify(L));
     MOE_TRY(moe_hparams_from_gguf(first_gguf(&L->src), &m->hp, L->err));

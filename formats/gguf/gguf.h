@@ -144,6 +144,13 @@ const uint8_t *moe_gguf_file_tensor_data(const moe_gguf_file *f, uint64_t i);
  * Contents stay readable (they are read again from disk if needed). */
 void moe_gguf_file_release(const moe_gguf_file *f, uint64_t off, uint64_t len);
 
+/* Maps every page of the tensor data into this process now (reading from disk
+ * what the page cache lacks), as llama.cpp's MAP_POPULATE does: a mapped
+ * model then takes no page faults while it computes. Without mmap, or on a
+ * kernel without MADV_POPULATE_READ (Linux < 5.14), it asks for read-ahead
+ * instead. Advisory: failures are ignored. */
+void moe_gguf_file_populate(const moe_gguf_file *f);
+
 /* Reads len bytes at absolute file offset off into buf (pread loop; short file
  * is an error naming the path). */
 moe_status moe_gguf_file_read(const moe_gguf_file *f, uint64_t off, void *buf, size_t len,

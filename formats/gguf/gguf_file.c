@@ -223,6 +223,19 @@ moe_status moe_gguf_file_check_tensor(const moe_gguf_file *f, uint64_t i, const 
     return MOE_OK;
 }
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14 */
+#endif
+
+void moe_gguf_file_populate(const moe_gguf_file *f) {
+    if (!f->map || f->size <= f->g->data_offset)
+        return;
+    const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    const uint64_t a = f->g->data_offset / page * page;
+    if (madvise((void *)(f->map + a), (size_t)(f->size - a), MADV_POPULATE_READ) != 0)
+        madvise((void *)(f->map + a), (size_t)(f->size - a), MADV_WILLNEED);
+}
+
 void moe_gguf_file_release(const moe_gguf_file *f, uint64_t off, uint64_t len) {
     if (f->map) {
         uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
