@@ -68,6 +68,35 @@ static void load_part(moe_type type, const uint8_t *rows, uint64_t bytes, int32_
     }
 }
 
+enum { FOLD = 16 }; /* output values whose lanes are folded together */
+
+/* sum[i] for n <= FOLD output values i: their W lanes (lanes[l * nv + i], 0
+ * for l >= used) folded as one value's would be (W = 64: the four 16-lane
+ * accumulators into one, then moe_reduce16's tree; W = 16: the tree). Every
+ * step is an addition across values, lane for lane, so these loops keep each
+ * value's order and vectorise. */
+static void fold_lanes(const float *lanes, int64_t nv, int used, int W, int64_t n, float *sum) {
+    float a[64][FOLD];
+    for (int l = 0; l < W; l++)
+        for (int64_t i = 0; i < FOLD; i++)
+            a[l][i] = l < used && i < n ? lanes[(int64_t)l * nv + i] : 0.0f;
+    if (W == 64)
+        for (int l = 0; l < 16; l++)
+            for (int64_t i = 0; i < FOLD; i++) {
+                a[l][i] += a[32 + l][i];
+                a[16 + l][i] += a[48 + l][i];
+                a[l][i] += a[16 + l][i];
+            }
+    for (int l = 0; l < 8; l++) /* moe_reduce16: halves, quarters, then the two pairs */
+        for (int64_t i = 0; i < FOLD; i++)
+            a[l][i] += a[l + 8][i];
+    for (int l = 0; l < 4; l++)
+        for (int64_t i = 0; i < FOLD; i++)
+            a[l][i] += a[l + 4][i];
+    for (int64_t i = 0; i < n; i++)
+        sum[i] = (a[0][i] + a[2][i]) + (a[1][i] + a[3][i]);
+}
+
 /* out[h][d] = sum over slots j of p[h][j] * v[cell j][h/group][d], in the
  * lane order of llama.cpp's product (see attend_token): slot j adds into lane
  * j % W of every output value. Heads [h0, h1) only (a thread's share), one KV
@@ -118,21 +147,13 @@ static void weighted_sum(const moe_model *m, const moe_attn_step *st, const attn
                 }
             }
         }
-        for (int64_t i = 0; i < nv; i++) {
-            float acc[64];
-            for (int l = 0; l < W; l++)
-                acc[l] = l < used ? lanes[(int64_t)l * nv + i] : 0.0f;
-            float *o = out + ha * dv + i;
-            if (batched) {
-                *o = moe_reduce16(acc);
-                continue;
-            }
-            for (int l = 0; l < 16; l++) { /* fold the four 16-lane accumulators */
-                acc[l] += acc[32 + l];
-                acc[16 + l] += acc[48 + l];
-                acc[l] += acc[16 + l];
-            }
-            *o = (float)((double)moe_reduce16(acc) + tl[i]);
+        for (int64_t i0 = 0; i0 < nv; i0 += FOLD) {
+            const int64_t n = nv - i0 < FOLD ? nv - i0 : FOLD;
+            float sum[FOLD];
+            fold_lanes(lanes + i0, nv, used, W, n, sum);
+            float *o = out + ha * dv + i0;
+            for (int64_t i = 0; i < n; i++)
+                o[i] = batched ? sum[i] : (float)((double)sum[i] + tl[i0 + i]);
         }
         ha = hb;
     }
