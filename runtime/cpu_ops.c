@@ -173,13 +173,16 @@ static void matmul_rows(const moe_weight *w, const uint8_t *base, const float *x
     const bool has_min = tr->base == MOE_TYPE_Q4_1 || tr->base == MOE_TYPE_Q5_1;
     for (int64_t g = g0; g < g1; g++) {
         const uint8_t *src = base + (uint64_t)(g * group) * w->row_bytes;
-        if (w->type == MOE_TYPE_F16)
+        const float *rf = row; /* the rows in f32: F32 weights are read in place */
+        if (w->type == MOE_TYPE_F32)
+            rf = (const float *)(const void *)src;
+        else if (w->type == MOE_TYPE_F16)
             moe_cpu_float_ops_active()->f16_row(src, row, n_in * group);
         else
             tr->to_f32(src, row, n_in, group);
         for (int64_t rr = 0; rr < group; rr++)
             for (int64_t t = 0; t < T; t++) {
-                float v = dot(row + rr * n_in, xa + t * n_in, n_in);
+                float v = dot(rf + rr * n_in, xa + t * n_in, n_in);
                 if (has_min)
                     v += min_correction(w, src + (uint64_t)rr * w->row_bytes,
                                         corr + t * (n_in / 32), n_in);

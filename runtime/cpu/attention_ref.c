@@ -77,9 +77,18 @@ enum { FOLD = 16 }; /* output values whose lanes are folded together */
  * value's order and vectorise. */
 static void fold_lanes(const float *lanes, int64_t nv, int used, int W, int64_t n, float *sum) {
     float a[64][FOLD];
-    for (int l = 0; l < W; l++)
+    for (int l = 0; l < W; l++) {
+        if (l >= used) { /* constant sizes: vector moves, no call */
+            memset(a[l], 0, sizeof a[l]);
+            continue;
+        }
+        if (n == FOLD) {
+            memcpy(a[l], lanes + (int64_t)l * nv, sizeof a[l]);
+            continue;
+        }
         for (int64_t i = 0; i < FOLD; i++)
             a[l][i] = l < used && i < n ? lanes[(int64_t)l * nv + i] : 0.0f;
+    }
     if (W == 64)
         for (int l = 0; l < 16; l++)
             for (int64_t i = 0; i < FOLD; i++) {
@@ -93,8 +102,9 @@ static void fold_lanes(const float *lanes, int64_t nv, int used, int W, int64_t 
     for (int l = 0; l < 4; l++)
         for (int64_t i = 0; i < FOLD; i++)
             a[l][i] += a[l + 4][i];
-    for (int64_t i = 0; i < n; i++)
-        sum[i] = (a[0][i] + a[2][i]) + (a[1][i] + a[3][i]);
+    for (int64_t i = 0; i < FOLD; i++)
+        a[0][i] = (a[0][i] + a[2][i]) + (a[1][i] + a[3][i]);
+    memcpy(sum, a[0], (size_t)n * sizeof *sum);
 }
 
 /* out[h][d] = sum over slots j of p[h][j] * v[cell j][h/group][d], in the
