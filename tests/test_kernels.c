@@ -372,5 +372,15 @@ int main(void) {
                                   MOE_TYPE_Q5_1, MOE_TYPE_F16, MOE_TYPE_BF16};
     for (size_t i = 0; i < sizeof big_types / sizeof big_types[0]; i++)
         check_kernel(moe_cpu_kernel_find(MOE_CPU_SCALAR, big_types[i]), &big);
+    /* 100 tokens of long rows: the 512-bit kernels take them in chunks that
+     * keep the activations in L2 (64 + 36 tokens for 2080 values, 72 + 28 for
+     * 2304), with 16-row strips and a rest */
+    const moe_type chunk_types[] = {MOE_TYPE_Q4_0, MOE_TYPE_IQ4_NL, MOE_TYPE_Q4_0_R8, MOE_TYPE_Q8_0_R8,
+                                    MOE_TYPE_IQ4_NL_R4, MOE_TYPE_Q4_K, MOE_TYPE_Q4_K_R4};
+    for (size_t i = 0; i < sizeof chunk_types / sizeof chunk_types[0]; i++) {
+        const moe_cpu_kernel *k = moe_cpu_kernel_find(MOE_CPU_SCALAR, chunk_types[i]);
+        shape chunks = {k->act == MOE_ACT_Q8K ? 2304 : 2080, 24, 100, 0, 24};
+        check_kernel(k, &chunks);
+    }
     TEST_DONE();
 }
