@@ -146,9 +146,9 @@ void moe_gguf_file_release(const moe_gguf_file *f, uint64_t off, uint64_t len);
 
 /* Maps every page of the tensor data into this process now (reading from disk
  * what the page cache lacks), as llama.cpp's MAP_POPULATE does: a mapped
- * model then takes no page faults while it computes. Without mmap, or on a
- * kernel without MADV_POPULATE_READ (Linux < 5.14), it asks for read-ahead
- * instead. Advisory: failures are ignored. */
+ * model then takes no page faults while it computes. On a kernel without
+ * MADV_POPULATE_READ (Linux < 5.14) it asks for read-ahead instead; without
+ * mmap it does nothing. Advisory: failures are ignored. */
 void moe_gguf_file_populate(const moe_gguf_file *f);
 
 /* Reads len bytes at absolute file offset off into buf (pread loop; short file

@@ -87,7 +87,7 @@ static void fold_lanes(const float *lanes, int64_t nv, int used, int W, int64_t 
             continue;
         }
         for (int64_t i = 0; i < FOLD; i++)
-            a[l][i] = l < used && i < n ? lanes[(int64_t)l * nv + i] : 0.0f;
+            a[l][i] = i < n ? lanes[(int64_t)l * nv + i] : 0.0f;
     }
     if (W == 64)
         for (int l = 0; l < 16; l++)
