@@ -17,6 +17,11 @@ static inline __m256i dot_s8s8(__m256i acc, __m256i a, __m256i b) {
     return dot_u8s8(acc, _mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
 }
 
+/* acc + per 32-bit lane sum of the two int16 products */
+static inline __m256i madd16_acc(__m256i acc, __m256i a, __m256i b) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+}
+
 #include "runtime/cpu/x86/kernels_x86.inc"
 
 const moe_cpu_kernel_table *moe_cpu_kernels_avx2(void) {

@@ -14,6 +14,10 @@ static inline __m256i dot_s8s8(__m256i acc, __m256i a, __m256i b) {
     return _mm256_dpbusd_epi32(acc, _mm256_abs_epi8(a), _mm256_sign_epi8(b, a));
 }
 
+static inline __m256i madd16_acc(__m256i acc, __m256i a, __m256i b) {
+    return _mm256_dpwssd_epi32(acc, a, b);
+}
+
 /* 512-bit kernels for the types that carry most bytes */
 #define MOE_X86_WIDE_KERNELS "runtime/cpu/x86/kernels_zmm.inc"
 #include "runtime/cpu/x86/kernels_x86.inc"
