@@ -16,11 +16,20 @@ static const moe_cpu_kernel_table *table(void) { return moe_cpu_kernels(moe_cpu_
 /* Expert products take the VEC summation order where a type has one. */
 static moe_mm_fn mm_vec(const moe_cpu_kernel *k) { return k->mm_vec ? k->mm_vec : k->mm; }
 
-/* Rows [r0, r1) of thread k of nth over n rows in units of R. */
-static void split_rows(int64_t n, int64_t R, int k, int nth, int64_t *r0, int64_t *r1) {
-    const int64_t units = n / R;
-    *r0 = units * k / nth * R;
-    *r1 = units * (k + 1) / nth * R;
+/* Rows in a work unit of a product of n rows (units of R rows): about
+ * UNITS_PER_THREAD units per thread, taken dynamically, so that a thread that
+ * streams faster takes more (with two fixed halves per product, the worker
+ * thread of a 2-thread decode waited 24% of its time for the master, which
+ * also takes the interrupts); whole STRIP_ROWS strips, so that every row goes
+ * through the same kernel (512-bit strips or the 256-bit rest) whatever the
+ * thread count. */
+enum { UNITS_PER_THREAD = 4, STRIP_ROWS = 16 };
+
+static int64_t unit_rows(int64_t n, int64_t R, int64_t want_units) {
+    const int64_t q = STRIP_ROWS % R == 0 ? STRIP_ROWS : R; /* R is 1, 4 or 8 */
+    int64_t rows = (n + want_units - 1) / want_units;
+    rows = (rows + q - 1) / q * q;
+    return rows < n ? rows : n;
 }
 
 void moe_cpu_matmul_fast(moe_backend *be, const moe_weight *w, int64_t e, const float *x,
@@ -37,17 +46,17 @@ void moe_cpu_matmul_fast(moe_backend *be, const moe_weight *w, int64_t e, const 
     int nth = be->n_threads < 1 ? 1 : be->n_threads;
     if (nth > n_out / kern->rows)
         nth = (int)(n_out / kern->rows > 0 ? n_out / kern->rows : 1);
+    const int64_t rows = unit_rows(n_out, kern->rows, (int64_t)UNITS_PER_THREAD * nth);
+    const int64_t n_units = (n_out + rows - 1) / rows;
 #pragma omp parallel num_threads(nth)
     {
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < T; t++)
             quantize(x + t * n_in, act + (uint64_t)t * as, n_in);
-#pragma omp for schedule(static)
-        for (int k = 0; k < nth; k++) {
-            int64_t r0, r1;
-            split_rows(n_out, kern->rows, k, nth, &r0, &r1);
-            if (r1 > r0)
-                mm(base, w->row_bytes, n_in, r0, r1, act, as, T, y, n_out);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t u = 0; u < n_units; u++) {
+            const int64_t r0 = u * rows, r1 = r0 + rows < n_out ? r0 + rows : n_out;
+            mm(base, w->row_bytes, n_in, r0, r1, act, as, T, y, n_out);
         }
     }
 }
@@ -60,11 +69,9 @@ typedef struct units {
 } units;
 
 static units plan_units(int64_t rows, int64_t R, int64_t n_act, int nth) {
-    int64_t want = (4 * (int64_t)nth + n_act - 1) / n_act; /* enough units to balance */
-    int64_t max = rows / R;
+    const int64_t want = (UNITS_PER_THREAD * (int64_t)nth + n_act - 1) / n_act; /* enough to balance */
     units u;
-    u.n_chunks = want < 1 ? 1 : want > max ? max : want;
-    u.chunk_rows = ((rows / R + u.n_chunks - 1) / u.n_chunks) * R;
+    u.chunk_rows = unit_rows(rows, R, want < 1 ? 1 : want);
     u.n_chunks = (rows + u.chunk_rows - 1) / u.chunk_rows;
     return u;
 }
