@@ -129,13 +129,58 @@ static void f16_row_scalar(const uint8_t *src, float *dst, int64_t n) {
         dst[i] = moe_f16_to_f32(moe_load_le16(src + 2 * i));
 }
 
+static void scores_f16_scalar(const float *q, const uint8_t *base, uint64_t stride,
+                              const int32_t *cell, int64_t n, int64_t dk, float *out) {
+    float k[16];
+    for (int64_t j = 0; j < n; j++) {
+        const uint8_t *row = base + (uint64_t)cell[j] * stride;
+        float acc[16] = {0};
+        for (int64_t i = 0; i < dk; i += 16) {
+            f16_row_scalar(row + 2 * i, k, 16);
+            for (int l = 0; l < 16; l++)
+                acc[l] = fmaf(q[i + l], k[l], acc[l]);
+        }
+        out[j] = moe_reduce16(acc);
+    }
+}
+
+static void wsum_f16_scalar(const float *p, const uint8_t *base, uint64_t stride,
+                            const int32_t *cell, int64_t n, int64_t dv, float *out) {
+    float v[8];
+    for (int64_t d0 = 0; d0 < dv; d0 += 8) {
+        float lanes[8][16] = {{0}}; /* value d0 + i, lane l */
+        for (int64_t j = 0; j < n; j++) {
+            f16_row_scalar(base + (uint64_t)cell[j] * stride + 2 * d0, v, 8);
+            for (int i = 0; i < 8; i++)
+                lanes[i][j % 16] = fmaf(p[j], v[i], lanes[i][j % 16]);
+        }
+        for (int i = 0; i < 8; i++)
+            out[d0 + i] = moe_reduce16(lanes[i]);
+    }
+}
+
+static void round_f16_row_scalar(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        x[i] = moe_f16_to_f32(moe_f32_to_f16(x[i]));
+}
+
+static float max_row_scalar(const float *x, int64_t n) {
+    float max = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        max = fmaxf(max, x[i]);
+    return max;
+}
+
 static double exp_sum16_scalar(float *x, int64_t n16, float max);
 static void silu16_scalar(float *x, int64_t n16);
 
 const moe_cpu_float_ops *moe_cpu_float_ops_scalar(void) {
     static const moe_cpu_float_ops ops = {.dot_gemm = dot_gemm_scalar, .dot_vec = dot_vec_scalar,
                                           .fma_row = fma_row_scalar, .f16_row = f16_row_scalar,
-                                          .silu16 = silu16_scalar, .exp_sum16 = exp_sum16_scalar};
+                                          .silu16 = silu16_scalar, .exp_sum16 = exp_sum16_scalar,
+                                          .scores_f16 = scores_f16_scalar, .wsum_f16 = wsum_f16_scalar,
+                                          .round_f16_row = round_f16_row_scalar,
+                                          .max_row = max_row_scalar};
     return &ops;
 }
 
@@ -307,9 +352,9 @@ static void silu16_scalar(float *x, int64_t n16) {
 /* ggml's softmax: 16-value blocks through the polynomial, each block summed in
  * the AVX-512 tree and the blocks in double; a tail through libm expf. */
 void moe_cpu_softmax(float *x, int64_t n) {
-    float max = -INFINITY;
-    for (int64_t i = 0; i < n; i++)
-        max = fmaxf(max, x[i]);
+    /* the maximum's value does not depend on the order (only a zero's sign
+     * could, and x - (+0) and x - (-0) have the same exp) */
+    const float max = moe_cpu_float_ops_active()->max_row(x, n);
     const int64_t n16 = n & ~(int64_t)15;
     double sum = moe_cpu_float_ops_active()->exp_sum16(x, n16, max);
     for (int64_t i = n16; i < n; i++) {

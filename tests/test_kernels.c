@@ -25,6 +25,7 @@
 #include "formats/quant/interleave.h"
 #include "formats/quant/quant.h"
 #include "runtime/cpu/kernels.h"
+#include "runtime/cpu_ops.h"
 #include "test_util.h"
 
 static float frand(void) { return (float)((double)test_rng_next() / 4294967296.0 * 2.0 - 1.0); }
@@ -306,6 +307,88 @@ static void check_exp_ops(const moe_cpu_float_ops *ref, const moe_cpu_float_ops 
 }
 
 /* The float helpers of each level give the scalar helpers' bits exactly. */
+/* The batched attention helpers over an F16 cache: the scalar ones against
+ * the reference composition (dot_gemm on the widened rows; fma_row into lane
+ * j % 16, moe_reduce16 per value), every level's against the scalar ones, bit
+ * for bit, with cells out of order, n = 0..40 slots and head sizes that leave
+ * 16- and 8-value tails. Also round_f16_row and max_row. */
+static void check_attention_ops(const moe_cpu_float_ops *ref, const moe_cpu_float_ops *f, const char *name) {
+    enum { CELLS = 48, ROW = 400 };
+    static uint8_t kv[CELLS * ROW * 2];
+    float q[ROW], p[CELLS], o0[ROW], o1[ROW], w[ROW];
+    int32_t cell[CELLS];
+    for (int i = 0; i < CELLS * ROW; i++) {
+        const uint16_t v = (uint16_t)(test_rng_next() & 0xbbff); /* finite halves, both signs */
+        kv[2 * i] = (uint8_t)v, kv[2 * i + 1] = (uint8_t)(v >> 8);
+    }
+    for (int i = 0; i < ROW; i++)
+        q[i] = frand() * 3.0f;
+    for (int j = 0; j < CELLS; j++) {
+        cell[j] = (j * 29 + 7) % CELLS; /* a permutation */
+        p[j] = frand() * frand();
+    }
+    const int64_t dks[] = {16, 48, 128, 256};
+    const int64_t dvs[] = {8, 24, 128, 136, 152, 400};
+    for (int64_t n = 0; n <= 40; n += (n < 18 ? 1 : 11)) {
+        for (size_t k = 0; k < sizeof dks / sizeof dks[0]; k++) {
+            const int64_t dk = dks[k];
+            const uint8_t *base = kv + 2 * 16; /* rows from value 16 on (a head's part) */
+            ref->scores_f16(q, base, ROW * 2, cell, n, dk, o0);
+            f->scores_f16(q, base, ROW * 2, cell, n, dk, o1);
+            CHECK(!memcmp(o0, o1, (size_t)n * 4), "%s scores_f16 n=%lld dk=%lld differs", name, (long long)n,
+                  (long long)dk);
+            for (int64_t j = 0; j < n && f == ref; j++) {
+                ref->f16_row(base + (uint64_t)cell[j] * ROW * 2, w, dk);
+                const float d = ref->dot_gemm(q, w, dk);
+                CHECK(!memcmp(&d, &o0[j], 4), "scalar scores_f16 n=%lld dk=%lld slot %lld: not dot_gemm's",
+                      (long long)n, (long long)dk, (long long)j);
+            }
+        }
+        for (size_t k = 0; k < sizeof dvs / sizeof dvs[0]; k++) {
+            const int64_t dv = dvs[k];
+            ref->wsum_f16(p, kv, ROW * 2, cell, n, dv, o0);
+            f->wsum_f16(p, kv, ROW * 2, cell, n, dv, o1);
+            CHECK(!memcmp(o0, o1, (size_t)dv * 4), "%s wsum_f16 n=%lld dv=%lld differs", name, (long long)n,
+                  (long long)dv);
+            if (f != ref)
+                continue;
+            static float lanes[16][ROW];
+            memset(lanes, 0, sizeof lanes);
+            for (int64_t j = 0; j < n; j++) {
+                ref->f16_row(kv + (uint64_t)cell[j] * ROW * 2, w, dv);
+                ref->fma_row(p[j], w, lanes[j % 16], dv);
+            }
+            int off = 0;
+            for (int64_t d = 0; d < dv; d++) {
+                float v16[16];
+                for (int l = 0; l < 16; l++)
+                    v16[l] = lanes[l][d];
+                const float r = moe_reduce16(v16);
+                off += memcmp(&r, &o0[d], 4) != 0;
+            }
+            CHECK(!off, "scalar wsum_f16 n=%lld dv=%lld: %d values not the lane sums'", (long long)n,
+                  (long long)dv, off);
+        }
+    }
+    float x0[ROW], x1[ROW];
+    for (int i = 0; i < ROW; i++)
+        x0[i] = (frand() - 0.5f) * (i % 7 == 0 ? 1e5f : i % 5 == 0 ? 1e-6f : 1.0f);
+    x0[3] = NAN, x0[9] = -0.0f, x0[10] = INFINITY, x0[11] = -INFINITY, x0[12] = 65520.0f, x0[13] = 1e-8f;
+    memcpy(x1, x0, sizeof x0);
+    ref->round_f16_row(x0, ROW);
+    f->round_f16_row(x1, ROW);
+    CHECK(!memcmp(x0, x1, sizeof x0), "%s round_f16_row differs", name);
+    CHECK(moe_f16_to_f32(moe_f32_to_f16(1.0f / 3.0f)) == (x1[0] = 1.0f / 3.0f, f->round_f16_row(x1, 1), x1[0]),
+          "%s round_f16_row(1/3)", name);
+    for (int64_t n = 0; n <= 40; n++) {
+        float v[40];
+        for (int64_t i = 0; i < n; i++)
+            v[i] = i % 9 == 4 ? NAN : frand() - 2.0f;
+        const float m0 = ref->max_row(v, n), m1 = f->max_row(v, n);
+        CHECK(!memcmp(&m0, &m1, 4), "%s max_row n=%lld: %g vs %g", name, (long long)n, m1, m0);
+    }
+}
+
 static void check_float_ops(void) {
     const moe_cpu_float_ops *ref = moe_cpu_float_ops_scalar();
     const int64_t ns[] = {1, 7, 15, 16, 17, 63, 64, 65, 100, 256, 1000};
@@ -341,7 +424,9 @@ static void check_float_ops(void) {
             CHECK(!memcmp(f0, f1, (size_t)n * 4), "%s f16_row n=%lld differs", name, (long long)n);
         }
         check_exp_ops(ref, f, name);
+        check_attention_ops(ref, f, name);
     }
+    check_attention_ops(ref, ref, "scalar");
 }
 
 int main(void) {

@@ -9,8 +9,6 @@
 #include "runtime/cpu/kernels.h"
 #include "runtime/cpu_ops.h"
 
-static float round_f16(float v) { return moe_f16_to_f32(moe_f32_to_f16(v)); }
-
 static int64_t even(int64_t n) { return (n + 1) & ~(int64_t)1; }
 
 int64_t moe_attention_workspace(const moe_model *m, int64_t row_k, int64_t row_v,
@@ -127,6 +125,12 @@ static void weighted_sum(const moe_model *m, const moe_attn_step *st, const attn
     const int32_t in_lanes = ac->n_vis < full ? ac->n_vis : full;
     const int used = in_lanes < W ? in_lanes : W; /* lanes some slot adds into */
     const bool parts = dv % moe_type_get(kv->type_v)->block_size == 0;
+    if (batched && kv->type_v == MOE_TYPE_F16 && dv % 8 == 0) { /* lanes in registers */
+        for (int64_t h = h0; h < h1; h++)
+            fops->wsum_f16(scores + h * n_slots, kv->v[st->layer] + (uint64_t)(2 * (h / group) * dv),
+                           kv->bytes_v, ac->cell, ac->n_vis, dv, out + h * dv);
+        return;
+    }
     double tail[1024];
     const bool big = H * dv > 1024;
     double *tl = big ? (double *)(lanes + W * H * dv) : tail;
@@ -186,9 +190,20 @@ static void attend_token(const moe_model *m, const moe_attn_step *st, int32_t t,
     const int32_t n_slots = ac.n_slots;
     const bool kf16 = kv->type_k == MOE_TYPE_F16, vf16 = kv->type_v == MOE_TYPE_F16;
     const float *q = st->q + t * H * dk;
-    for (int64_t i = h0 * dk; i < h1 * dk; i++)
-        qr[i] = kf16 ? round_f16(q[i]) : q[i];
-    for (int32_t j = 0; j < n_slots; j++) {
+    const moe_cpu_float_ops *fops = moe_cpu_float_ops_active();
+    memcpy(qr + h0 * dk, q + h0 * dk, (size_t)((h1 - h0) * dk) * sizeof *qr);
+    if (kf16)
+        fops->round_f16_row(qr + h0 * dk, (h1 - h0) * dk);
+    if (batched && kf16 && dk % 16 == 0) { /* the same sums, K widened in registers */
+        for (int64_t h = h0; h < h1; h++) {
+            float *sh = scores + h * n_slots;
+            fops->scores_f16(qr + h * dk, kv->k[st->layer] + (uint64_t)(2 * (h / group) * dk),
+                             kv->bytes_k, ac.cell, ac.n_vis, dk, sh);
+            for (int32_t j = 0; j < n_slots; j++)
+                sh[j] = j < ac.n_vis ? sh[j] * m->kq_scale : -INFINITY;
+        }
+    }
+    for (int32_t j = 0; j < n_slots && !(batched && kf16 && dk % 16 == 0); j++) {
         const bool vis = j < ac.n_vis;
         if (vis)
             load_row(kv->type_k, kv->k[st->layer], kv->bytes_k, ac.cell[j], kv->row_k, krow);
@@ -202,8 +217,8 @@ static void attend_token(const moe_model *m, const moe_attn_step *st, int32_t t,
     for (int64_t h = h0; h < h1; h++) {
         float *sh = scores + h * n_slots;
         moe_cpu_softmax(sh, n_slots);
-        for (int32_t j = 0; j < n_slots && vf16; j++)
-            sh[j] = round_f16(sh[j]);
+        if (vf16)
+            fops->round_f16_row(sh, n_slots);
     }
     weighted_sum(m, st, &ac, h0, h1, scores, vrow, lanes, out, batched);
 }

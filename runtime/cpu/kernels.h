@@ -140,6 +140,19 @@ typedef struct moe_cpu_float_ops {
     /* x[i] = exp(x[i] - max); returns the sum of the 16-value blocks, each
      * block in the AVX-512 tree (moe_reduce16), the blocks added in double */
     double (*exp_sum16)(float *x, int64_t n16, float max);
+    /* Batched attention over an F16 cache, rows at base + cell[j] * stride:
+     * out[j] = dot_gemm(q, row j widened, dk) for j < n (dk a multiple of 16) */
+    void (*scores_f16)(const float *q, const uint8_t *base, uint64_t stride, const int32_t *cell,
+                       int64_t n, int64_t dk, float *out);
+    /* out[d] (d < dv, a multiple of 8) = the sum over j < n of p[j] * row j's
+     * value d in the batched order: slot j fmaf'ed into lane j % 16 of the
+     * value, the 16 lanes then folded as moe_reduce16 folds */
+    void (*wsum_f16)(const float *p, const uint8_t *base, uint64_t stride, const int32_t *cell,
+                     int64_t n, int64_t dv, float *out);
+    /* x[i] through fp16 and back (round to nearest even, as moe_f32_to_f16) */
+    void (*round_f16_row)(float *x, int64_t n);
+    /* fmaxf over x[0..n) from -INFINITY (NaNs ignored; n >= 0) */
+    float (*max_row)(const float *x, int64_t n);
 } moe_cpu_float_ops;
 
 /* The float helpers of the active level (the scalar ones at ref and scalar). */
