@@ -231,7 +231,8 @@ void moe_cpu_attention_ref(moe_backend *be, const moe_model *m, const moe_attn_s
     const int64_t qd = m->hp.n_head * m->attn.dk, od = m->hp.n_head * m->attn.dv;
     const int64_t kd = st->kv->row_k, vd = st->kv->row_v, H = m->hp.n_head;
     const int32_t T = st->T;
-    for (int32_t t = 0; t < T; t++)
+#pragma omp parallel for num_threads(be->n_threads) schedule(static) if (T >= 8)
+    for (int32_t t = 0; t < T; t++) /* a batch's tokens have cells of their own */
         moe_kv_store(st->kv, st->layer, st->cells[t], st->k + t * kd, st->v + t * vd);
     const int64_t ws = be->attn_ws_floats, units = (int64_t)T * H;
     const int nth = be->n_threads < units ? be->n_threads : (int)units;
