@@ -224,9 +224,11 @@ static void attend_token(const moe_model *m, const moe_attn_step *st, int32_t t,
 }
 
 /* Stores the batch's K/V rows, then attends token by token (tokens of one
- * batch see each other causally through the cache). The (token, head) pairs
- * are split into contiguous ranges, one per thread: whole tokens for a
- * batch, heads of one token when decoding it alone, so no thread waits. */
+ * batch see each other causally through the cache). A batch of at least two
+ * tokens per thread: each thread takes the next token when it is done (a
+ * causal batch's later tokens attend more cells: with contiguous ranges the
+ * second of two threads did three quarters of a prompt's attention). Fewer
+ * tokens: the (token, head) pairs in contiguous ranges, one per thread. */
 void moe_cpu_attention_ref(moe_backend *be, const moe_model *m, const moe_attn_step *st) {
     const int64_t qd = m->hp.n_head * m->attn.dk, od = m->hp.n_head * m->attn.dv;
     const int64_t kd = st->kv->row_k, vd = st->kv->row_v, H = m->hp.n_head;
@@ -236,13 +238,25 @@ void moe_cpu_attention_ref(moe_backend *be, const moe_model *m, const moe_attn_s
         moe_kv_store(st->kv, st->layer, st->cells[t], st->k + t * kd, st->v + t * vd);
     const int64_t ws = be->attn_ws_floats, units = (int64_t)T * H;
     const int nth = be->n_threads < units ? be->n_threads : (int)units;
+    const bool by_token = T >= 2 * nth;
+    int32_t next = 0;
 #pragma omp parallel for num_threads(nth) schedule(static)
-    for (int k = 0; k < nth; k++) {
+    for (int k = 0; k < nth; k++) { /* one iteration per thread: k names its workspace */
         float *scores = be->attn_ws + k * ws;
         float *krow = scores + even(m->hp.n_head * st->kv->size);
         float *vrow = krow + even(kd);
         float *qr = vrow + even(vd);
         float *lanes = qr + even(qd);
+        while (by_token) {
+            int32_t t;
+#pragma omp atomic capture
+            t = next++;
+            if (t >= T)
+                break;
+            attend_token(m, st, t, 0, H, st->out + t * od, scores, krow, vrow, qr, lanes, true);
+        }
+        if (by_token)
+            continue;
         const int64_t u0 = units * k / nth, u1 = units * (k + 1) / nth;
         for (int64_t u = u0; u < u1;) {
             const int32_t t = (int32_t)(u / H);
