@@ -389,6 +389,40 @@ static void check_attention_ops(const moe_cpu_float_ops *ref, const moe_cpu_floa
     }
 }
 
+/* Q8_K activations at every level byte for byte as the reference's on the
+ * blocks random rows rarely give: the largest magnitude twice with both signs
+ * (the first one's sign counts), all zero, subnormals, tiny values, values
+ * that round to ties. (NaNs and blocks whose scale overflows convert through
+ * a cast C leaves undefined: not compared.) */
+static void check_q8k_edges(void) {
+    enum { NB = 7 };
+    float x[NB * 256];
+    for (int i = 0; i < NB * 256; i++)
+        x[i] = frand() - 0.5f;
+    x[10] = -3.0f, x[200] = 3.0f;          /* block 0: -max first */
+    x[256 + 5] = 3.0f, x[256 + 77] = -3.0f; /* block 1: +max first */
+    for (int i = 512; i < 768; i++)         /* block 2: all zero */
+        x[i] = i % 2 ? 0.0f : -0.0f;
+    x[768 + 33] = 1e-40f, x[768 + 34] = -1e-44f; /* block 3: subnormals among values */
+    for (int i = 1024; i < 1280; i++)       /* block 4: tiny values (iscale near FLT_MAX) */
+        x[i] = (float)(i - 1150) * 1e-38f;
+    for (int i = 1280; i < 1536; i++)       /* block 5: halves (ties) of the scale */
+        x[i] = (float)((i % 255) - 127) * 0.5f;
+    x[1536 + 255] = -1e30f;                 /* block 6: the largest last */
+    moe_act_q8k ref[NB], lv[NB];
+    moe_act_quantize_q8k_ref(x, ref, NB * 256);
+    for (int level = MOE_CPU_AVX2; level <= (int)moe_cpu_level_detected(); level++) {
+        const moe_cpu_kernel_table *tab = moe_cpu_kernels((moe_cpu_level)level);
+        if (!tab)
+            continue;
+        memset(lv, 0x5a, sizeof lv);
+        tab->quantize[MOE_ACT_Q8K](x, lv, NB * 256);
+        for (int b = 0; b < NB; b++)
+            CHECK(!memcmp(&ref[b], &lv[b], sizeof ref[b]), "%s Q8_K block %d differs from the reference",
+                  moe_cpu_level_name((moe_cpu_level)level), b);
+    }
+}
+
 static void check_float_ops(void) {
     const moe_cpu_float_ops *ref = moe_cpu_float_ops_scalar();
     const int64_t ns[] = {1, 7, 15, 16, 17, 63, 64, 65, 100, 256, 1000};
@@ -452,6 +486,7 @@ int main(void) {
     }
     /* the activation formats of other shapes: 2080 values (65 blocks) */
     check_float_ops();
+    check_q8k_edges();
     shape big = {2080, 8, 7, 0, 8};
     const moe_type big_types[] = {MOE_TYPE_Q4_0_R8, MOE_TYPE_Q4_1, MOE_TYPE_Q5_0,
                                   MOE_TYPE_Q5_1, MOE_TYPE_F16, MOE_TYPE_BF16};

@@ -28,7 +28,7 @@ const moe_cpu_kernel_table *moe_cpu_kernels_avx2(void) {
     static const moe_cpu_kernel_table table = {
         .level = MOE_CPU_AVX2,
         .fops = &fops_avx2,
-        .quantize = {NULL, quantize_q8_avx2, moe_act_quantize_q8k_ref, quantize_f16_avx2,
+        .quantize = {NULL, quantize_q8_avx2, quantize_q8k_avx2, quantize_f16_avx2,
                      quantize_bf16_avx2},
         .kernels = kernels_avx2,
     };

@@ -26,7 +26,7 @@ const moe_cpu_kernel_table *moe_cpu_kernels_avx512(void) {
     static const moe_cpu_kernel_table table = {
         .level = MOE_CPU_AVX512,
         .fops = &fops_avx512,
-        .quantize = {NULL, quantize_q8_avx512, moe_act_quantize_q8k_ref, quantize_f16_avx512,
+        .quantize = {NULL, quantize_q8_avx512, quantize_q8k_avx512, quantize_f16_avx512,
                      quantize_bf16_avx512},
         .kernels = kernels_avx512,
     };
