@@ -159,6 +159,64 @@ static void wsum_f16_scalar(const float *p, const uint8_t *base, uint64_t stride
     }
 }
 
+/* dot_vec_scalar's order with the row widened value by value */
+static void scores_f16_vec_scalar(const float *q, const uint8_t *base, uint64_t stride,
+                                  const int32_t *cell, int64_t n, int64_t dk, float *out) {
+    const int64_t np = dk & ~(int64_t)63;
+    for (int64_t j = 0; j < n; j++) {
+        const uint8_t *row = base + (uint64_t)cell[j] * stride;
+        float acc[4][16] = {{0}};
+        for (int64_t i = 0; i < np; i += 64)
+            for (int c = 0; c < 4; c++)
+                for (int l = 0; l < 16; l++) {
+                    const int64_t k = i + 16 * c + l;
+                    acc[c][l] = fmaf(q[k], moe_f16_to_f32(moe_load_le16(row + 2 * k)), acc[c][l]);
+                }
+        for (int l = 0; l < 16; l++) {
+            acc[0][l] += acc[2][l];
+            acc[1][l] += acc[3][l];
+            acc[0][l] += acc[1][l];
+        }
+        double sum = moe_reduce16(acc[0]);
+        for (int64_t k = np; k < dk; k++)
+            sum += (double)(q[k] * moe_f16_to_f32(moe_load_le16(row + 2 * k)));
+        out[j] = (float)sum;
+    }
+}
+
+/* The 64 lanes of one value folded as dot_vec_scalar folds its accumulators
+ * ([0] += [2], [1] += [3], [0] += [1] over 16-lane quarters), then moe_reduce16. */
+static float fold64(const float lane[64]) {
+    float a[4][16];
+    memcpy(a, lane, sizeof a);
+    for (int l = 0; l < 16; l++) {
+        a[0][l] += a[2][l];
+        a[1][l] += a[3][l];
+        a[0][l] += a[1][l];
+    }
+    return moe_reduce16(a[0]);
+}
+
+static void wsum_f16_vec_scalar(const float *p, const uint8_t *base, uint64_t stride,
+                                const int32_t *cell, int64_t n_lane, int64_t n, int64_t dv, float *out) {
+    float v[8];
+    for (int64_t d0 = 0; d0 < dv; d0 += 8) {
+        float lanes[8][64] = {{0}};
+        double tail[8] = {0};
+        for (int64_t j = 0; j < n; j++) {
+            f16_row_scalar(base + (uint64_t)cell[j] * stride + 2 * d0, v, 8);
+            for (int i = 0; i < 8; i++) {
+                if (j < n_lane)
+                    lanes[i][j % 64] = fmaf(p[j], v[i], lanes[i][j % 64]);
+                else
+                    tail[i] += (double)(p[j] * v[i]);
+            }
+        }
+        for (int i = 0; i < 8; i++)
+            out[d0 + i] = (float)((double)fold64(lanes[i]) + tail[i]);
+    }
+}
+
 static void round_f16_row_scalar(float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++)
         x[i] = moe_f16_to_f32(moe_f32_to_f16(x[i]));
@@ -179,6 +237,8 @@ const moe_cpu_float_ops *moe_cpu_float_ops_scalar(void) {
                                           .fma_row = fma_row_scalar, .f16_row = f16_row_scalar,
                                           .silu16 = silu16_scalar, .exp_sum16 = exp_sum16_scalar,
                                           .scores_f16 = scores_f16_scalar, .wsum_f16 = wsum_f16_scalar,
+                                          .scores_f16_vec = scores_f16_vec_scalar,
+                                          .wsum_f16_vec = wsum_f16_vec_scalar,
                                           .round_f16_row = round_f16_row_scalar,
                                           .max_row = max_row_scalar};
     return &ops;

@@ -313,7 +313,7 @@ static void check_exp_ops(const moe_cpu_float_ops *ref, const moe_cpu_float_ops 
  * for bit, with cells out of order, n = 0..40 slots and head sizes that leave
  * 16- and 8-value tails. Also round_f16_row and max_row. */
 static void check_attention_ops(const moe_cpu_float_ops *ref, const moe_cpu_float_ops *f, const char *name) {
-    enum { CELLS = 48, ROW = 400 };
+    enum { CELLS = 200, ROW = 400 };
     static uint8_t kv[CELLS * ROW * 2];
     float q[ROW], p[CELLS], o0[ROW], o1[ROW], w[ROW];
     int32_t cell[CELLS];
@@ -329,6 +329,60 @@ static void check_attention_ops(const moe_cpu_float_ops *ref, const moe_cpu_floa
     }
     const int64_t dks[] = {16, 48, 128, 256};
     const int64_t dvs[] = {8, 24, 128, 136, 152, 400};
+    /* one token: 64 lanes and a double tail (n_lane = n_slots & ~63 capped at n) */
+    const int64_t dks_vec[] = {16, 64, 100, 128, 192, 576};
+    const int64_t nls[][2] = {{0, 0}, {0, 31}, {17, 17}, {64, 64}, {64, 100}, {70, 90}, {128, 128}, {128, 190}, {192, 200}};
+    for (size_t c = 0; c < sizeof nls / sizeof nls[0]; c++) {
+        const int64_t n_lane = nls[c][0], n = nls[c][1];
+        for (size_t k = 0; k < sizeof dks_vec / sizeof dks_vec[0] && dks_vec[k] <= ROW; k++) {
+            const int64_t dk = dks_vec[k];
+            static float sv0[CELLS], sv1[CELLS];
+            ref->scores_f16_vec(q, kv, ROW * 2, cell, n, dk, sv0);
+            f->scores_f16_vec(q, kv, ROW * 2, cell, n, dk, sv1);
+            CHECK(!memcmp(sv0, sv1, (size_t)n * 4), "%s scores_f16_vec n=%lld dk=%lld differs", name, (long long)n,
+                  (long long)dk);
+            for (int64_t j = 0; j < n && f == ref; j++) {
+                ref->f16_row(kv + (uint64_t)cell[j] * ROW * 2, w, dk);
+                const float d = ref->dot_vec(q, w, dk);
+                CHECK(!memcmp(&d, &sv0[j], 4), "scalar scores_f16_vec n=%lld dk=%lld slot %lld: not dot_vec's",
+                      (long long)n, (long long)dk, (long long)j);
+            }
+        }
+        for (size_t k = 0; k < sizeof dvs / sizeof dvs[0]; k++) {
+            const int64_t dv = dvs[k];
+            static float pv[CELLS];
+            for (int64_t j = 0; j < CELLS; j++)
+                pv[j] = p[j % 48];
+            ref->wsum_f16_vec(pv, kv, ROW * 2, cell, n_lane, n, dv, o0);
+            f->wsum_f16_vec(pv, kv, ROW * 2, cell, n_lane, n, dv, o1);
+            CHECK(!memcmp(o0, o1, (size_t)dv * 4), "%s wsum_f16_vec n_lane=%lld n=%lld dv=%lld differs", name,
+                  (long long)n_lane, (long long)n, (long long)dv);
+            if (f != ref)
+                continue;
+            static float lanes[64][ROW];
+            static double tail[ROW];
+            memset(lanes, 0, sizeof lanes);
+            memset(tail, 0, sizeof tail);
+            for (int64_t j = 0; j < n; j++) {
+                ref->f16_row(kv + (uint64_t)cell[j] * ROW * 2, w, dv);
+                if (j < n_lane)
+                    ref->fma_row(pv[j], w, lanes[j % 64], dv);
+                else
+                    for (int64_t d = 0; d < dv; d++)
+                        tail[d] += (double)(pv[j] * w[d]);
+            }
+            int off = 0;
+            for (int64_t d = 0; d < dv; d++) {
+                float v16[16];
+                for (int l = 0; l < 16; l++) /* quarters 0 += 2, 1 += 3, 0 += 1 */
+                    v16[l] = (lanes[l][d] + lanes[32 + l][d]) + (lanes[16 + l][d] + lanes[48 + l][d]);
+                const float r = (float)((double)moe_reduce16(v16) + tail[d]);
+                off += memcmp(&r, &o0[d], 4) != 0;
+            }
+            CHECK(!off, "scalar wsum_f16_vec n_lane=%lld n=%lld dv=%lld: %d values not the lane sums'",
+                  (long long)n_lane, (long long)n, (long long)dv, off);
+        }
+    }
     for (int64_t n = 0; n <= 40; n += (n < 18 ? 1 : 11)) {
         for (size_t k = 0; k < sizeof dks / sizeof dks[0]; k++) {
             const int64_t dk = dks[k];

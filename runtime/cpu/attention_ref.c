@@ -131,6 +131,12 @@ static void weighted_sum(const moe_model *m, const moe_attn_step *st, const attn
                            kv->bytes_v, ac->cell, ac->n_vis, dv, out + h * dv);
         return;
     }
+    if (!batched && kv->type_v == MOE_TYPE_F16 && dv % 8 == 0) { /* 64 lanes, the rest in double */
+        for (int64_t h = h0; h < h1; h++)
+            fops->wsum_f16_vec(scores + h * n_slots, kv->v[st->layer] + (uint64_t)(2 * (h / group) * dv),
+                               kv->bytes_v, ac->cell, in_lanes, ac->n_vis, dv, out + h * dv);
+        return;
+    }
     double tail[1024];
     const bool big = H * dv > 1024;
     double *tl = big ? (double *)(lanes + W * H * dv) : tail;
@@ -194,16 +200,16 @@ static void attend_token(const moe_model *m, const moe_attn_step *st, int32_t t,
     memcpy(qr + h0 * dk, q + h0 * dk, (size_t)((h1 - h0) * dk) * sizeof *qr);
     if (kf16)
         fops->round_f16_row(qr + h0 * dk, (h1 - h0) * dk);
-    if (batched && kf16 && dk % 16 == 0) { /* the same sums, K widened in registers */
+    if (kf16 && (!batched || dk % 16 == 0)) { /* the same sums, K widened in registers */
         for (int64_t h = h0; h < h1; h++) {
             float *sh = scores + h * n_slots;
-            fops->scores_f16(qr + h * dk, kv->k[st->layer] + (uint64_t)(2 * (h / group) * dk),
+            (batched ? fops->scores_f16 : fops->scores_f16_vec)(qr + h * dk, kv->k[st->layer] + (uint64_t)(2 * (h / group) * dk),
                              kv->bytes_k, ac.cell, ac.n_vis, dk, sh);
             for (int32_t j = 0; j < n_slots; j++)
                 sh[j] = j < ac.n_vis ? sh[j] * m->kq_scale : -INFINITY;
         }
     }
-    for (int32_t j = 0; j < n_slots && !(batched && kf16 && dk % 16 == 0); j++) {
+    for (int32_t j = 0; j < n_slots && !(kf16 && (!batched || dk % 16 == 0)); j++) {
         const bool vis = j < ac.n_vis;
         if (vis)
             load_row(kv->type_k, kv->k[st->layer], kv->bytes_k, ac.cell[j], kv->row_k, krow);
