@@ -129,7 +129,7 @@ static void f16_row_scalar(const uint8_t *src, float *dst, int64_t n) {
         dst[i] = moe_f16_to_f32(moe_load_le16(src + 2 * i));
 }
 
-static void scores_f16_scalar(const float *q, const uint8_t *base, uint64_t stride,
+static void scores_f16_one_head(const float *q, const uint8_t *base, uint64_t stride,
                               const int32_t *cell, int64_t n, int64_t dk, float *out) {
     float k[16];
     for (int64_t j = 0; j < n; j++) {
@@ -160,7 +160,7 @@ static void wsum_f16_scalar(const float *p, const uint8_t *base, uint64_t stride
 }
 
 /* dot_vec_scalar's order with the row widened value by value */
-static void scores_f16_vec_scalar(const float *q, const uint8_t *base, uint64_t stride,
+static void scores_f16_vec_one_head(const float *q, const uint8_t *base, uint64_t stride,
                                   const int32_t *cell, int64_t n, int64_t dk, float *out) {
     const int64_t np = dk & ~(int64_t)63;
     for (int64_t j = 0; j < n; j++) {
@@ -215,6 +215,19 @@ static void wsum_f16_vec_scalar(const float *p, const uint8_t *base, uint64_t st
         for (int i = 0; i < 8; i++)
             out[d0 + i] = (float)((double)fold64(lanes[i]) + tail[i]);
     }
+}
+
+static void scores_f16_scalar(const float *q, const uint8_t *base, uint64_t stride, const int32_t *cell,
+                              int64_t n, int64_t dk, float *out, int64_t nh, int64_t ldo) {
+    for (int64_t h = 0; h < nh; h++)
+        scores_f16_one_head(q + h * dk, base, stride, cell, n, dk, out + h * ldo);
+}
+
+static void scores_f16_vec_scalar(const float *q, const uint8_t *base, uint64_t stride,
+                                  const int32_t *cell, int64_t n, int64_t dk, float *out, int64_t nh,
+                                  int64_t ldo) {
+    for (int64_t h = 0; h < nh; h++)
+        scores_f16_vec_one_head(q + h * dk, base, stride, cell, n, dk, out + h * ldo);
 }
 
 static void round_f16_row_scalar(float *x, int64_t n) {

@@ -329,6 +329,28 @@ static void check_attention_ops(const moe_cpu_float_ops *ref, const moe_cpu_floa
     }
     const int64_t dks[] = {16, 48, 128, 256};
     const int64_t dvs[] = {8, 24, 128, 136, 152, 400};
+    /* several query heads on one KV head (1..7: groups of 4 and the rest),
+     * both orders, against the scalar ones head by head */
+    {
+        static float qh[7 * 192], s0[7 * 64], s1[7 * 64], s2[64];
+        for (int i = 0; i < 7 * 192; i++)
+            qh[i] = frand() * 2.0f;
+        for (int64_t nh = 1; nh <= 7; nh++)
+            for (int vec = 0; vec < 2; vec++)
+                for (int64_t dk = 64; dk <= 192; dk += 64 + 16 * vec) {
+                    const int64_t n = 37;
+                    (vec ? f->scores_f16_vec : f->scores_f16)(qh, kv, ROW * 2, cell, n, dk, s1, nh, 64);
+                    (vec ? ref->scores_f16_vec : ref->scores_f16)(qh, kv, ROW * 2, cell, n, dk, s0, nh, 64);
+                    int off = 0;
+                    for (int64_t h = 0; h < nh; h++) {
+                        (vec ? ref->scores_f16_vec : ref->scores_f16)(qh + h * dk, kv, ROW * 2, cell, n, dk, s2, 1, 0);
+                        off += memcmp(s0 + h * 64, s2, (size_t)n * 4) != 0;
+                        off += memcmp(s1 + h * 64, s2, (size_t)n * 4) != 0;
+                    }
+                    CHECK(!off, "%s %s %lld heads dk=%lld: %d heads differ from one head at a time", name,
+                          vec ? "scores_f16_vec" : "scores_f16", (long long)nh, (long long)dk, off);
+                }
+    }
     /* one token: 64 lanes and a double tail (n_lane = n_slots & ~63 capped at n) */
     const int64_t dks_vec[] = {16, 64, 100, 128, 192, 576};
     const int64_t nls[][2] = {{0, 0}, {0, 31}, {17, 17}, {64, 64}, {64, 100}, {70, 90}, {128, 128}, {128, 190}, {192, 200}};
@@ -337,8 +359,8 @@ static void check_attention_ops(const moe_cpu_float_ops *ref, const moe_cpu_floa
         for (size_t k = 0; k < sizeof dks_vec / sizeof dks_vec[0] && dks_vec[k] <= ROW; k++) {
             const int64_t dk = dks_vec[k];
             static float sv0[CELLS], sv1[CELLS];
-            ref->scores_f16_vec(q, kv, ROW * 2, cell, n, dk, sv0);
-            f->scores_f16_vec(q, kv, ROW * 2, cell, n, dk, sv1);
+            ref->scores_f16_vec(q, kv, ROW * 2, cell, n, dk, sv0, 1, 0);
+            f->scores_f16_vec(q, kv, ROW * 2, cell, n, dk, sv1, 1, 0);
             CHECK(!memcmp(sv0, sv1, (size_t)n * 4), "%s scores_f16_vec n=%lld dk=%lld differs", name, (long long)n,
                   (long long)dk);
             for (int64_t j = 0; j < n && f == ref; j++) {
@@ -387,8 +409,8 @@ static void check_attention_ops(const moe_cpu_float_ops *ref, const moe_cpu_floa
         for (size_t k = 0; k < sizeof dks / sizeof dks[0]; k++) {
             const int64_t dk = dks[k];
             const uint8_t *base = kv + 2 * 16; /* rows from value 16 on (a head's part) */
-            ref->scores_f16(q, base, ROW * 2, cell, n, dk, o0);
-            f->scores_f16(q, base, ROW * 2, cell, n, dk, o1);
+            ref->scores_f16(q, base, ROW * 2, cell, n, dk, o0, 1, 0);
+            f->scores_f16(q, base, ROW * 2, cell, n, dk, o1, 1, 0);
             CHECK(!memcmp(o0, o1, (size_t)n * 4), "%s scores_f16 n=%lld dk=%lld differs", name, (long long)n,
                   (long long)dk);
             for (int64_t j = 0; j < n && f == ref; j++) {

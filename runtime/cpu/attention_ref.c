@@ -201,10 +201,15 @@ static void attend_token(const moe_model *m, const moe_attn_step *st, int32_t t,
     if (kf16)
         fops->round_f16_row(qr + h0 * dk, (h1 - h0) * dk);
     if (kf16 && (!batched || dk % 16 == 0)) { /* the same sums, K widened in registers */
+        for (int64_t ha = h0; ha < h1;) { /* the heads of one KV head together */
+            const int64_t g = ha / group, hb = (g + 1) * group < h1 ? (g + 1) * group : h1;
+            (batched ? fops->scores_f16 : fops->scores_f16_vec)(
+                qr + ha * dk, kv->k[st->layer] + (uint64_t)(2 * g * dk), kv->bytes_k, ac.cell, ac.n_vis, dk,
+                scores + ha * n_slots, hb - ha, n_slots);
+            ha = hb;
+        }
         for (int64_t h = h0; h < h1; h++) {
             float *sh = scores + h * n_slots;
-            (batched ? fops->scores_f16 : fops->scores_f16_vec)(qr + h * dk, kv->k[st->layer] + (uint64_t)(2 * (h / group) * dk),
-                             kv->bytes_k, ac.cell, ac.n_vis, dk, sh);
             for (int32_t j = 0; j < n_slots; j++)
                 sh[j] = j < ac.n_vis ? sh[j] * m->kq_scale : -INFINITY;
         }

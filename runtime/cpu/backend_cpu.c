@@ -53,17 +53,20 @@ static void cpu_experts(moe_backend *be, const moe_expert_step *st) {
  * 8% of the samples in OpenMP's wait). */
 enum { PAR_TOKENS = 8 };
 
+/* The team of a step that may also run without a backend (NULL: one thread). */
+static int team(const moe_backend *be) { return be && be->n_threads > 1 ? be->n_threads : 1; }
+
 static void cpu_rms_norm(moe_backend *be, const float *x, int64_t x_stride, const moe_weight *w,
                          int64_t T, int64_t n, float eps, float *out, int64_t out_stride) {
     const float *wf = w ? moe_weight_f32(w) : NULL;
-#pragma omp parallel for num_threads(be->n_threads) schedule(static) if (T >= PAR_TOKENS)
+#pragma omp parallel for num_threads(team(be)) schedule(static) if (T >= PAR_TOKENS)
     for (int64_t t = 0; t < T; t++)
         moe_cpu_rms_norm(x + t * x_stride, wf, n, eps, out + t * out_stride);
 }
 
 static void cpu_rope(moe_backend *be, float *v, int64_t T, int64_t token_stride, int64_t n_heads,
                      int64_t head_stride, const int32_t *pos, const moe_rope_params *r) {
-#pragma omp parallel for num_threads(be->n_threads) schedule(static) if (T >= PAR_TOKENS)
+#pragma omp parallel for num_threads(team(be)) schedule(static) if (T >= PAR_TOKENS)
     for (int64_t t = 0; t < T; t++)
         moe_cpu_rope(v + t * token_stride, n_heads, head_stride, pos[t], r);
 }
@@ -128,7 +131,7 @@ static void top_k(const float *v, int64_t n, int64_t k, int32_t *idx) {
 static void cpu_route(moe_backend *be, const moe_route_step *st) {
     const int64_t E = st->E, K = st->K;
     const float *bias = st->bias ? moe_weight_f32(st->bias) : NULL;
-#pragma omp parallel for num_threads(be->n_threads) schedule(static) if (st->T >= PAR_TOKENS)
+#pragma omp parallel for num_threads(team(be)) schedule(static) if (st->T >= PAR_TOKENS)
     for (int32_t t = 0; t < st->T; t++) {
         float *p = st->probs + t * E;
         if (st->sigmoid)

@@ -140,18 +140,19 @@ typedef struct moe_cpu_float_ops {
     /* x[i] = exp(x[i] - max); returns the sum of the 16-value blocks, each
      * block in the AVX-512 tree (moe_reduce16), the blocks added in double */
     double (*exp_sum16)(float *x, int64_t n16, float max);
-    /* Batched attention over an F16 cache, rows at base + cell[j] * stride:
+    /* Batched attention over an F16 cache, rows at base + cell[j] * stride,
+     * for nh query heads that share them (head i: q + i * dk, out + i * ldo):
      * out[j] = dot_gemm(q, row j widened, dk) for j < n (dk a multiple of 16) */
     void (*scores_f16)(const float *q, const uint8_t *base, uint64_t stride, const int32_t *cell,
-                       int64_t n, int64_t dk, float *out);
+                       int64_t n, int64_t dk, float *out, int64_t nh, int64_t ldo);
     /* out[d] (d < dv, a multiple of 8) = the sum over j < n of p[j] * row j's
      * value d in the batched order: slot j fmaf'ed into lane j % 16 of the
      * value, the 16 lanes then folded as moe_reduce16 folds */
     void (*wsum_f16)(const float *p, const uint8_t *base, uint64_t stride, const int32_t *cell,
                      int64_t n, int64_t dv, float *out);
-    /* One token (the VEC order): out[j] = dot_vec(q, row j widened, dk) */
+    /* One token (the VEC order): out[j] = dot_vec(q, row j widened, dk), heads as scores_f16 */
     void (*scores_f16_vec)(const float *q, const uint8_t *base, uint64_t stride, const int32_t *cell,
-                           int64_t n, int64_t dk, float *out);
+                           int64_t n, int64_t dk, float *out, int64_t nh, int64_t ldo);
     /* One token: slots j < n_lane fmaf'ed into lane j % 64 of each value (the
      * 64 lanes folded as moe_dot_vec folds its accumulators, then moe_reduce16),
      * slots [n_lane, n) as float products summed in double; out[d] = (float)
