@@ -307,6 +307,33 @@ static void check_exp_ops(const moe_cpu_float_ops *ref, const moe_cpu_float_ops 
 }
 
 /* The float helpers of each level give the scalar helpers' bits exactly. */
+/* Several query heads on one KV head (1..7: groups of 4 and the rest), both
+ * orders, against the scalar ones head by head. */
+static void check_scores_heads(const moe_cpu_float_ops *ref, const moe_cpu_float_ops *f, const char *name,
+                               const uint8_t *kv, int64_t row, const int32_t *cell) {
+    const uint64_t stride = (uint64_t)row * 2;
+    {
+        static float qh[7 * 192], s0[7 * 64], s1[7 * 64], s2[64];
+        for (int i = 0; i < 7 * 192; i++)
+            qh[i] = frand() * 2.0f;
+        for (int64_t nh = 1; nh <= 7; nh++)
+            for (int vec = 0; vec < 2; vec++)
+                for (int64_t dk = 64; dk <= 192; dk += 64 + 16 * vec) {
+                    const int64_t n = 37;
+                    (vec ? f->scores_f16_vec : f->scores_f16)(qh, kv, stride, cell, n, dk, s1, nh, 64);
+                    (vec ? ref->scores_f16_vec : ref->scores_f16)(qh, kv, stride, cell, n, dk, s0, nh, 64);
+                    int off = 0;
+                    for (int64_t h = 0; h < nh; h++) {
+                        (vec ? ref->scores_f16_vec : ref->scores_f16)(qh + h * dk, kv, stride, cell, n, dk, s2, 1, 0);
+                        off += memcmp(s0 + h * 64, s2, (size_t)n * 4) != 0;
+                        off += memcmp(s1 + h * 64, s2, (size_t)n * 4) != 0;
+                    }
+                    CHECK(!off, "%s %s %lld heads dk=%lld: %d heads differ from one head at a time", name,
+                          vec ? "scores_f16_vec" : "scores_f16", (long long)nh, (long long)dk, off);
+                }
+    }
+}
+
 /* The batched attention helpers over an F16 cache: the scalar ones against
  * the reference composition (dot_gemm on the widened rows; fma_row into lane
  * j % 16, moe_reduce16 per value), every level's against the scalar ones, bit
@@ -329,28 +356,7 @@ static void check_attention_ops(const moe_cpu_float_ops *ref, const moe_cpu_floa
     }
     const int64_t dks[] = {16, 48, 128, 256};
     const int64_t dvs[] = {8, 24, 128, 136, 152, 400};
-    /* several query heads on one KV head (1..7: groups of 4 and the rest),
-     * both orders, against the scalar ones head by head */
-    {
-        static float qh[7 * 192], s0[7 * 64], s1[7 * 64], s2[64];
-        for (int i = 0; i < 7 * 192; i++)
-            qh[i] = frand() * 2.0f;
-        for (int64_t nh = 1; nh <= 7; nh++)
-            for (int vec = 0; vec < 2; vec++)
-                for (int64_t dk = 64; dk <= 192; dk += 64 + 16 * vec) {
-                    const int64_t n = 37;
-                    (vec ? f->scores_f16_vec : f->scores_f16)(qh, kv, ROW * 2, cell, n, dk, s1, nh, 64);
-                    (vec ? ref->scores_f16_vec : ref->scores_f16)(qh, kv, ROW * 2, cell, n, dk, s0, nh, 64);
-                    int off = 0;
-                    for (int64_t h = 0; h < nh; h++) {
-                        (vec ? ref->scores_f16_vec : ref->scores_f16)(qh + h * dk, kv, ROW * 2, cell, n, dk, s2, 1, 0);
-                        off += memcmp(s0 + h * 64, s2, (size_t)n * 4) != 0;
-                        off += memcmp(s1 + h * 64, s2, (size_t)n * 4) != 0;
-                    }
-                    CHECK(!off, "%s %s %lld heads dk=%lld: %d heads differ from one head at a time", name,
-                          vec ? "scores_f16_vec" : "scores_f16", (long long)nh, (long long)dk, off);
-                }
-    }
+    check_scores_heads(ref, f, name, kv, ROW, cell);
     /* one token: 64 lanes and a double tail (n_lane = n_slots & ~63 capped at n) */
     const int64_t dks_vec[] = {16, 64, 100, 128, 192, 576};
     const int64_t nls[][2] = {{0, 0}, {0, 31}, {17, 17}, {64, 64}, {64, 100}, {70, 90}, {128, 128}, {128, 190}, {192, 200}};
@@ -446,6 +452,12 @@ static void check_attention_ops(const moe_cpu_float_ops *ref, const moe_cpu_floa
                   (long long)dv, off);
         }
     }
+}
+
+/* round_f16_row and max_row against the scalar ones, with the values that
+ * have their own branches (NaN, -0, infinities, overflow, subnormals). */
+static void check_round_max_ops(const moe_cpu_float_ops *ref, const moe_cpu_float_ops *f, const char *name) {
+    enum { ROW = 400 };
     float x0[ROW], x1[ROW];
     for (int i = 0; i < ROW; i++)
         x0[i] = (frand() - 0.5f) * (i % 7 == 0 ? 1e5f : i % 5 == 0 ? 1e-6f : 1.0f);
@@ -535,6 +547,7 @@ static void check_float_ops(void) {
         }
         check_exp_ops(ref, f, name);
         check_attention_ops(ref, f, name);
+        check_round_max_ops(ref, f, name);
     }
     check_attention_ops(ref, ref, "scalar");
 }
