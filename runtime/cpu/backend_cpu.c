@@ -54,7 +54,7 @@ static void cpu_experts(moe_backend *be, const moe_expert_step *st) {
 enum { PAR_TOKENS = 8 };
 
 /* The team of a step that may also run without a backend (NULL: one thread). */
-static int team(const moe_backend *be) { return be && be->n_threads > 1 ? be->n_threads : 1; }
+static inline int team(const moe_backend *be) { return be && be->n_threads > 1 ? be->n_threads : 1; }
 
 static void cpu_rms_norm(moe_backend *be, const float *x, int64_t x_stride, const moe_weight *w,
                          int64_t T, int64_t n, float eps, float *out, int64_t out_stride) {
