@@ -91,6 +91,17 @@ float moe_reduce16(const float v[16]) {
     return (h4[0] + h4[2]) + (h4[1] + h4[3]);
 }
 
+float moe_reduce64(const float v[64]) {
+    float a[4][16];
+    memcpy(a, v, sizeof a);
+    for (int l = 0; l < 16; l++) {
+        a[0][l] += a[2][l];
+        a[1][l] += a[3][l];
+        a[0][l] += a[1][l];
+    }
+    return moe_reduce16(a[0]);
+}
+
 static float dot_vec_scalar(const float *a, const float *b, int64_t n) {
     float acc[4][16] = {{0}};
     const int64_t np = n & ~(int64_t)63;
@@ -98,12 +109,7 @@ static float dot_vec_scalar(const float *a, const float *b, int64_t n) {
         for (int j = 0; j < 4; j++)
             for (int l = 0; l < 16; l++)
                 acc[j][l] = fmaf(a[i + 16 * j + l], b[i + 16 * j + l], acc[j][l]);
-    for (int l = 0; l < 16; l++) {
-        acc[0][l] += acc[2][l];
-        acc[1][l] += acc[3][l];
-        acc[0][l] += acc[1][l];
-    }
-    double sum = moe_reduce16(acc[0]);
+    double sum = moe_reduce64((const float *)acc);
     for (int64_t i = np; i < n; i++)
         sum += (double)(a[i] * b[i]);
     return (float)sum;
@@ -172,29 +178,11 @@ static void scores_f16_vec_one_head(const float *q, const uint8_t *base, uint64_
                     const int64_t k = i + 16 * c + l;
                     acc[c][l] = fmaf(q[k], moe_f16_to_f32(moe_load_le16(row + 2 * k)), acc[c][l]);
                 }
-        for (int l = 0; l < 16; l++) {
-            acc[0][l] += acc[2][l];
-            acc[1][l] += acc[3][l];
-            acc[0][l] += acc[1][l];
-        }
-        double sum = moe_reduce16(acc[0]);
+        double sum = moe_reduce64((const float *)acc);
         for (int64_t k = np; k < dk; k++)
             sum += (double)(q[k] * moe_f16_to_f32(moe_load_le16(row + 2 * k)));
         out[j] = (float)sum;
     }
-}
-
-/* The 64 lanes of one value folded as dot_vec_scalar folds its accumulators
- * ([0] += [2], [1] += [3], [0] += [1] over 16-lane quarters), then moe_reduce16. */
-static float fold64(const float lane[64]) {
-    float a[4][16];
-    memcpy(a, lane, sizeof a);
-    for (int l = 0; l < 16; l++) {
-        a[0][l] += a[2][l];
-        a[1][l] += a[3][l];
-        a[0][l] += a[1][l];
-    }
-    return moe_reduce16(a[0]);
 }
 
 static void wsum_f16_vec_scalar(const float *p, const uint8_t *base, uint64_t stride,
@@ -213,7 +201,7 @@ static void wsum_f16_vec_scalar(const float *p, const uint8_t *base, uint64_t st
             }
         }
         for (int i = 0; i < 8; i++)
-            out[d0 + i] = (float)((double)fold64(lanes[i]) + tail[i]);
+            out[d0 + i] = (float)((double)moe_reduce64(lanes[i]) + tail[i]);
     }
 }
 

@@ -71,6 +71,9 @@ float moe_expf_ggml(float x);
 
 /* The AVX-512 horizontal-sum order of 16 lanes. */
 float moe_reduce16(const float v[16]);
+/* 64 lanes as moe_dot_vec folds its four 16-lane accumulators ([0] + [2],
+ * [1] + [3], then those two), then moe_reduce16. */
+float moe_reduce64(const float v[64]);
 
 /* x[i] += b[i] when b is not NULL. */
 void moe_cpu_add_bias(float *x, const float *b, int64_t n);

@@ -307,6 +307,24 @@ static void check_exp_ops(const moe_cpu_float_ops *ref, const moe_cpu_float_ops 
 }
 
 /* The float helpers of each level give the scalar helpers' bits exactly. */
+/* One head's scores (vec: one token's order) at a level against the scalar
+ * ones, and the scalar ones against dot_vec / dot_gemm on the widened rows. */
+static void check_scores_one_head(const moe_cpu_float_ops *ref, const moe_cpu_float_ops *f, const char *name,
+                                  bool vec, const float *q, const uint8_t *base, uint64_t stride,
+                                  const int32_t *cell, int64_t n, int64_t dk) {
+    static float s0[256], s1[256], w[1024];
+    const char *op = vec ? "scores_f16_vec" : "scores_f16";
+    (vec ? ref->scores_f16_vec : ref->scores_f16)(q, base, stride, cell, n, dk, s0, 1, 0);
+    (vec ? f->scores_f16_vec : f->scores_f16)(q, base, stride, cell, n, dk, s1, 1, 0);
+    CHECK(!memcmp(s0, s1, (size_t)n * 4), "%s %s n=%lld dk=%lld differs", name, op, (long long)n, (long long)dk);
+    for (int64_t j = 0; j < n && f == ref; j++) {
+        ref->f16_row(base + (uint64_t)cell[j] * stride, w, dk);
+        const float d = (vec ? ref->dot_vec : ref->dot_gemm)(q, w, dk);
+        CHECK(!memcmp(&d, &s0[j], 4), "scalar %s n=%lld dk=%lld slot %lld: not %s's", op, (long long)n,
+              (long long)dk, (long long)j, vec ? "dot_vec" : "dot_gemm");
+    }
+}
+
 /* Several query heads on one KV head (1..7: groups of 4 and the rest), both
  * orders, against the scalar ones head by head. */
 static void check_scores_heads(const moe_cpu_float_ops *ref, const moe_cpu_float_ops *f, const char *name,
@@ -363,18 +381,7 @@ static void check_attention_ops(const moe_cpu_float_ops *ref, const moe_cpu_floa
     for (size_t c = 0; c < sizeof nls / sizeof nls[0]; c++) {
         const int64_t n_lane = nls[c][0], n = nls[c][1];
         for (size_t k = 0; k < sizeof dks_vec / sizeof dks_vec[0] && dks_vec[k] <= ROW; k++) {
-            const int64_t dk = dks_vec[k];
-            static float sv0[CELLS], sv1[CELLS];
-            ref->scores_f16_vec(q, kv, ROW * 2, cell, n, dk, sv0, 1, 0);
-            f->scores_f16_vec(q, kv, ROW * 2, cell, n, dk, sv1, 1, 0);
-            CHECK(!memcmp(sv0, sv1, (size_t)n * 4), "%s scores_f16_vec n=%lld dk=%lld differs", name, (long long)n,
-                  (long long)dk);
-            for (int64_t j = 0; j < n && f == ref; j++) {
-                ref->f16_row(kv + (uint64_t)cell[j] * ROW * 2, w, dk);
-                const float d = ref->dot_vec(q, w, dk);
-                CHECK(!memcmp(&d, &sv0[j], 4), "scalar scores_f16_vec n=%lld dk=%lld slot %lld: not dot_vec's",
-                      (long long)n, (long long)dk, (long long)j);
-            }
+            check_scores_one_head(ref, f, name, true, q, kv, ROW * 2, cell, n, dks_vec[k]);
         }
         for (size_t k = 0; k < sizeof dvs / sizeof dvs[0]; k++) {
             const int64_t dv = dvs[k];
@@ -413,18 +420,8 @@ static void check_attention_ops(const moe_cpu_float_ops *ref, const moe_cpu_floa
     }
     for (int64_t n = 0; n <= 40; n += (n < 18 ? 1 : 11)) {
         for (size_t k = 0; k < sizeof dks / sizeof dks[0]; k++) {
-            const int64_t dk = dks[k];
-            const uint8_t *base = kv + 2 * 16; /* rows from value 16 on (a head's part) */
-            ref->scores_f16(q, base, ROW * 2, cell, n, dk, o0, 1, 0);
-            f->scores_f16(q, base, ROW * 2, cell, n, dk, o1, 1, 0);
-            CHECK(!memcmp(o0, o1, (size_t)n * 4), "%s scores_f16 n=%lld dk=%lld differs", name, (long long)n,
-                  (long long)dk);
-            for (int64_t j = 0; j < n && f == ref; j++) {
-                ref->f16_row(base + (uint64_t)cell[j] * ROW * 2, w, dk);
-                const float d = ref->dot_gemm(q, w, dk);
-                CHECK(!memcmp(&d, &o0[j], 4), "scalar scores_f16 n=%lld dk=%lld slot %lld: not dot_gemm's",
-                      (long long)n, (long long)dk, (long long)j);
-            }
+            /* rows from value 16 on (a head's part) */
+            check_scores_one_head(ref, f, name, false, q, kv + 2 * 16, ROW * 2, cell, n, dks[k]);
         }
         for (size_t k = 0; k < sizeof dvs / sizeof dvs[0]; k++) {
             const int64_t dv = dvs[k];

@@ -200,7 +200,8 @@ static void attend_token(const moe_model *m, const moe_attn_step *st, int32_t t,
     memcpy(qr + h0 * dk, q + h0 * dk, (size_t)((h1 - h0) * dk) * sizeof *qr);
     if (kf16)
         fops->round_f16_row(qr + h0 * dk, (h1 - h0) * dk);
-    if (kf16 && (!batched || dk % 16 == 0)) { /* the same sums, K widened in registers */
+    const bool k_in_registers = kf16 && (!batched || dk % 16 == 0); /* the same sums */
+    if (k_in_registers) {
         for (int64_t ha = h0; ha < h1;) { /* the heads of one KV head together */
             const int64_t g = ha / group, hb = (g + 1) * group < h1 ? (g + 1) * group : h1;
             (batched ? fops->scores_f16 : fops->scores_f16_vec)(
@@ -214,7 +215,7 @@ static void attend_token(const moe_model *m, const moe_attn_step *st, int32_t t,
                 sh[j] = j < ac.n_vis ? sh[j] * m->kq_scale : -INFINITY;
         }
     }
-    for (int32_t j = 0; j < n_slots && !(kf16 && (!batched || dk % 16 == 0)); j++) {
+    for (int32_t j = 0; j < n_slots && !k_in_registers; j++) {
         const bool vis = j < ac.n_vis;
         if (vis)
             load_row(kv->type_k, kv->k[st->layer], kv->bytes_k, ac.cell[j], kv->row_k, krow);

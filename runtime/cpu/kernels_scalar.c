@@ -588,12 +588,7 @@ static float dot_half_vec(const uint8_t *w, const uint8_t *a, int64_t n, half_fn
                 const int64_t k = i + 16 * j + l;
                 acc[j][l] = fmaf(half_at(w, k, widen), half_at(a, k, widen), acc[j][l]);
             }
-    for (int l = 0; l < 16; l++) {
-        acc[0][l] += acc[2][l];
-        acc[1][l] += acc[3][l];
-        acc[0][l] += acc[1][l];
-    }
-    double sum = moe_reduce16(acc[0]);
+    double sum = moe_reduce64((const float *)acc);
     for (int64_t i = np; i < n; i++)
         sum += (double)(half_at(w, i, widen) * half_at(a, i, widen));
     return (float)sum;
