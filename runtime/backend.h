@@ -181,6 +181,12 @@ typedef struct moe_backend_ops {
     /* y[t][r] = sum_i W[e][r][i] x[t][i], r < ne[1], t < T (e = 0 for 2-D w). */
     void (*mul_mat)(moe_backend *be, const moe_weight *w, int64_t e, const float *x, int64_t T,
                     float *y, moe_dot_order order);
+    /* The products of n <= 4 weights of this device that read the same x (a
+     * layer's q, k and v), each y[i] as mul_mat(w[i], 0, ...) gives it, in one
+     * pass (one hand-over of the threads instead of n); NULL: the caller makes
+     * the n mul_mat calls. */
+    void (*mul_mat_n)(moe_backend *be, const moe_weight *const *w, int n, const float *x,
+                      int64_t T, float *const *y, moe_dot_order order);
     void (*experts)(moe_backend *be, const moe_expert_step *step);
     /* out[t] = sum_k w[t][k] * slots[t][k] over k in order, for T rows of D
      * (the routed experts' weighted sum, llama.cpp's order). */
@@ -240,6 +246,13 @@ struct moe_backend {
     uint8_t *act;
     float *fg, *fu;
     int32_t *e_count, *e_offset, *e_active, *slot_pos, *pos_tok;
+    /* RoPE angles of the last position rotated alone (a decoded token's q
+     * and k in every layer share them: sinf and cosf were 1.3% of a token) */
+    struct {
+        const void *of; /* the moe_rope_params they were formed with; NULL: none */
+        int32_t pos;
+        float cs[2 * 256];
+    } rope_angles;
 };
 
 /* Points be at ops with the context's threads and scratch (its arena) and

@@ -353,18 +353,26 @@ static void rope_yarn(float theta_extrap, const moe_rope_params *r, int p, float
     *sin_t = sinf(theta) * mscale;
 }
 
-void moe_cpu_rope(float *v, int64_t n_heads, int64_t head_stride, int32_t pos,
-                  const moe_rope_params *r) {
-    const int n_dims = r->n_dims;
-    const float theta_scale = powf(r->freq_base, -2.0f / (float)n_dims);
-    float theta = (float)pos;
-    for (int p = 0; p < n_dims / 2; p++) {
-        float c, s;
-        rope_yarn(theta, r, p, &c, &s);
+void moe_cpu_rope_angles(int32_t pos, const moe_rope_params *r, int p0, int n, float *cs) {
+    const float theta_scale = powf(r->freq_base, -2.0f / (float)r->n_dims);
+    float theta = (float)pos; /* the running product, as ggml forms it: pair p's angle after p steps */
+    for (int p = 0; p < p0; p++)
+        theta *= theta_scale;
+    for (int p = p0; p < p0 + n; p++) {
+        rope_yarn(theta, r, p, &cs[2 * (p - p0)], &cs[2 * (p - p0) + 1]);
+        theta *= theta_scale;
+    }
+}
+
+void moe_cpu_rope_apply(float *v, int64_t n_heads, int64_t head_stride, const float *cs, int p0,
+                        int n, const moe_rope_params *r) {
+    const int half = r->n_dims / 2;
+    for (int p = p0; p < p0 + n; p++) {
+        const float c = cs[2 * (p - p0)], s = cs[2 * (p - p0) + 1];
+        /* NORM rotates adjacent pairs, NEOX the two halves */
+        const int i0 = r->neox ? p : 2 * p, i1 = r->neox ? p + half : 2 * p + 1;
         for (int64_t h = 0; h < n_heads; h++) {
             float *x = v + h * head_stride;
-            /* NORM rotates adjacent pairs, NEOX the two halves */
-            int i0 = r->neox ? p : 2 * p, i1 = r->neox ? p + n_dims / 2 : 2 * p + 1;
             const float x0 = x[i0], x1 = x[i1];
             if (r->fused) { /* current llama.cpp's contracted C++ (moe_rope_params) */
                 x[i0] = fmaf(x0, c, -(x1 * s));
@@ -374,7 +382,17 @@ void moe_cpu_rope(float *v, int64_t n_heads, int64_t head_stride, int32_t pos,
                 x[i1] = x0 * s + x1 * c;
             }
         }
-        theta *= theta_scale;
+    }
+}
+
+void moe_cpu_rope(float *v, int64_t n_heads, int64_t head_stride, int32_t pos,
+                  const moe_rope_params *r) {
+    enum { CHUNK = 64 }; /* pairs per table: any n_dims without a bound on the stack */
+    float cs[2 * CHUNK];
+    for (int p0 = 0; p0 < r->n_dims / 2; p0 += CHUNK) {
+        const int n = r->n_dims / 2 - p0 < CHUNK ? r->n_dims / 2 - p0 : CHUNK;
+        moe_cpu_rope_angles(pos, r, p0, n, cs);
+        moe_cpu_rope_apply(v, n_heads, head_stride, cs, p0, n, r);
     }
 }
 

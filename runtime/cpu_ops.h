@@ -57,6 +57,12 @@ void moe_cpu_rms_norm(const float *x, const float *w, int64_t n, float eps, floa
  * head_stride floats) by position pos. */
 void moe_cpu_rope(float *v, int64_t n_heads, int64_t head_stride, int32_t pos,
                   const moe_rope_params *r);
+/* moe_cpu_rope in two steps, so that a position's angles can serve several
+ * calls: cs[2i], cs[2i + 1] = the cos and sin (magnitude included) of pairs
+ * p0 + i, i < n; then the rotation of those pairs with them. */
+void moe_cpu_rope_angles(int32_t pos, const moe_rope_params *r, int p0, int n, float *cs);
+void moe_cpu_rope_apply(float *v, int64_t n_heads, int64_t head_stride, const float *cs, int p0,
+                        int n, const moe_rope_params *r);
 
 /* In-place softmax over n values (max subtracted; -inf entries give 0), in
  * ggml's arithmetic (see moe_expf_ggml). */

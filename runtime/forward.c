@@ -101,6 +101,28 @@ static void matmul(moe_context *ctx, const moe_weight *w, moe_buf in, int64_t T,
     moe_lora_dense(ctx, w, x, T, y); /* applied adapters' s * B (A x), if any */
 }
 
+/* Three products of one input (q, k, v): in one pass where the three weights
+ * share a device that has one (mul_mat_n), else one by one; the same values. */
+static void matmul3(moe_context *ctx, const moe_weight *const w[3], moe_buf in, int64_t T,
+                    const moe_buf out[3]) {
+    const int d = w[0]->device;
+    const moe_backend_ops *ops = BE(ctx, d)->ops;
+    if (!ops->mul_mat_n || w[1]->device != d || w[2]->device != d) {
+        for (int i = 0; i < 3; i++)
+            matmul(ctx, w[i], in, T, out[i]);
+        return;
+    }
+    const float *x = rd(ctx, d, in);
+    float *y[3];
+    for (int i = 0; i < 3; i++) {
+        y[i] = wr(ctx, d, out[i], T * w[i]->ne[1]);
+        observe(ctx, w[i], -1, x, T);
+    }
+    ops->mul_mat_n(BE(ctx, d), w, 3, x, T, y, MOE_DOT_GEMM);
+    for (int i = 0; i < 3; i++)
+        moe_lora_dense(ctx, w[i], x, T, y[i]); /* applied adapters' s * B (A x), if any */
+}
+
 /* RMS norm of T rows of n (rows `stride` apart in both buffers) from in into
  * out, on the norm weight's device. */
 static void norm(moe_context *ctx, const moe_weight *w, moe_buf in, int64_t T, int64_t n,
@@ -137,9 +159,8 @@ static void qkv_standard(moe_context *ctx, const moe_layer *L, int d, int32_t T,
                          const int32_t *pos) {
     const moe_hparams *hp = &ctx->model->hp;
     const int64_t H = hp->n_head, Hkv = hp->n_head_kv, dk = hp->head_dim_k;
-    matmul(ctx, &L->wq, MOE_BUF_H, T, MOE_BUF_Q);
-    matmul(ctx, &L->wk, MOE_BUF_H, T, MOE_BUF_K);
-    matmul(ctx, &L->wv, MOE_BUF_H, T, MOE_BUF_V);
+    matmul3(ctx, (const moe_weight *[]){&L->wq, &L->wk, &L->wv}, MOE_BUF_H, T,
+            (const moe_buf[]){MOE_BUF_Q, MOE_BUF_K, MOE_BUF_V});
     add_bias(ctx, MOE_BUF_Q, &L->bq, T, H * dk);
     add_bias(ctx, MOE_BUF_K, &L->bk, T, Hkv * dk);
     add_bias(ctx, MOE_BUF_V, &L->bv, T, Hkv * hp->head_dim_v);

@@ -235,6 +235,23 @@ static void attend_token(const moe_model *m, const moe_attn_step *st, int32_t t,
     weighted_sum(m, st, &ac, h0, h1, scores, vrow, lanes, out, batched);
 }
 
+/* A token's K and V rows into its cell: an F16 cache through the level's
+ * conversion (vcvtps2ph rounds as moe_f32_to_f16: the same bytes; the scalar
+ * conversion was 15 us of every layer's attention for one token), any other
+ * type through the cache's own. */
+static void store_token(moe_kv_cache *kv, int64_t layer, int32_t cell, const float *k,
+                        const float *v) {
+    const moe_cpu_kernel_table *tab = moe_cpu_kernels(moe_cpu_level_active()); /* NULL: ref */
+    if (!tab || kv->type_k != MOE_TYPE_F16 || (!kv->v_in_k && kv->type_v != MOE_TYPE_F16)) {
+        moe_kv_store(kv, layer, cell, k, v);
+        return;
+    }
+    const moe_act_quantize_fn to_f16 = tab->quantize[MOE_ACT_F16];
+    to_f16(k, kv->k[layer] + (uint64_t)cell * kv->bytes_k, kv->row_k);
+    if (!kv->v_in_k)
+        to_f16(v, kv->v[layer] + (uint64_t)cell * kv->bytes_v, kv->row_v);
+}
+
 /* Stores the batch's K/V rows, then attends token by token (tokens of one
  * batch see each other causally through the cache). A batch of at least two
  * tokens per thread: each thread takes the next token when it is done (a
@@ -245,9 +262,14 @@ void moe_cpu_attention_ref(moe_backend *be, const moe_model *m, const moe_attn_s
     const int64_t qd = m->hp.n_head * m->attn.dk, od = m->hp.n_head * m->attn.dv;
     const int64_t kd = st->kv->row_k, vd = st->kv->row_v, H = m->hp.n_head;
     const int32_t T = st->T;
-#pragma omp parallel for num_threads(be->n_threads) schedule(static) if (T >= 8)
-    for (int32_t t = 0; t < T; t++) /* a batch's tokens have cells of their own */
-        moe_kv_store(st->kv, st->layer, st->cells[t], st->k + t * kd, st->v + t * vd);
+    if (T < 8) { /* no region at all: one with if (false) still cost 1.4 us here */
+        for (int32_t t = 0; t < T; t++)
+            store_token(st->kv, st->layer, st->cells[t], st->k + t * kd, st->v + t * vd);
+    } else {
+#pragma omp parallel for num_threads(be->n_threads) schedule(static)
+        for (int32_t t = 0; t < T; t++) /* a batch's tokens have cells of their own */
+            store_token(st->kv, st->layer, st->cells[t], st->k + t * kd, st->v + t * vd);
+    }
     const int64_t ws = be->attn_ws_floats, units = (int64_t)T * H;
     const int nth = be->n_threads < units ? be->n_threads : (int)units;
     const bool by_token = T >= 2 * nth;

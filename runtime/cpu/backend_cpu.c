@@ -40,6 +40,16 @@ static void cpu_matmul(moe_backend *be, const moe_weight *w, int64_t e, const fl
         moe_cpu_matmul(w, e, x, T, y, be->scratch, be->n_threads, order);
 }
 
+static void cpu_matmul_n(moe_backend *be, const moe_weight *const *w, int n, const float *x,
+                         int64_t T, float *const *y, moe_dot_order order) {
+    if (moe_cpu_matmul_fast_n_ok(w, n)) {
+        moe_cpu_matmul_fast_n(be, w, n, x, T, y, order);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        cpu_matmul(be, w[i], 0, x, T, y[i], order);
+}
+
 static void cpu_experts(moe_backend *be, const moe_expert_step *st) {
     if (moe_cpu_experts_fast_ok(st))
         moe_cpu_experts_fast(be, st);
@@ -50,7 +60,8 @@ static void cpu_experts(moe_backend *be, const moe_expert_step *st) {
 /* Per-token steps of a batch run on the team from this many tokens on (each
  * token's values are computed as alone, so no bits depend on it); a prompt's
  * norms, RoPE and routing on one thread left the other waiting (perf, pp512:
- * 8% of the samples in OpenMP's wait). */
+ * 8% of the samples in OpenMP's wait). Fewer tokens: a plain loop, no
+ * region (one with if (false) still cost 1.4 us here, several per layer). */
 enum { PAR_TOKENS = 8 };
 
 /* The team of a step that may also run without a backend (NULL: one thread). */
@@ -59,14 +70,34 @@ static inline int team(const moe_backend *be) { return be && be->n_threads > 1 ?
 static void cpu_rms_norm(moe_backend *be, const float *x, int64_t x_stride, const moe_weight *w,
                          int64_t T, int64_t n, float eps, float *out, int64_t out_stride) {
     const float *wf = w ? moe_weight_f32(w) : NULL;
-#pragma omp parallel for num_threads(team(be)) schedule(static) if (T >= PAR_TOKENS)
+    if (T < PAR_TOKENS) {
+        for (int64_t t = 0; t < T; t++)
+            moe_cpu_rms_norm(x + t * x_stride, wf, n, eps, out + t * out_stride);
+        return;
+    }
+#pragma omp parallel for num_threads(team(be)) schedule(static)
     for (int64_t t = 0; t < T; t++)
         moe_cpu_rms_norm(x + t * x_stride, wf, n, eps, out + t * out_stride);
 }
 
 static void cpu_rope(moe_backend *be, float *v, int64_t T, int64_t token_stride, int64_t n_heads,
                      int64_t head_stride, const int32_t *pos, const moe_rope_params *r) {
-#pragma omp parallel for num_threads(team(be)) schedule(static) if (T >= PAR_TOKENS)
+    const int half = r->n_dims / 2;
+    if (be && T == 1 && half <= (int)(sizeof be->rope_angles.cs / sizeof(float) / 2)) {
+        if (be->rope_angles.of != r || be->rope_angles.pos != pos[0]) {
+            moe_cpu_rope_angles(pos[0], r, 0, half, be->rope_angles.cs);
+            be->rope_angles.of = r;
+            be->rope_angles.pos = pos[0];
+        }
+        moe_cpu_rope_apply(v, n_heads, head_stride, be->rope_angles.cs, 0, half, r);
+        return;
+    }
+    if (T < PAR_TOKENS) {
+        for (int64_t t = 0; t < T; t++)
+            moe_cpu_rope(v + t * token_stride, n_heads, head_stride, pos[t], r);
+        return;
+    }
+#pragma omp parallel for num_threads(team(be)) schedule(static)
     for (int64_t t = 0; t < T; t++)
         moe_cpu_rope(v + t * token_stride, n_heads, head_stride, pos[t], r);
 }
@@ -128,36 +159,45 @@ static void top_k(const float *v, int64_t n, int64_t k, int32_t *idx) {
     memcpy(idx, all, (size_t)k * sizeof *idx);
 }
 
-static void cpu_route(moe_backend *be, const moe_route_step *st) {
+/* Token t's expert choice and weights. */
+static void route_token(const moe_route_step *st, const float *bias, int32_t t) {
     const int64_t E = st->E, K = st->K;
-    const float *bias = st->bias ? moe_weight_f32(st->bias) : NULL;
-#pragma omp parallel for num_threads(team(be)) schedule(static) if (st->T >= PAR_TOKENS)
-    for (int32_t t = 0; t < st->T; t++) {
-        float *p = st->probs + t * E;
-        if (st->sigmoid)
-            for (int64_t e = 0; e < E; e++)
-                p[e] = 1.0f / (1.0f + expf(-p[e]));
-        else
-            moe_cpu_softmax(p, E);
-        float sel[MOE_MAX_EXPERTS];
+    float *p = st->probs + t * E;
+    if (st->sigmoid)
         for (int64_t e = 0; e < E; e++)
-            sel[e] = bias ? p[e] + bias[e] : p[e];
-        int32_t *ids = st->ids + t * K;
-        float *w = st->w + t * K;
-        top_k(sel, E, K, ids);
-        /* llama.cpp sums the chosen weights in double (ggml_sum_rows) and
-         * clamps the sum to F16's smallest normal before dividing */
-        double sum = 0.0;
-        for (int64_t k = 0; k < K; k++)
-            sum += (double)(w[k] = p[ids[k]]);
-        const float norm = (float)sum > 6.103515625e-5f ? (float)sum : 6.103515625e-5f;
-        for (int64_t k = 0; k < K; k++) {
-            if (st->norm)
-                w[k] /= norm;
-            if (st->scale != 1.0f)
-                w[k] *= st->scale;
-        }
+            p[e] = 1.0f / (1.0f + expf(-p[e]));
+    else
+        moe_cpu_softmax(p, E);
+    float sel[MOE_MAX_EXPERTS];
+    for (int64_t e = 0; e < E; e++)
+        sel[e] = bias ? p[e] + bias[e] : p[e];
+    int32_t *ids = st->ids + t * K;
+    float *w = st->w + t * K;
+    top_k(sel, E, K, ids);
+    /* llama.cpp sums the chosen weights in double (ggml_sum_rows) and
+     * clamps the sum to F16's smallest normal before dividing */
+    double sum = 0.0;
+    for (int64_t k = 0; k < K; k++)
+        sum += (double)(w[k] = p[ids[k]]);
+    const float norm = (float)sum > 6.103515625e-5f ? (float)sum : 6.103515625e-5f;
+    for (int64_t k = 0; k < K; k++) {
+        if (st->norm)
+            w[k] /= norm;
+        if (st->scale != 1.0f)
+            w[k] *= st->scale;
     }
+}
+
+static void cpu_route(moe_backend *be, const moe_route_step *st) {
+    const float *bias = st->bias ? moe_weight_f32(st->bias) : NULL;
+    if (st->T < PAR_TOKENS) {
+        for (int32_t t = 0; t < st->T; t++)
+            route_token(st, bias, t);
+        return;
+    }
+#pragma omp parallel for num_threads(team(be)) schedule(static)
+    for (int32_t t = 0; t < st->T; t++)
+        route_token(st, bias, t);
 }
 
 /* ---- element-wise steps ------------------------------------------------------------------ */
@@ -240,7 +280,8 @@ static void cpu_synchronize(moe_backend *be) { (void)be; }
 #define MOE_CPU_OPS_COMMON                                                                      \
     .host_memory = true, .interleaved = true, .supports_weight = cpu_supports_weight,           \
     .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy, .download = cpu_copy,             \
-    .synchronize = cpu_synchronize, .mul_mat = cpu_matmul, .experts = cpu_experts,              \
+    .synchronize = cpu_synchronize, .mul_mat = cpu_matmul, .mul_mat_n = cpu_matmul_n, \
+    .experts = cpu_experts,              \
     .experts_combine = moe_cpu_experts_combine, .ffn = cpu_ffn, .route = cpu_route,           \
     .rms_norm = cpu_rms_norm, .rope = cpu_rope,                                                 \
     .attention = moe_cpu_attention_ref, .kv_shift = cpu_kv_shift, .get_rows = cpu_get_rows,     \

@@ -29,6 +29,16 @@ void moe_cpu_experts_combine(moe_backend *be, const float *slots, const float *w
 void moe_cpu_matmul_fast(moe_backend *be, const moe_weight *w, int64_t e, const float *x,
                          int64_t T, float *y, moe_dot_order order);
 
+/* The fast products of n <= MOE_MATMUL_N_MAX weights that read the same x
+ * (q, k and v), in one pass: x quantized once, the work units of all of them
+ * taken from one queue; each y as moe_cpu_matmul_fast gives it (the same row
+ * split, so the same bits). Usable when moe_cpu_matmul_fast_n_ok: all bound,
+ * one activation format, one input width. */
+enum { MOE_MATMUL_N_MAX = 4 };
+bool moe_cpu_matmul_fast_n_ok(const moe_weight *const *ws, int n);
+void moe_cpu_matmul_fast_n(moe_backend *be, const moe_weight *const *ws, int n, const float *x,
+                           int64_t T, float *const *ys, moe_dot_order order);
+
 /* The fused routed-expert step on the fast kernels; usable when
  * moe_cpu_experts_fast_ok (all three weights bound, gate and up sharing an
  * activation format, no observer). */

@@ -6,10 +6,20 @@
  * range) units so that no two threads write the same rows and an expert no
  * token chose costs nothing. */
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/cpu/kernels.h"
 #include "runtime/cpu_ops.h"
+
+/* The calling thread's number in its team (0 outside one, or without OpenMP). */
+#ifdef _OPENMP
+static inline int omp_thread(void) { return omp_get_thread_num(); }
+#else
+static inline int omp_thread(void) { return 0; }
+#endif
 
 static const moe_cpu_kernel_table *table(void) { return moe_cpu_kernels(moe_cpu_level_active()); }
 
@@ -25,29 +35,65 @@ static moe_mm_fn mm_vec(const moe_cpu_kernel *k) { return k->mm_vec ? k->mm_vec 
  * thread count. */
 enum { UNITS_PER_THREAD = 4, STRIP_ROWS = 16 };
 
-static int64_t unit_rows(int64_t n, int64_t R, int64_t want_units) {
-    const int64_t q = STRIP_ROWS % R == 0 ? STRIP_ROWS : R; /* R is 1, 4 or 8 */
+static int64_t strip_rows(int64_t R) { return STRIP_ROWS % R == 0 ? STRIP_ROWS : R; } /* R: 1, 4, 8 */
+
+/* ... in whole multiples of q rows (a multiple of strip_rows). */
+static int64_t unit_rows_of(int64_t n, int64_t q, int64_t want_units) {
     int64_t rows = (n + want_units - 1) / want_units;
     rows = (rows + q - 1) / q * q;
     return rows < n ? rows : n;
 }
 
-void moe_cpu_matmul_fast(moe_backend *be, const moe_weight *w, int64_t e, const float *x,
-                         int64_t T, float *y, moe_dot_order order) {
-    const moe_cpu_kernel *kern = w->kern;
-    /* llama.cpp: tinyBLAS for batched dense products, vec_dot otherwise */
-    const int64_t n_in = w->ne[0], n_out = w->ne[1];
-    const moe_mm_fn mm =
-        order == MOE_DOT_GEMM && moe_gemm_order(w->type, n_out, T) ? kern->mm : mm_vec(kern);
-    const uint64_t as = moe_act_row_bytes(kern->act, n_in);
-    const moe_act_quantize_fn quantize = table()->quantize[kern->act];
-    const uint8_t *base = w->data + (uint64_t)e * w->expert_bytes;
+static int64_t unit_rows(int64_t n, int64_t R, int64_t want_units) {
+    return unit_rows_of(n, strip_rows(R), want_units);
+}
+
+/* One product's share of a pass: its kernel, rows and work units. */
+typedef struct product_plan {
+    moe_mm_fn mm;
+    const uint8_t *base;
+    uint64_t row_bytes;
+    int64_t n_out, unit_rows, first_unit; /* its units: [first_unit, next's first_unit) */
+    float *y;
+} product_plan;
+
+bool moe_cpu_matmul_fast_n_ok(const moe_weight *const *ws, int n) {
+    for (int i = 0; i < n; i++)
+        if (!ws[i]->kern || ws[i]->kern->act != ws[0]->kern->act || ws[i]->ne[0] != ws[0]->ne[0])
+            return false;
+    return n >= 1 && n <= MOE_MATMUL_N_MAX;
+}
+
+void moe_cpu_matmul_fast_n(moe_backend *be, const moe_weight *const *ws, int n, const float *x,
+                           int64_t T, float *const *ys, moe_dot_order order) {
+    const moe_cpu_kernel *k0 = ws[0]->kern;
+    const int64_t n_in = ws[0]->ne[0];
+    const uint64_t as = moe_act_row_bytes(k0->act, n_in);
+    const moe_act_quantize_fn quantize = table()->quantize[k0->act];
     uint8_t *act = be->act;
+    int64_t strips = 0; /* the most threads with a pass of rows each */
+    for (int i = 0; i < n; i++)
+        strips += ws[i]->ne[1] / ws[i]->kern->rows;
     int nth = be->n_threads < 1 ? 1 : be->n_threads;
-    if (nth > n_out / kern->rows)
-        nth = (int)(n_out / kern->rows > 0 ? n_out / kern->rows : 1);
-    const int64_t rows = unit_rows(n_out, kern->rows, (int64_t)UNITS_PER_THREAD * nth);
-    const int64_t n_units = (n_out + rows - 1) / rows;
+    if (nth > strips)
+        nth = (int)(strips > 0 ? strips : 1);
+    product_plan pp[MOE_MATMUL_N_MAX + 1];
+    int64_t n_units = 0;
+    for (int i = 0; i < n; i++) {
+        const moe_weight *w = ws[i];
+        const moe_cpu_kernel *kern = w->kern;
+        /* llama.cpp: tinyBLAS for batched dense products, vec_dot otherwise */
+        pp[i].mm = order == MOE_DOT_GEMM && moe_gemm_order(w->type, w->ne[1], T) ? kern->mm
+                                                                                 : mm_vec(kern);
+        pp[i].base = w->data;
+        pp[i].row_bytes = w->row_bytes;
+        pp[i].n_out = w->ne[1];
+        pp[i].unit_rows = unit_rows(w->ne[1], kern->rows, (int64_t)UNITS_PER_THREAD * nth);
+        pp[i].first_unit = n_units;
+        pp[i].y = ys[i];
+        n_units += (w->ne[1] + pp[i].unit_rows - 1) / pp[i].unit_rows;
+    }
+    pp[n].first_unit = n_units;
 #pragma omp parallel num_threads(nth)
     {
 #pragma omp for schedule(static)
@@ -55,10 +101,27 @@ void moe_cpu_matmul_fast(moe_backend *be, const moe_weight *w, int64_t e, const 
             quantize(x + t * n_in, act + (uint64_t)t * as, n_in);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t u = 0; u < n_units; u++) {
-            const int64_t r0 = u * rows, r1 = r0 + rows < n_out ? r0 + rows : n_out;
-            mm(base, w->row_bytes, n_in, r0, r1, act, as, T, y, n_out);
+            int i = 0;
+            while (u >= pp[i + 1].first_unit)
+                i++;
+            const product_plan *p = &pp[i];
+            const int64_t r0 = (u - p->first_unit) * p->unit_rows;
+            const int64_t r1 = r0 + p->unit_rows < p->n_out ? r0 + p->unit_rows : p->n_out;
+            p->mm(p->base, p->row_bytes, n_in, r0, r1, act, as, T, p->y, p->n_out);
         }
     }
+}
+
+void moe_cpu_matmul_fast(moe_backend *be, const moe_weight *w, int64_t e, const float *x,
+                         int64_t T, float *y, moe_dot_order order) {
+    if (e == 0) {
+        moe_cpu_matmul_fast_n(be, &w, 1, x, T, &y, order);
+        return;
+    }
+    moe_weight one = *w; /* an expert's matrix of a 3-D weight: a 2-D weight of its own */
+    one.data = w->data + (uint64_t)e * w->expert_bytes;
+    const moe_weight *wp = &one;
+    moe_cpu_matmul_fast_n(be, &wp, 1, x, T, &y, order);
 }
 
 /* ---- the fused routed-expert step -------------------------------------------------------------- */
@@ -68,10 +131,11 @@ typedef struct units {
     int64_t n_chunks, chunk_rows;
 } units;
 
-static units plan_units(int64_t rows, int64_t R, int64_t n_act, int nth) {
+/* Chunks in multiples of q rows (a multiple of strip_rows). */
+static units plan_units(int64_t rows, int64_t q, int64_t n_act, int nth) {
     const int64_t want = (UNITS_PER_THREAD * (int64_t)nth + n_act - 1) / n_act; /* enough to balance */
     units u;
-    u.chunk_rows = unit_rows(rows, R, want < 1 ? 1 : want);
+    u.chunk_rows = unit_rows_of(rows, q, want < 1 ? 1 : want);
     u.n_chunks = (rows + u.chunk_rows - 1) / u.chunk_rows;
     return u;
 }
@@ -115,6 +179,93 @@ static void observe_inputs(const moe_expert_step *st, const int32_t *active, int
                    (size_t)D * sizeof *xe);
         st->observer(st->observer_user, st->gate->name, e, xe, D, count[e]);
         st->observer(st->observer_user, st->up->name, e, xe, D, count[e]);
+    }
+}
+
+/* out[d] = sum over k of w[k] * the output of slot k (at o + pos[k] * D), in
+ * slot order, for d in [d0, d1): the routed experts' weighted sum. */
+static void sum_slots(const float *o, const int32_t *pos, const float *w, int64_t K, int64_t D,
+                      int64_t d0, int64_t d1, float *out) {
+    const float *o0 = o + (int64_t)pos[0] * D;
+    for (int64_t d = d0; d < d1; d++)
+        out[d] = o0[d] * w[0];
+    for (int64_t k = 1; k < K; k++) {
+        const float *ok = o + (int64_t)pos[k] * D;
+        for (int64_t d = d0; d < d1; d++)
+            out[d] += ok[d] * w[k];
+    }
+}
+
+/* Whether one token's step can run as experts_one_token: no adapter terms,
+ * no observer, its own sum (not a split), and a quantized x row for every
+ * thread in the room of the K gathered rows. */
+static bool one_token_ok(const moe_expert_step *st, int nth) {
+    return st->T == 1 && !st->lora && !st->observer && !st->slots && nth <= st->K;
+}
+
+/* The step for one token (decoding) in three hand-overs instead of seven:
+ * each thread quantizes x into a row of its own (no gathering: the token is
+ * every expert's only row); a gate/up unit also applies SiLU·mul to its rows
+ * and quantizes them for down (gu's chunks are whole blocks of down's
+ * activation format, and so whole 16-value runs: SiLU's vector part,
+ * moe_cpu_silu, is the whole row's); the weighted sum is split by output
+ * rows, not by tokens. (Down units that took a range of output rows of all
+ * K experts and summed it there, one hand-over fewer, were slower: eight
+ * streams at once per thread.) Each value is computed as the general path
+ * computes it: the same kernels on the same rows, the same sum. */
+static void experts_one_token(moe_backend *be, const moe_expert_step *st, const int32_t *active,
+                              int64_t n_act, const int32_t *offset, units gu, int nth) {
+    const moe_weight *gate = st->gate, *up = st->up, *down = st->down;
+    const int64_t D = gate->ne[0], F = gate->ne[1], K = st->K;
+    const moe_cpu_kernel_table *tab = table();
+    const moe_act_quantize_fn quantize_x = tab->quantize[gate->kern->act];
+    const moe_act_quantize_fn quantize_d = tab->quantize[down->kern->act];
+    const uint64_t ax = moe_act_row_bytes(gate->kern->act, D);
+    const uint64_t ad = moe_act_row_bytes(down->kern->act, F);
+    uint8_t *act_x = be->act, *act_d = act_x + (uint64_t)K * ax; /* one x row per thread */
+    float *g = be->fg, *u = be->fu, *o = be->slot_out;
+    const units du = plan_units(D, strip_rows(down->kern->rows), n_act, nth);
+    enum { SUM_ROWS = 256 };
+    const int64_t n_sum = (D + SUM_ROWS - 1) / SUM_ROWS;
+    const moe_mm_fn mm_gate = mm_vec(gate->kern), mm_up = mm_vec(up->kern);
+    const moe_mm_fn mm_down = mm_vec(down->kern);
+    int32_t pos[MOE_MAX_EXPERTS];
+    for (int64_t k = 0; k < K; k++)
+        pos[k] = offset[st->ids[k]]; /* an expert takes the token once: its group's first row */
+#pragma omp parallel num_threads(nth)
+    {
+        uint8_t *xq = act_x + (uint64_t)omp_thread() * ax;
+        quantize_x(st->x, xq, D);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t i = 0; i < n_act * gu.n_chunks; i++) {
+            const int32_t e = active[i / gu.n_chunks];
+            const int64_t r0 = i % gu.n_chunks * gu.chunk_rows;
+            const int64_t r1 = r0 + gu.chunk_rows < F ? r0 + gu.chunk_rows : F;
+            float *gp = g + (int64_t)offset[e] * F, *upr = u + (int64_t)offset[e] * F;
+            mm_gate(gate->data + (uint64_t)e * gate->expert_bytes, gate->row_bytes, D, r0, r1, xq,
+                    ax, 1, gp, F);
+            mm_up(up->data + (uint64_t)e * up->expert_bytes, up->row_bytes, D, r0, r1, xq, ax, 1,
+                  upr, F);
+            moe_cpu_silu(gp + r0, r1 - r0);
+            for (int64_t r = r0; r < r1; r++)
+                gp[r] *= upr[r];
+            quantize_d(gp + r0,
+                       act_d + (uint64_t)offset[e] * ad + moe_act_row_bytes(down->kern->act, r0),
+                       r1 - r0);
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t i = 0; i < n_act * du.n_chunks; i++) {
+            const int32_t e = active[i / du.n_chunks];
+            const int64_t r0 = i % du.n_chunks * du.chunk_rows;
+            const int64_t r1 = r0 + du.chunk_rows < D ? r0 + du.chunk_rows : D;
+            mm_down(down->data + (uint64_t)e * down->expert_bytes, down->row_bytes, F, r0, r1,
+                    act_d + (uint64_t)offset[e] * ad, ad, 1, o + (int64_t)offset[e] * D, D);
+        }
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < n_sum; i++) {
+            const int64_t d0 = i * SUM_ROWS, d1 = d0 + SUM_ROWS < D ? d0 + SUM_ROWS : D;
+            sum_slots(o, pos, st->w, K, D, d0, d1, st->out);
+        }
     }
 }
 
@@ -163,10 +314,16 @@ void moe_cpu_experts_fast(moe_backend *be, const moe_expert_step *st) {
     uint8_t *act_x = be->act, *act_g = act_x + (uint64_t)T * ax;
     uint8_t *act_d = act_g + (uint64_t)TK * ax;
     float *g = be->fg, *u = be->fu, *o = be->slot_out;
-    const units gu = plan_units(F, gate->kern->rows > up->kern->rows ? gate->kern->rows : up->kern->rows,
-                                n_act, be->n_threads);
-    const units du = plan_units(D, down->kern->rows, n_act, be->n_threads);
+    const int64_t R_gu = gate->kern->rows > up->kern->rows ? gate->kern->rows : up->kern->rows;
+    const units gu = plan_units(F, strip_rows(R_gu), n_act, be->n_threads);
+    const units du = plan_units(D, strip_rows(down->kern->rows), n_act, be->n_threads);
     const int nth = be->n_threads < 1 ? 1 : be->n_threads;
+    if (one_token_ok(st, nth) && n_pos == K) {
+        /* chunks on whole blocks of down's activations: each quantizes its part */
+        const int64_t block = moe_act_block(down->kern->act); /* 32 or 256: whole strips */
+        experts_one_token(be, st, active, n_act, offset, plan_units(F, block, n_act, nth), nth);
+        return;
+    }
     const int32_t T_sum = st->slots ? 0 : T; /* rows summed here (a split sums later) */
     const int64_t TK_slots = st->slots ? TK : 0;
 #pragma omp parallel num_threads(nth)
@@ -232,14 +389,7 @@ void moe_cpu_experts_fast(moe_backend *be, const moe_expert_step *st) {
                 lora_one(st->lora, st->lora->down, st->ids[(int64_t)t * K + k], g + p * F, F, D,
                          o + p * D, st->lora->tmp + p * st->lora->r_max);
             }
-            const float *o0 = o + (int64_t)slot_pos[(int64_t)t * K] * D;
-            for (int64_t d = 0; d < D; d++)
-                out[d] = o0[d] * wt[0];
-            for (int64_t k = 1; k < K; k++) {
-                const float *ok = o + (int64_t)slot_pos[(int64_t)t * K + k] * D;
-                for (int64_t d = 0; d < D; d++)
-                    out[d] += ok[d] * wt[k];
-            }
+            sum_slots(o, slot_pos + (int64_t)t * K, wt, K, D, 0, D, out);
         }
     }
 }
