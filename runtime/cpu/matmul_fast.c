@@ -44,16 +44,51 @@ static int64_t unit_rows_of(int64_t n, int64_t q, int64_t want_units) {
     return rows < n ? rows : n;
 }
 
-static int64_t unit_rows(int64_t n, int64_t R, int64_t want_units) {
-    return unit_rows_of(n, strip_rows(R), want_units);
+/* The units of one row range (a product's rows, or an expert's) of n rows:
+ * its head [0, head) in n_big units of big rows, then its tail [head, n) in
+ * n_small units of small rows, all multiples of q (a multiple of
+ * strip_rows). A phase queues every range's big units before any small one,
+ * so the last unit a thread takes is small and the threads run out of work
+ * together: with equal units of an eighth of a product per thread, the
+ * output head's last unit alone was 4 MB (~100 us of one thread waiting). */
+typedef struct split {
+    int64_t head, big, n_big, small, n_small;
+} split;
+
+enum { TAIL_PART = 8, SMALL_PER_THREAD = 4 }; /* an eighth of the rows, in small units */
+
+/* A range of n rows, one of m that share a phase of nth threads. */
+static split plan_split(int64_t n, int64_t q, int64_t m, int nth) {
+    split s;
+    const int64_t want_big = (UNITS_PER_THREAD * (int64_t)nth + m - 1) / m;
+    const int64_t want_small = (SMALL_PER_THREAD * (int64_t)nth + m - 1) / m;
+    s.head = n / TAIL_PART * (TAIL_PART - 1) / q * q; /* 0 when n is a few q */
+    s.big = s.head ? unit_rows_of(s.head, q, want_big) : 1;
+    s.n_big = s.head ? (s.head + s.big - 1) / s.big : 0;
+    s.small = unit_rows_of(n - s.head, q, want_small);
+    s.n_small = (n - s.head + s.small - 1) / s.small;
+    return s;
 }
 
-/* One product's share of a pass: its kernel, rows and work units. */
+/* Rows [r0, r1) of unit k (< n_big + n_small) of a range of n rows. */
+static void split_unit(const split *s, int64_t n, int64_t k, int64_t *r0, int64_t *r1) {
+    if (k < s->n_big) {
+        *r0 = k * s->big;
+        *r1 = *r0 + s->big < s->head ? *r0 + s->big : s->head;
+    } else {
+        *r0 = s->head + (k - s->n_big) * s->small;
+        *r1 = *r0 + s->small < n ? *r0 + s->small : n;
+    }
+}
+
+/* One product's share of a pass: its kernel, rows and work units (its big
+ * ones from first_big in the big queue, its small ones from first_small). */
 typedef struct product_plan {
     moe_mm_fn mm;
     const uint8_t *base;
     uint64_t row_bytes;
-    int64_t n_out, unit_rows, first_unit; /* its units: [first_unit, next's first_unit) */
+    int64_t n_out, first_big, first_small;
+    split sp;
     float *y;
 } product_plan;
 
@@ -78,7 +113,7 @@ void moe_cpu_matmul_fast_n(moe_backend *be, const moe_weight *const *ws, int n, 
     if (nth > strips)
         nth = (int)(strips > 0 ? strips : 1);
     product_plan pp[MOE_MATMUL_N_MAX + 1];
-    int64_t n_units = 0;
+    int64_t n_big = 0, n_small = 0;
     for (int i = 0; i < n; i++) {
         const moe_weight *w = ws[i];
         const moe_cpu_kernel *kern = w->kern;
@@ -88,25 +123,31 @@ void moe_cpu_matmul_fast_n(moe_backend *be, const moe_weight *const *ws, int n, 
         pp[i].base = w->data;
         pp[i].row_bytes = w->row_bytes;
         pp[i].n_out = w->ne[1];
-        pp[i].unit_rows = unit_rows(w->ne[1], kern->rows, (int64_t)UNITS_PER_THREAD * nth);
-        pp[i].first_unit = n_units;
+        pp[i].sp = plan_split(w->ne[1], strip_rows(kern->rows), n, nth);
+        pp[i].first_big = n_big;
+        pp[i].first_small = n_small;
         pp[i].y = ys[i];
-        n_units += (w->ne[1] + pp[i].unit_rows - 1) / pp[i].unit_rows;
+        n_big += pp[i].sp.n_big;
+        n_small += pp[i].sp.n_small;
     }
-    pp[n].first_unit = n_units;
+    pp[n].first_big = n_big;
+    pp[n].first_small = n_small;
 #pragma omp parallel num_threads(nth)
     {
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < T; t++)
             quantize(x + t * n_in, act + (uint64_t)t * as, n_in);
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t u = 0; u < n_units; u++) {
+        for (int64_t u = 0; u < n_big + n_small; u++) {
+            const bool big = u < n_big;
+            const int64_t v = big ? u : u - n_big; /* in its queue */
             int i = 0;
-            while (u >= pp[i + 1].first_unit)
+            while (v >= (big ? pp[i + 1].first_big : pp[i + 1].first_small))
                 i++;
             const product_plan *p = &pp[i];
-            const int64_t r0 = (u - p->first_unit) * p->unit_rows;
-            const int64_t r1 = r0 + p->unit_rows < p->n_out ? r0 + p->unit_rows : p->n_out;
+            int64_t r0, r1;
+            split_unit(&p->sp, p->n_out, big ? v - p->first_big : p->sp.n_big + v - p->first_small,
+                       &r0, &r1);
             p->mm(p->base, p->row_bytes, n_in, r0, r1, act, as, T, p->y, p->n_out);
         }
     }
@@ -206,15 +247,26 @@ static bool one_token_ok(const moe_expert_step *st, int nth) {
 /* The step for one token (decoding) in three hand-overs instead of seven:
  * each thread quantizes x into a row of its own (no gathering: the token is
  * every expert's only row); a gate/up unit also applies SiLU·mul to its rows
- * and quantizes them for down (gu's chunks are whole blocks of down's
+ * and quantizes them for down (gs's units are whole blocks of down's
  * activation format, and so whole 16-value runs: SiLU's vector part,
  * moe_cpu_silu, is the whole row's); the weighted sum is split by output
  * rows, not by tokens. (Down units that took a range of output rows of all
  * K experts and summed it there, one hand-over fewer, were slower: eight
  * streams at once per thread.) Each value is computed as the general path
  * computes it: the same kernels on the same rows, the same sum. */
+/* Unit i of a phase over the n_act active experts' ranges (split s of n
+ * rows each): its expert and rows, every expert's big units first. */
+static int32_t expert_unit(const split *s, int64_t n, const int32_t *active, int64_t n_act,
+                           int64_t i, int64_t *r0, int64_t *r1) {
+    const int64_t nb = n_act * s->n_big;
+    const int64_t a = i < nb ? i / s->n_big : (i - nb) / s->n_small;
+    const int64_t k = i < nb ? i % s->n_big : s->n_big + (i - nb) % s->n_small;
+    split_unit(s, n, k, r0, r1);
+    return active[a];
+}
+
 static void experts_one_token(moe_backend *be, const moe_expert_step *st, const int32_t *active,
-                              int64_t n_act, const int32_t *offset, units gu, int nth) {
+                              int64_t n_act, const int32_t *offset, int nth) {
     const moe_weight *gate = st->gate, *up = st->up, *down = st->down;
     const int64_t D = gate->ne[0], F = gate->ne[1], K = st->K;
     const moe_cpu_kernel_table *tab = table();
@@ -224,7 +276,10 @@ static void experts_one_token(moe_backend *be, const moe_expert_step *st, const 
     const uint64_t ad = moe_act_row_bytes(down->kern->act, F);
     uint8_t *act_x = be->act, *act_d = act_x + (uint64_t)K * ax; /* one x row per thread */
     float *g = be->fg, *u = be->fu, *o = be->slot_out;
-    const units du = plan_units(D, strip_rows(down->kern->rows), n_act, nth);
+    /* gate/up units on whole blocks of down's activations: each quantizes its part */
+    const split gs = plan_split(F, moe_act_block(down->kern->act), n_act, nth); /* 32 or 256 */
+    const split ds = plan_split(D, strip_rows(down->kern->rows), n_act, nth);
+    const int64_t n_gu = n_act * (gs.n_big + gs.n_small), n_down = n_act * (ds.n_big + ds.n_small);
     enum { SUM_ROWS = 256 };
     const int64_t n_sum = (D + SUM_ROWS - 1) / SUM_ROWS;
     const moe_mm_fn mm_gate = mm_vec(gate->kern), mm_up = mm_vec(up->kern);
@@ -237,10 +292,9 @@ static void experts_one_token(moe_backend *be, const moe_expert_step *st, const 
         uint8_t *xq = act_x + (uint64_t)omp_thread() * ax;
         quantize_x(st->x, xq, D);
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t i = 0; i < n_act * gu.n_chunks; i++) {
-            const int32_t e = active[i / gu.n_chunks];
-            const int64_t r0 = i % gu.n_chunks * gu.chunk_rows;
-            const int64_t r1 = r0 + gu.chunk_rows < F ? r0 + gu.chunk_rows : F;
+        for (int64_t i = 0; i < n_gu; i++) {
+            int64_t r0, r1;
+            const int32_t e = expert_unit(&gs, F, active, n_act, i, &r0, &r1);
             float *gp = g + (int64_t)offset[e] * F, *upr = u + (int64_t)offset[e] * F;
             mm_gate(gate->data + (uint64_t)e * gate->expert_bytes, gate->row_bytes, D, r0, r1, xq,
                     ax, 1, gp, F);
@@ -254,10 +308,9 @@ static void experts_one_token(moe_backend *be, const moe_expert_step *st, const 
                        r1 - r0);
         }
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t i = 0; i < n_act * du.n_chunks; i++) {
-            const int32_t e = active[i / du.n_chunks];
-            const int64_t r0 = i % du.n_chunks * du.chunk_rows;
-            const int64_t r1 = r0 + du.chunk_rows < D ? r0 + du.chunk_rows : D;
+        for (int64_t i = 0; i < n_down; i++) {
+            int64_t r0, r1;
+            const int32_t e = expert_unit(&ds, D, active, n_act, i, &r0, &r1);
             mm_down(down->data + (uint64_t)e * down->expert_bytes, down->row_bytes, F, r0, r1,
                     act_d + (uint64_t)offset[e] * ad, ad, 1, o + (int64_t)offset[e] * D, D);
         }
@@ -319,9 +372,7 @@ void moe_cpu_experts_fast(moe_backend *be, const moe_expert_step *st) {
     const units du = plan_units(D, strip_rows(down->kern->rows), n_act, be->n_threads);
     const int nth = be->n_threads < 1 ? 1 : be->n_threads;
     if (one_token_ok(st, nth) && n_pos == K) {
-        /* chunks on whole blocks of down's activations: each quantizes its part */
-        const int64_t block = moe_act_block(down->kern->act); /* 32 or 256: whole strips */
-        experts_one_token(be, st, active, n_act, offset, plan_units(F, block, n_act, nth), nth);
+        experts_one_token(be, st, active, n_act, offset, nth);
         return;
     }
     const int32_t T_sum = st->slots ? 0 : T; /* rows summed here (a split sums later) */
