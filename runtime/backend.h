@@ -249,7 +249,8 @@ struct moe_backend {
     /* RoPE angles of the last position rotated alone (a decoded token's q
      * and k in every layer share them: sinf and cosf were 1.3% of a token) */
     struct {
-        const void *of; /* the moe_rope_params they were formed with; NULL: none */
+        bool valid;
+        moe_rope_params of; /* the parameters they were formed with */
         int32_t pos;
         float cs[2 * 256];
     } rope_angles;

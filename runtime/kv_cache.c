@@ -50,6 +50,8 @@ static void *layer_rows(size_t bytes) {
     volatile uint8_t *b = p;
     for (size_t i = 0; b && i < bytes; i += PAGE)
         b[i] = 0;
+    if (b && bytes) /* calloc's p sits past a page start: its last page too */
+        b[bytes - 1] = 0;
     return p;
 }
 

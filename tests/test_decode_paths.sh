@@ -5,17 +5,19 @@
 # activations quantized chunk by chunk, down and the weighted sum by output
 # rows) against the general step, which a split of every layer's experts
 # between CPU and CPU1 runs on both devices; q, k and v in one pass against
-# three products (attn_q on CPU1). Thread counts 1-4 give the expert step
-# one to four gate/up chunks per expert (the chunk boundaries are where a
-# piecewise SiLU or quantization would go wrong); 5 threads exceed the
-# experts per token and take the general step everywhere.
+# three products (attn_q on CPU1). Thread counts 1-4 give q4_0's and
+# q4_0_r8's expert step one to four big gate/up units per expert plus a small
+# one (q4_K, whose down activations come in 256-value blocks: two), the
+# boundaries where a piecewise SiLU or quantization would go wrong; n_embd
+# 512 gives the weighted sum two row ranges; 5 threads exceed the experts per
+# token and take the general step everywhere.
 set -u
 . "$MOE_TEST_DIR/sh_util.sh"
 B="$MOE_BIN_DIR"
 T=$(make_tmp decode-paths)
 P="1 5 9 13 17 21 25 29 33 37"
 for type in q4_0 q4_K q4_0_r8; do
-    "$B/moe-synth" -a llama --n-embd 256 --n-layer 2 --n-head 4 --n-head-kv 2 --n-expert 8 \
+    "$B/moe-synth" -a llama --n-embd 512 --n-layer 2 --n-head 4 --n-head-kv 2 --n-expert 8 \
         --n-expert-used 4 --n-ff 512 --n-vocab 512 --type "$type" -f "$T/$type.gguf" \
         > /dev/null 2>&1
     check "moe-synth $type" test -f "$T/$type.gguf"

@@ -80,14 +80,26 @@ static void cpu_rms_norm(moe_backend *be, const float *x, int64_t x_stride, cons
         moe_cpu_rms_norm(x + t * x_stride, wf, n, eps, out + t * out_stride);
 }
 
+/* Whether two parameter sets form the same angles (field by field: a
+ * struct's padding bytes are not part of its value). */
+static bool same_rope(const moe_rope_params *a, const moe_rope_params *b) {
+    return a->n_dims == b->n_dims && a->neox == b->neox && a->freq_base == b->freq_base &&
+           a->freq_scale == b->freq_scale && a->ext_factor == b->ext_factor &&
+           a->attn_factor == b->attn_factor && a->beta_fast == b->beta_fast &&
+           a->beta_slow == b->beta_slow && a->corr_lo == b->corr_lo && a->corr_hi == b->corr_hi &&
+           a->n_ctx_orig == b->n_ctx_orig && a->fused == b->fused;
+}
+
 static void cpu_rope(moe_backend *be, float *v, int64_t T, int64_t token_stride, int64_t n_heads,
                      int64_t head_stride, const int32_t *pos, const moe_rope_params *r) {
     const int half = r->n_dims / 2;
     if (be && T == 1 && half <= (int)(sizeof be->rope_angles.cs / sizeof(float) / 2)) {
-        if (be->rope_angles.of != r || be->rope_angles.pos != pos[0]) {
+        if (!be->rope_angles.valid || be->rope_angles.pos != pos[0] ||
+            !same_rope(&be->rope_angles.of, r)) {
             moe_cpu_rope_angles(pos[0], r, 0, half, be->rope_angles.cs);
-            be->rope_angles.of = r;
+            be->rope_angles.of = *r;
             be->rope_angles.pos = pos[0];
+            be->rope_angles.valid = true;
         }
         moe_cpu_rope_apply(v, n_heads, head_stride, be->rope_angles.cs, 0, half, r);
         return;

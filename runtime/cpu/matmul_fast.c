@@ -16,9 +16,9 @@
 
 /* The calling thread's number in its team (0 outside one, or without OpenMP). */
 #ifdef _OPENMP
-static inline int omp_thread(void) { return omp_get_thread_num(); }
+static inline int team_thread(void) { return omp_get_thread_num(); }
 #else
-static inline int omp_thread(void) { return 0; }
+static inline int team_thread(void) { return 0; }
 #endif
 
 static const moe_cpu_kernel_table *table(void) { return moe_cpu_kernels(moe_cpu_level_active()); }
@@ -244,16 +244,6 @@ static bool one_token_ok(const moe_expert_step *st, int nth) {
     return st->T == 1 && !st->lora && !st->observer && !st->slots && nth <= st->K;
 }
 
-/* The step for one token (decoding) in three hand-overs instead of seven:
- * each thread quantizes x into a row of its own (no gathering: the token is
- * every expert's only row); a gate/up unit also applies SiLU·mul to its rows
- * and quantizes them for down (gs's units are whole blocks of down's
- * activation format, and so whole 16-value runs: SiLU's vector part,
- * moe_cpu_silu, is the whole row's); the weighted sum is split by output
- * rows, not by tokens. (Down units that took a range of output rows of all
- * K experts and summed it there, one hand-over fewer, were slower: eight
- * streams at once per thread.) Each value is computed as the general path
- * computes it: the same kernels on the same rows, the same sum. */
 /* Unit i of a phase over the n_act active experts' ranges (split s of n
  * rows each): its expert and rows, every expert's big units first. */
 static int32_t expert_unit(const split *s, int64_t n, const int32_t *active, int64_t n_act,
@@ -265,6 +255,16 @@ static int32_t expert_unit(const split *s, int64_t n, const int32_t *active, int
     return active[a];
 }
 
+/* The step for one token (decoding) in three hand-overs instead of seven:
+ * each thread quantizes x into a row of its own (no gathering: the token is
+ * every expert's only row); a gate/up unit also applies SiLU·mul to its rows
+ * and quantizes them for down (gs's units are whole blocks of down's
+ * activation format, and so whole 16-value runs: SiLU's vector part,
+ * moe_cpu_silu, is the whole row's); the weighted sum is split by output
+ * rows, not by tokens. (Down units that took a range of output rows of all
+ * K experts and summed it there, one hand-over fewer, were slower: eight
+ * streams at once per thread.) Each value is computed as the general path
+ * computes it: the same kernels on the same rows, the same sum. */
 static void experts_one_token(moe_backend *be, const moe_expert_step *st, const int32_t *active,
                               int64_t n_act, const int32_t *offset, int nth) {
     const moe_weight *gate = st->gate, *up = st->up, *down = st->down;
@@ -289,7 +289,7 @@ static void experts_one_token(moe_backend *be, const moe_expert_step *st, const 
         pos[k] = offset[st->ids[k]]; /* an expert takes the token once: its group's first row */
 #pragma omp parallel num_threads(nth)
     {
-        uint8_t *xq = act_x + (uint64_t)omp_thread() * ax;
+        uint8_t *xq = act_x + (uint64_t)team_thread() * ax;
         quantize_x(st->x, xq, D);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < n_gu; i++) {
