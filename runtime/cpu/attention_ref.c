@@ -236,9 +236,10 @@ static void attend_token(const moe_model *m, const moe_attn_step *st, int32_t t,
 }
 
 /* A token's K and V rows into its cell: an F16 cache through the level's
- * conversion (vcvtps2ph rounds as moe_f32_to_f16: the same bytes; the scalar
- * conversion was 15 us of every layer's attention for one token), any other
- * type through the cache's own. */
+ * row conversion (vcvtps2ph rounds as moe_f32_to_f16: the same bytes, without
+ * a branchy scalar conversion per value), any other type through the cache's
+ * own. (The 15 us this store took per layer for one token were page faults:
+ * kv_cache.c now maps every page at creation.) */
 static void store_token(moe_kv_cache *kv, int64_t layer, int32_t cell, const float *k,
                         const float *v) {
     const moe_cpu_kernel_table *tab = moe_cpu_kernels(moe_cpu_level_active()); /* NULL: ref */
