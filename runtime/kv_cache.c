@@ -55,6 +55,15 @@ static void *layer_rows(size_t bytes) {
     return p;
 }
 
+/* n_parts parts of part_values values per cell (kv_cache.h): a part's
+ * slices of consecutive cells are adjacent, the parts n_cells slices apart. */
+static moe_kv_layout layout(moe_type t, int64_t n_parts, int64_t part_values, int32_t n_cells) {
+    const uint64_t part = row_bytes(t, part_values);
+    return (moe_kv_layout){.n_parts = (int32_t)n_parts, .part_values = part_values,
+                           .part_bytes = part, .part_stride = n_parts > 1 ? part * (uint64_t)n_cells : 0,
+                           .cell_stride = part};
+}
+
 moe_status moe_kv_init(moe_kv_cache *kv, const moe_model *m, int32_t n_cells, moe_type tk,
                        moe_type tv, moe_err *err) {
     memset(kv, 0, sizeof *kv);
@@ -82,6 +91,13 @@ moe_status moe_kv_init(moe_kv_cache *kv, const moe_model *m, int32_t n_cells, mo
     kv->type_v = tv;
     kv->bytes_k = row_bytes(tk, kv->row_k);
     kv->bytes_v = kv->v_in_k ? kv->bytes_k : row_bytes(tv, kv->row_v);
+    const int64_t Hkv = m->attn.n_head_kv;
+    const bool head_major = !kv->v_in_k && Hkv > 1 &&
+                            m->attn.dk % moe_type_get(tk)->block_size == 0 &&
+                            m->attn.dv % moe_type_get(tv)->block_size == 0;
+    kv->lay_k = layout(tk, head_major ? Hkv : 1, kv->row_k / (head_major ? Hkv : 1), n_cells);
+    kv->lay_v = kv->v_in_k ? kv->lay_k
+                           : layout(tv, head_major ? Hkv : 1, kv->row_v / (head_major ? Hkv : 1), n_cells);
     kv->n_layer = hp->n_layer;
     kv->cells = calloc((size_t)n_cells, sizeof *kv->cells);
     kv->k = calloc((size_t)hp->n_layer, sizeof *kv->k);
@@ -287,14 +303,40 @@ float moe_kv_fragmentation(const moe_kv_cache *kv, int32_t padding) {
     return f > 0.0f ? f : 0.0f;
 }
 
-/* Copies len cells' K/V rows of every layer from src to dst (no overlap). */
+uint8_t *moe_kv_at(const moe_kv_cache *kv, bool v, int64_t layer, int32_t cell, int64_t i) {
+    const moe_kv_layout *lay = moe_kv_layout_of(kv, v);
+    const int64_t p = i / lay->part_values;
+    return (v ? kv->v : kv->k)[layer] + (uint64_t)p * lay->part_stride +
+           (uint64_t)cell * lay->cell_stride +
+           row_bytes(v ? kv->type_v : kv->type_k, i - p * lay->part_values);
+}
+
+void moe_kv_row_read(const moe_kv_cache *kv, bool v, int64_t layer, int32_t cell, uint8_t *dst) {
+    const moe_kv_layout *lay = moe_kv_layout_of(kv, v);
+    const uint8_t *src = (v ? kv->v : kv->k)[layer] + (uint64_t)cell * lay->cell_stride;
+    for (int32_t p = 0; p < lay->n_parts; p++)
+        memcpy(dst + p * lay->part_bytes, src + p * lay->part_stride, lay->part_bytes);
+}
+
+void moe_kv_row_write(moe_kv_cache *kv, bool v, int64_t layer, int32_t cell, const uint8_t *src) {
+    const moe_kv_layout *lay = moe_kv_layout_of(kv, v);
+    uint8_t *dst = (v ? kv->v : kv->k)[layer] + (uint64_t)cell * lay->cell_stride;
+    for (int32_t p = 0; p < lay->n_parts; p++)
+        memcpy(dst + p * lay->part_stride, src + p * lay->part_bytes, lay->part_bytes);
+}
+
+/* Copies len cells' K/V rows of every layer from src to dst (no overlap): a
+ * part's cells lie cell_stride apart, so each part moves as one run. */
 static void move_rows(moe_kv_cache *kv, int32_t src, int32_t dst, int32_t len) {
     for (int64_t l = 0; l < kv->n_layer; l++) {
-        memcpy(kv->k[l] + (uint64_t)dst * kv->bytes_k, kv->k[l] + (uint64_t)src * kv->bytes_k,
-               (size_t)len * kv->bytes_k);
-        if (!kv->v_in_k)
-            memcpy(kv->v[l] + (uint64_t)dst * kv->bytes_v,
-                   kv->v[l] + (uint64_t)src * kv->bytes_v, (size_t)len * kv->bytes_v);
+        for (int v = 0; v < (kv->v_in_k ? 1 : 2); v++) {
+            const moe_kv_layout *lay = moe_kv_layout_of(kv, v);
+            uint8_t *base = (v ? kv->v : kv->k)[l];
+            for (int32_t p = 0; p < lay->n_parts; p++)
+                memcpy(base + p * lay->part_stride + (uint64_t)dst * lay->cell_stride,
+                       base + p * lay->part_stride + (uint64_t)src * lay->cell_stride,
+                       (size_t)len * lay->cell_stride);
+        }
     }
 }
 
@@ -350,14 +392,26 @@ static void to_cache(moe_type t, const float *src, uint8_t *dst, int64_t n) {
     moe_quantize_rows(t, src, dst, 1, n, NULL, NULL);
 }
 
+/* A cell's row of floats into the cache, part by part (a part is whole
+ * blocks, so the bytes are those of the whole row rounded at once). */
+static void store_row(moe_kv_cache *kv, bool v, int64_t layer, int32_t cell, const float *src) {
+    const moe_kv_layout *lay = moe_kv_layout_of(kv, v);
+    for (int32_t p = 0; p < lay->n_parts; p++)
+        to_cache(v ? kv->type_v : kv->type_k, src + p * lay->part_values,
+                 moe_kv_at(kv, v, layer, cell, p * lay->part_values), lay->part_values);
+}
+
 void moe_kv_store(moe_kv_cache *kv, int64_t layer, int32_t cell, const float *k, const float *v) {
-    to_cache(kv->type_k, k, kv->k[layer] + (uint64_t)cell * kv->bytes_k, kv->row_k);
+    store_row(kv, false, layer, cell, k);
     if (!kv->v_in_k)
-        to_cache(kv->type_v, v, kv->v[layer] + (uint64_t)cell * kv->bytes_v, kv->row_v);
+        store_row(kv, true, layer, cell, v);
 }
 
 void moe_kv_load_k(const moe_kv_cache *kv, int64_t layer, int32_t cell, float *out) {
-    moe_type_get(kv->type_k)->to_f32(kv->k[layer] + (uint64_t)cell * kv->bytes_k, out, kv->row_k, 1);
+    const moe_kv_layout *lay = &kv->lay_k;
+    for (int32_t p = 0; p < lay->n_parts; p++)
+        moe_type_get(kv->type_k)->to_f32(moe_kv_at(kv, false, layer, cell, p * lay->part_values),
+                                         out + p * lay->part_values, lay->part_values, 1);
 }
 
 void moe_kv_apply_shift(moe_kv_cache *kv, const moe_model *m) {
@@ -374,7 +428,7 @@ void moe_kv_apply_shift(moe_kv_cache *kv, const moe_model *m) {
         for (int64_t l = 0; l < hp->n_layer; l++) {
             moe_kv_load_k(kv, l, c, row);
             moe_cpu_rope(row + offset, m->attn.n_head_kv, dk, kv->cells[c].delta, &m->rope);
-            to_cache(kv->type_k, row, kv->k[l] + (uint64_t)c * kv->bytes_k, kv->row_k);
+            store_row(kv, false, l, c, row);
         }
     }
     for (int32_t c = 0; c < kv->size; c++)

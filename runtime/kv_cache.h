@@ -32,6 +32,26 @@ typedef struct moe_kv_move {
     int32_t src, dst, len;
 } moe_kv_move;
 
+/* Where the K (or V) rows of a layer lie. A cell's row is n_parts parts of
+ * part_values values (part_bytes bytes each); part p of cell c starts at
+ * p * part_stride + c * cell_stride bytes into the layer's memory.
+ * - Head-major, one part per KV head (the cache's layout wherever a KV head's
+ *   values are whole blocks of the cache type, and there are several KV
+ *   heads): a KV head's slices of all cells follow each other. Decoding one
+ *   token, each thread attends its own KV heads, and reads their slices as
+ *   one linear stream: here a 256-byte slice of every 1 KB row read at
+ *   11 GB/s, a linear stream at 28-31 GB/s (one thread).
+ * - Cell-major, one part (the whole row): rows follow each other, as
+ *   llama.cpp lays them out (one KV head, or absorbed MLA's shared row).
+ * Which one is the cache's business: everything outside kv_cache.c reaches
+ * the rows through moe_kv_at / moe_kv_row_read / moe_kv_row_write, and the
+ * state files hold whole rows in cell order either way. */
+typedef struct moe_kv_layout {
+    int32_t n_parts;
+    int64_t part_values;
+    uint64_t part_bytes, part_stride, cell_stride;
+} moe_kv_layout;
+
 typedef struct moe_kv_cache {
     int32_t size;
     moe_kv_cell *cells;
@@ -39,11 +59,12 @@ typedef struct moe_kv_cache {
     bool has_shift;
     moe_type type_k, type_v;
     int64_t row_k, row_v;        /* values per cell per layer (all heads) */
-    uint64_t bytes_k, bytes_v;   /* bytes from one cell's row to the next */
+    uint64_t bytes_k, bytes_v;   /* bytes of one cell's whole row */
+    moe_kv_layout lay_k, lay_v;
     bool v_in_k;                 /* absorbed MLA: V is the first row_v values of each K
                                   * row (v[l] aliases k[l], type_v = type_k) */
     int64_t n_layer;
-    uint8_t **k, **v;            /* [layer] -> size rows */
+    uint8_t **k, **v;            /* [layer] -> its size rows (laid out as lay_k, lay_v) */
     float *shift_row;            /* one K row of floats for the K-shift */
     moe_kv_move *moves;          /* [size] the last defragmentation's moves */
     int32_t n_moves;
@@ -105,6 +126,19 @@ int32_t moe_kv_compact(moe_kv_cache *kv);
 /* Applies pending shifts: rotates the stored keys of shifted cells by their
  * deltas (model's RoPE), then clears the deltas. */
 void moe_kv_apply_shift(moe_kv_cache *kv, const moe_model *model);
+
+/* The address of value i of a cell's K row (V row when v) in layer: values
+ * [i, i + n) read from there lie in one part when i and n do (a KV head's
+ * slice: i = g * head size, n = head size). The same value of the next cell
+ * lies layout(kv, v)->cell_stride bytes further. */
+uint8_t *moe_kv_at(const moe_kv_cache *kv, bool v, int64_t layer, int32_t cell, int64_t i);
+static inline const moe_kv_layout *moe_kv_layout_of(const moe_kv_cache *kv, bool v) {
+    return v ? &kv->lay_v : &kv->lay_k;
+}
+/* A cell's whole K (V when v) row as bytes of the cache type, in value order
+ * (bytes_k / bytes_v of them): gathered from its parts, or scattered to them. */
+void moe_kv_row_read(const moe_kv_cache *kv, bool v, int64_t layer, int32_t cell, uint8_t *dst);
+void moe_kv_row_write(moe_kv_cache *kv, bool v, int64_t layer, int32_t cell, const uint8_t *src);
 
 /* Row access in f32: store rounds to the cache type; load dequantizes. */
 void moe_kv_store(moe_kv_cache *kv, int64_t layer, int32_t cell, const float *k, const float *v);

@@ -196,13 +196,13 @@ static void build_head(moe_context *ctx, const moe_token *tokens, int32_t n_toke
 
 /* Gathers the used rows of one layer's K (or V) into buf and writes them
  * followed by their checksum. */
-static bool write_rows(FILE *f, const moe_kv_cache *kv, const uint8_t *rows, uint64_t row_bytes,
-                       uint8_t *buf) {
+static bool write_rows(FILE *f, const moe_kv_cache *kv, int64_t layer, bool v, uint8_t *buf) {
+    const uint64_t row_bytes = v ? kv->bytes_v : kv->bytes_k;
     size_t n = 0;
     for (int32_t c = 0; c < kv->size; c++) {
         if (kv->cells[c].pos < 0)
             continue;
-        memcpy(buf + n, rows + (uint64_t)c * row_bytes, row_bytes);
+        moe_kv_row_read(kv, v, layer, c, buf + n);
         n += row_bytes;
     }
     uint8_t sum[8];
@@ -224,8 +224,7 @@ static moe_status write_state(moe_context *ctx, FILE *f, const moe_token *tokens
     } else {
         bool ok = fwrite(head.p, 1, head.n, f) == head.n;
         for (int64_t l = 0; ok && l < kv->n_layer; l++)
-            ok = write_rows(f, kv, kv->k[l], kv->bytes_k, buf) &&
-                 write_rows(f, kv, kv->v[l], kv->bytes_v, buf);
+            ok = write_rows(f, kv, l, false, buf) && write_rows(f, kv, l, true, buf);
         if (!ok)
             st = moe_fail(err, MOE_ERR_IO, "%s: write failed: %s", path, strerror(errno));
     }
@@ -356,10 +355,12 @@ static void apply_state(moe_context *ctx, const state_view *v) {
     kv->used = v->n_cells;
     const uint8_t *p = v->rows;
     for (int64_t l = 0; l < kv->n_layer; l++) {
-        memcpy(kv->k[l], p, (size_t)v->n_cells * kv->bytes_k);
-        p += (uint64_t)v->n_cells * kv->bytes_k + 8;
-        memcpy(kv->v[l], p, (size_t)v->n_cells * kv->bytes_v);
-        p += (uint64_t)v->n_cells * kv->bytes_v + 8;
+        for (int side = 0; side < 2; side++) { /* K, then V: whole rows in cell order */
+            const uint64_t row_bytes = side ? kv->bytes_v : kv->bytes_k;
+            for (int32_t i = 0; i < v->n_cells; i++)
+                moe_kv_row_write(kv, side, l, i, p + (uint64_t)i * row_bytes);
+            p += (uint64_t)v->n_cells * row_bytes + 8;
+        }
     }
     ctx->n_last = 0;
     if (v->logits) { /* the last decode's row, as if it had just run */

@@ -219,8 +219,16 @@ static void check_attention(int64_t H, int64_t Hkv, int64_t dk, int64_t dv, int3
     moe_cuda_attn_args a = {.row_k = kv.row_k, .row_v = kv.row_v, .T = 1, .n_kv = n_cells,
                             .H = H, .Hkv = Hkv, .dk = dk, .dv = dv, .kq_scale = m.kq_scale};
     a.q = to_device(q, (size_t)(H * dk) * 4);
-    a.k = to_device(kv.k[0], (size_t)n_cells * kv.bytes_k);
-    a.v = to_device(kv.v[0], (size_t)n_cells * kv.bytes_v);
+    /* the CUDA kernel takes whole rows in cell order: gathered from the cache's layout */
+    uint8_t *rows_k = malloc((size_t)n_cells * kv.bytes_k), *rows_v = malloc((size_t)n_cells * kv.bytes_v);
+    for (int32_t c = 0; c < n_cells; c++) {
+        moe_kv_row_read(&kv, false, 0, c, rows_k + (size_t)c * kv.bytes_k);
+        moe_kv_row_read(&kv, true, 0, c, rows_v + (size_t)c * kv.bytes_v);
+    }
+    a.k = to_device(rows_k, (size_t)n_cells * kv.bytes_k);
+    a.v = to_device(rows_v, (size_t)n_cells * kv.bytes_v);
+    free(rows_k);
+    free(rows_v);
     a.mask = to_device(mask, (size_t)n_cells * 4);
     CHECK(cudaMalloc((void **)&a.scores,
                      (size_t)moe_cuda_attention_ws_floats(1, H, n_cells) * 4) == cudaSuccess,

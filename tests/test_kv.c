@@ -36,6 +36,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "formats/quant/quant.h"
 #include "runtime/context.h"
 #include "runtime/include/moe.h"
 #include "test_util.h"
@@ -205,7 +206,8 @@ static void check_shift_defrag(const moe_model *m, moe_type t) {
     moe_kv_remove(&kv, 0, KEEP, KEEP + DROP);
     moe_kv_shift(&kv, 0, KEEP + DROP, -1, -DROP);
     moe_kv_apply_shift(&kv, m);
-    memcpy(before, kv.k[kv.n_layer - 1], (size_t)N * kv.bytes_k); /* after the K-shift */
+    for (int32_t c = 0; c < N; c++) /* after the K-shift */
+        moe_kv_row_read(&kv, false, kv.n_layer - 1, c, before + (size_t)c * kv.bytes_k);
     int32_t moved = moe_kv_compact(&kv);
     char what[64];
     snprintf(what, sizeof what, "context-shift defrag (%s)", moe_type_name(t));
@@ -214,12 +216,14 @@ static void check_shift_defrag(const moe_model *m, moe_type t) {
     CHECK(moved == N - DROP - KEEP && kv.n_moves == 1, "%s: %d cells in %d moves (want %d in 1)",
           what, moved, kv.n_moves, N - DROP - KEEP);
     bool same = true;
+    uint8_t *row = malloc((size_t)kv.bytes_k);
     for (int32_t c = 0; c < kv.used; c++) {
         int32_t src = c < KEEP ? c : c + DROP; /* where the cell was */
+        moe_kv_row_read(&kv, false, kv.n_layer - 1, c, row);
         same &= kv.cells[c].pos == c &&
-                !memcmp(kv.k[kv.n_layer - 1] + (size_t)c * kv.bytes_k,
-                        before + (size_t)src * kv.bytes_k, kv.bytes_k);
+                !memcmp(row, before + (size_t)src * kv.bytes_k, kv.bytes_k);
     }
+    free(row);
     CHECK(same, "%s: positions in order and K rows moved with their cells", what);
     free(before);
     free(k);
@@ -293,12 +297,72 @@ static void check_auto_defrag(moe_model *m) {
     }
 }
 
+/* The cache's layout (kv_cache.h): head-major wherever a KV head's values
+ * are whole blocks and there are several KV heads, one part per row
+ * otherwise; whichever it is, a stored row reads back (whole, by KV head, as
+ * f32) as the row rounded at once, and a written row reads back as written. */
+static void check_layout(const moe_model *m, moe_type t) {
+    enum { N = 40 };
+    moe_kv_cache kv;
+    moe_err err = {0};
+    if (moe_kv_init(&kv, m, N, t, t, &err) != MOE_OK) {
+        CHECK(false, "kv init %s: %s", moe_type_name(t), err.msg);
+        moe_kv_free(&kv);
+        return;
+    }
+    const int64_t Hkv = m->attn.n_head_kv, dk = m->attn.dk;
+    const int32_t want = kv.v_in_k || Hkv == 1 ? 1 : (int32_t)Hkv;
+    CHECK(kv.lay_k.n_parts == want && kv.lay_v.n_parts == want,
+          "%s: %d/%d parts per row (want %d: %lld KV heads%s)", moe_type_name(t), kv.lay_k.n_parts,
+          kv.lay_v.n_parts, want, (long long)Hkv, kv.v_in_k ? ", absorbed MLA" : "");
+    float *k = malloc((size_t)(kv.row_k + kv.row_v + kv.row_k) * sizeof *k), *v = k + kv.row_k;
+    float *back = v + kv.row_v;
+    uint8_t *want_row = malloc((size_t)(2 * kv.bytes_k + kv.bytes_v)), *got = want_row + kv.bytes_k;
+    test_rng_state = 777;
+    bool same = true, heads = true, floats = true, round_trip = true;
+    for (int64_t l = 0; l < kv.n_layer; l += kv.n_layer - 1 > 0 ? kv.n_layer - 1 : 1)
+        for (int32_t c = 0; c < N; c++) {
+            for (int64_t i = 0; i < kv.row_k + kv.row_v; i++)
+                k[i] = (float)(test_rng_next() % 2001) / 1000.0f - 1.0f;
+            moe_kv_store(&kv, l, c, k, v);
+            moe_quantize_rows(t, k, want_row, 1, kv.row_k, NULL, NULL);
+            moe_kv_row_read(&kv, false, l, c, got);
+            same &= !memcmp(got, want_row, (size_t)kv.bytes_k);
+            for (int64_t g = 0; g < Hkv && !kv.v_in_k; g++) {
+                uint64_t off = 0;
+                moe_type_row_size(t, g * dk, &off, NULL);
+                const uint8_t *at = moe_kv_at(&kv, false, l, c, g * dk);
+                heads &= !memcmp(at, want_row + off, (size_t)(kv.bytes_k / Hkv)) &&
+                         moe_kv_at(&kv, false, l, c + 1 < N ? c + 1 : c, g * dk) ==
+                             at + (c + 1 < N ? kv.lay_k.cell_stride : 0);
+            }
+            moe_kv_load_k(&kv, l, c, back);
+            float *ref = malloc((size_t)kv.row_k * sizeof *ref);
+            moe_type_get(t)->to_f32(want_row, ref, kv.row_k, 1);
+            floats &= !memcmp(back, ref, (size_t)kv.row_k * sizeof *ref);
+            free(ref);
+            for (uint64_t i = 0; i < kv.bytes_v; i++) /* any bytes: V's row written and read back */
+                want_row[i] = (uint8_t)(i * 7 + (uint64_t)c);
+            moe_kv_row_write(&kv, true, l, c, want_row);
+            moe_kv_row_read(&kv, true, l, c, got);
+            round_trip &= !memcmp(got, want_row, (size_t)kv.bytes_v);
+        }
+    CHECK(same, "%s: a stored K row reads back as the whole row rounded at once", moe_type_name(t));
+    CHECK(heads, "%s: each KV head's slice at moe_kv_at, cells cell_stride apart", moe_type_name(t));
+    CHECK(floats, "%s: moe_kv_load_k gives the rounded row's floats", moe_type_name(t));
+    CHECK(round_trip, "%s: a written V row reads back as written", moe_type_name(t));
+    free(k);
+    free(want_row);
+    moe_kv_free(&kv);
+}
+
 static void case_defrag(const char *name) {
     moe_model *m = load_model(name);
     if (!m)
         return;
     const moe_type types[] = {MOE_TYPE_F32, MOE_TYPE_F16, MOE_TYPE_Q8_0};
     for (int i = 0; i < 3; i++) {
+        check_layout(m, types[i]);
         check_shift_defrag(m, types[i]);
         check_defrag_invariance(m, types[i]);
     }

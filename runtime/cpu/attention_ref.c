@@ -42,28 +42,28 @@ static attn_cells token_cells(const moe_attn_step *st, int32_t t, int32_t pad) {
                         .n_slots = slots < kv->size ? slots : kv->size};
 }
 
-/* Row of the cache in f32: F16 rows through the level's exact conversion. */
-static void load_row(moe_type type, const uint8_t *rows, uint64_t bytes, int32_t cell, int64_t n,
-                     float *out) {
-    const uint8_t *src = rows + (uint64_t)cell * bytes;
+/* Values [i0, i0 + n) of a cell's K (v: V) row in f32, lying in one part of
+ * the cache's layout (a KV head's slice, or the whole row of a one-part
+ * layout); F16 through the level's exact conversion. For a block type i0 and
+ * n are multiples of its block (checked by the caller). */
+static void load_part(const moe_kv_cache *kv, bool v, int64_t layer, int32_t cell, int64_t i0,
+                      int64_t n, float *out) {
+    const moe_type type = v ? kv->type_v : kv->type_k;
+    const uint8_t *src = moe_kv_at(kv, v, layer, cell, i0);
     if (type == MOE_TYPE_F16)
         moe_cpu_float_ops_active()->f16_row(src, out, n);
+    else if (type == MOE_TYPE_F32)
+        memcpy(out, src, (size_t)n * sizeof *out);
     else
         moe_type_get(type)->to_f32(src, out, n, 1);
 }
 
-/* Values [i0, i0 + n) of a cache row in f32 (the row of one KV head). */
-static void load_part(moe_type type, const uint8_t *rows, uint64_t bytes, int32_t cell,
-                      int64_t i0, int64_t n, float *out) {
-    const moe_type_traits *tr = moe_type_get(type);
-    const uint8_t *src = rows + (uint64_t)cell * bytes;
-    if (type == MOE_TYPE_F16) {
-        moe_cpu_float_ops_active()->f16_row(src + 2 * i0, out, n);
-    } else if (type == MOE_TYPE_F32) {
-        memcpy(out, src + 4 * i0, (size_t)n * sizeof *out);
-    } else { /* a block type: i0 and n are multiples of its block (checked by the caller) */
-        tr->to_f32(src + (uint64_t)(i0 / tr->block_size) * tr->type_size, out, n, 1);
-    }
+/* A cell's whole K (v: V) row in f32, part by part. */
+static void load_row(const moe_kv_cache *kv, bool v, int64_t layer, int32_t cell, float *out) {
+    const moe_kv_layout *lay = moe_kv_layout_of(kv, v);
+    for (int32_t p = 0; p < lay->n_parts; p++)
+        load_part(kv, v, layer, cell, p * lay->part_values, lay->part_values,
+                  out + p * lay->part_values);
 }
 
 enum { FOLD = 16 }; /* output values whose lanes are folded together */
@@ -124,17 +124,20 @@ static void weighted_sum(const moe_model *m, const moe_attn_step *st, const attn
     const int32_t full = batched ? n_slots : n_slots & ~63; /* VEC sums the rest in double */
     const int32_t in_lanes = ac->n_vis < full ? ac->n_vis : full;
     const int used = in_lanes < W ? in_lanes : W; /* lanes some slot adds into */
-    const bool parts = dv % moe_type_get(kv->type_v)->block_size == 0;
-    if (batched && kv->type_v == MOE_TYPE_F16 && dv % 8 == 0) { /* lanes in registers */
+    /* a KV head's values lie in one part of the layout (a part is a head or the row) */
+    const bool parts = dv % moe_type_get(kv->type_v)->block_size == 0 &&
+                       (kv->lay_v.n_parts == 1 || kv->lay_v.part_values == dv);
+    const uint64_t stride = kv->lay_v.cell_stride;
+    if (batched && kv->type_v == MOE_TYPE_F16 && dv % 8 == 0 && parts) { /* lanes in registers */
         for (int64_t h = h0; h < h1; h++)
-            fops->wsum_f16(scores + h * n_slots, kv->v[st->layer] + (uint64_t)(2 * (h / group) * dv),
-                           kv->bytes_v, ac->cell, ac->n_vis, dv, out + h * dv);
+            fops->wsum_f16(scores + h * n_slots, moe_kv_at(kv, true, st->layer, 0, h / group * dv),
+                           stride, ac->cell, ac->n_vis, dv, out + h * dv);
         return;
     }
-    if (!batched && kv->type_v == MOE_TYPE_F16 && dv % 8 == 0) { /* 64 lanes, the rest in double */
+    if (!batched && kv->type_v == MOE_TYPE_F16 && dv % 8 == 0 && parts) { /* 64 lanes, the rest in double */
         for (int64_t h = h0; h < h1; h++)
-            fops->wsum_f16_vec(scores + h * n_slots, kv->v[st->layer] + (uint64_t)(2 * (h / group) * dv),
-                               kv->bytes_v, ac->cell, in_lanes, ac->n_vis, dv, out + h * dv);
+            fops->wsum_f16_vec(scores + h * n_slots, moe_kv_at(kv, true, st->layer, 0, h / group * dv),
+                               stride, ac->cell, in_lanes, ac->n_vis, dv, out + h * dv);
         return;
     }
     double tail[1024];
@@ -150,9 +153,9 @@ static void weighted_sum(const moe_model *m, const moe_attn_step *st, const attn
         for (int32_t j = 0; j < ac->n_vis; j++) { /* hidden slots weigh 0 and add nothing */
             const float *vh = vrow;
             if (parts) {
-                load_part(kv->type_v, kv->v[st->layer], kv->bytes_v, ac->cell[j], g * dv, dv, vrow);
+                load_part(kv, true, st->layer, ac->cell[j], g * dv, dv, vrow);
             } else {
-                load_row(kv->type_v, kv->v[st->layer], kv->bytes_v, ac->cell[j], kv->row_v, vrow);
+                load_row(kv, true, st->layer, ac->cell[j], vrow);
                 vh = vrow + g * dv;
             }
             for (int64_t h = ha; h < hb; h++) {
@@ -200,13 +203,15 @@ static void attend_token(const moe_model *m, const moe_attn_step *st, int32_t t,
     memcpy(qr + h0 * dk, q + h0 * dk, (size_t)((h1 - h0) * dk) * sizeof *qr);
     if (kf16)
         fops->round_f16_row(qr + h0 * dk, (h1 - h0) * dk);
-    const bool k_in_registers = kf16 && (!batched || dk % 16 == 0); /* the same sums */
+    /* the same sums; a KV head's keys in one part of the layout */
+    const bool k_in_registers = kf16 && (!batched || dk % 16 == 0) &&
+                                (kv->lay_k.n_parts == 1 || kv->lay_k.part_values == dk);
     if (k_in_registers) {
         for (int64_t ha = h0; ha < h1;) { /* the heads of one KV head together */
             const int64_t g = ha / group, hb = (g + 1) * group < h1 ? (g + 1) * group : h1;
             (batched ? fops->scores_f16 : fops->scores_f16_vec)(
-                qr + ha * dk, kv->k[st->layer] + (uint64_t)(2 * g * dk), kv->bytes_k, ac.cell, ac.n_vis, dk,
-                scores + ha * n_slots, hb - ha, n_slots);
+                qr + ha * dk, moe_kv_at(kv, false, st->layer, 0, g * dk), kv->lay_k.cell_stride, ac.cell,
+                ac.n_vis, dk, scores + ha * n_slots, hb - ha, n_slots);
             ha = hb;
         }
         for (int64_t h = h0; h < h1; h++) {
@@ -218,7 +223,7 @@ static void attend_token(const moe_model *m, const moe_attn_step *st, int32_t t,
     for (int32_t j = 0; j < n_slots && !k_in_registers; j++) {
         const bool vis = j < ac.n_vis;
         if (vis)
-            load_row(kv->type_k, kv->k[st->layer], kv->bytes_k, ac.cell[j], kv->row_k, krow);
+            load_row(kv, false, st->layer, ac.cell[j], krow);
         for (int64_t h = h0; h < h1; h++)
             scores[h * n_slots + j] =
                 vis ? (batched ? moe_dot_gemm : moe_dot_vec)(qr + h * dk, krow + (h / group) * dk,
@@ -248,9 +253,12 @@ static void store_token(moe_kv_cache *kv, int64_t layer, int32_t cell, const flo
         return;
     }
     const moe_act_quantize_fn to_f16 = tab->quantize[MOE_ACT_F16];
-    to_f16(k, kv->k[layer] + (uint64_t)cell * kv->bytes_k, kv->row_k);
-    if (!kv->v_in_k)
-        to_f16(v, kv->v[layer] + (uint64_t)cell * kv->bytes_v, kv->row_v);
+    for (int side = 0; side < (kv->v_in_k ? 1 : 2); side++) {
+        const moe_kv_layout *lay = moe_kv_layout_of(kv, side);
+        for (int32_t p = 0; p < lay->n_parts; p++)
+            to_f16((side ? v : k) + p * lay->part_values,
+                   moe_kv_at(kv, side, layer, cell, p * lay->part_values), lay->part_values);
+    }
 }
 
 /* Stores the batch's K/V rows, then attends token by token (tokens of one
