@@ -388,10 +388,24 @@ static void check_attention_ops(const moe_cpu_float_ops *ref, const moe_cpu_floa
             static float pv[CELLS];
             for (int64_t j = 0; j < CELLS; j++)
                 pv[j] = p[j % 48];
-            ref->wsum_f16_vec(pv, kv, ROW * 2, cell, n_lane, n, dv, o0);
-            f->wsum_f16_vec(pv, kv, ROW * 2, cell, n_lane, n, dv, o1);
+            ref->wsum_f16_vec(pv, 0, kv, ROW * 2, cell, n_lane, n, dv, o0, 1, 0);
+            f->wsum_f16_vec(pv, 0, kv, ROW * 2, cell, n_lane, n, dv, o1, 1, 0);
             CHECK(!memcmp(o0, o1, (size_t)dv * 4), "%s wsum_f16_vec n_lane=%lld n=%lld dv=%lld differs", name,
                   (long long)n_lane, (long long)n, (long long)dv);
+            /* query heads sharing the rows (5: two pairs and one), each with
+             * its own weights: as one head at a time */
+            static float ph[5][CELLS], oh[5][ROW], o2[ROW];
+            for (int h = 0; h < 5; h++)
+                for (int64_t j = 0; j < CELLS; j++)
+                    ph[h][j] = p[(j * (h + 3) + h) % CELLS];
+            int off_h = 0;
+            f->wsum_f16_vec(ph[0], CELLS, kv, ROW * 2, cell, n_lane, n, dv, oh[0], 5, ROW);
+            for (int h = 0; h < 5; h++) {
+                ref->wsum_f16_vec(ph[h], 0, kv, ROW * 2, cell, n_lane, n, dv, o2, 1, 0);
+                off_h += memcmp(oh[h], o2, (size_t)dv * 4) != 0;
+            }
+            CHECK(!off_h, "%s wsum_f16_vec 5 heads n_lane=%lld n=%lld dv=%lld: %d heads differ", name,
+                  (long long)n_lane, (long long)n, (long long)dv, off_h);
             if (f != ref)
                 continue;
             static float lanes[64][ROW];

@@ -156,9 +156,11 @@ typedef struct moe_cpu_float_ops {
     /* One token: slots j < n_lane fmaf'ed into lane j % 64 of each value (the
      * 64 lanes folded as moe_dot_vec folds its accumulators, then moe_reduce16),
      * slots [n_lane, n) as float products summed in double; out[d] = (float)
-     * (fold + tail); dv a multiple of 8 */
-    void (*wsum_f16_vec)(const float *p, const uint8_t *base, uint64_t stride, const int32_t *cell,
-                         int64_t n_lane, int64_t n, int64_t dv, float *out);
+     * (fold + tail); dv a multiple of 8. For nh query heads that share the
+     * rows: head i's weights at p + i * ldp, its values at out + i * ldo. */
+    void (*wsum_f16_vec)(const float *p, int64_t ldp, const uint8_t *base, uint64_t stride,
+                         const int32_t *cell, int64_t n_lane, int64_t n, int64_t dv, float *out,
+                         int64_t nh, int64_t ldo);
     /* x[i] through fp16 and back (round to nearest even, as moe_f32_to_f16) */
     void (*round_f16_row)(float *x, int64_t n);
     /* fmaxf over x[0..n) from -INFINITY (NaNs ignored; n >= 0) */
