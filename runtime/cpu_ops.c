@@ -150,8 +150,8 @@ static void scores_f16_one_head(const float *q, const uint8_t *base, uint64_t st
     }
 }
 
-static void wsum_f16_scalar(const float *p, const uint8_t *base, uint64_t stride,
-                            const int32_t *cell, int64_t n, int64_t dv, float *out) {
+static void wsum_f16_one_head(const float *p, const uint8_t *base, uint64_t stride,
+                              const int32_t *cell, int64_t n, int64_t dv, float *out) {
     float v[8];
     for (int64_t d0 = 0; d0 < dv; d0 += 8) {
         float lanes[8][16] = {{0}}; /* value d0 + i, lane l */
@@ -203,6 +203,13 @@ static void wsum_f16_vec_one_head(const float *p, const uint8_t *base, uint64_t 
         for (int i = 0; i < 8; i++)
             out[d0 + i] = (float)((double)moe_reduce64(lanes[i]) + tail[i]);
     }
+}
+
+static void wsum_f16_scalar(const float *p, int64_t ldp, const uint8_t *base, uint64_t stride,
+                            const int32_t *cell, int64_t n, int64_t dv, float *out, int64_t nh,
+                            int64_t ldo) {
+    for (int64_t h = 0; h < nh; h++)
+        wsum_f16_one_head(p + h * ldp, base, stride, cell, n, dv, out + h * ldo);
 }
 
 static void wsum_f16_vec_scalar(const float *p, int64_t ldp, const uint8_t *base, uint64_t stride,

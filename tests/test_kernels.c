@@ -439,10 +439,23 @@ static void check_attention_ops(const moe_cpu_float_ops *ref, const moe_cpu_floa
         }
         for (size_t k = 0; k < sizeof dvs / sizeof dvs[0]; k++) {
             const int64_t dv = dvs[k];
-            ref->wsum_f16(p, kv, ROW * 2, cell, n, dv, o0);
-            f->wsum_f16(p, kv, ROW * 2, cell, n, dv, o1);
+            ref->wsum_f16(p, 0, kv, ROW * 2, cell, n, dv, o0, 1, 0);
+            f->wsum_f16(p, 0, kv, ROW * 2, cell, n, dv, o1, 1, 0);
             CHECK(!memcmp(o0, o1, (size_t)dv * 4), "%s wsum_f16 n=%lld dv=%lld differs", name, (long long)n,
                   (long long)dv);
+            /* five query heads sharing the rows, each with its own weights */
+            static float ph[5][CELLS], oh[5][ROW], o2[ROW];
+            for (int h = 0; h < 5; h++)
+                for (int64_t j = 0; j < CELLS; j++)
+                    ph[h][j] = p[(j * (h + 3) + h) % CELLS];
+            int off_h = 0;
+            f->wsum_f16(ph[0], CELLS, kv, ROW * 2, cell, n, dv, oh[0], 5, ROW);
+            for (int h = 0; h < 5; h++) {
+                ref->wsum_f16(ph[h], 0, kv, ROW * 2, cell, n, dv, o2, 1, 0);
+                off_h += memcmp(oh[h], o2, (size_t)dv * 4) != 0;
+            }
+            CHECK(!off_h, "%s wsum_f16 5 heads n=%lld dv=%lld: %d heads differ", name, (long long)n,
+                  (long long)dv, off_h);
             if (f != ref)
                 continue;
             static float lanes[16][ROW];

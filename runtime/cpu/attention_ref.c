@@ -129,9 +129,12 @@ static void weighted_sum(const moe_model *m, const moe_attn_step *st, const attn
                        (kv->lay_v.n_parts == 1 || kv->lay_v.part_values == dv);
     const uint64_t stride = kv->lay_v.cell_stride;
     if (batched && kv->type_v == MOE_TYPE_F16 && dv % 8 == 0 && parts) { /* lanes in registers */
-        for (int64_t h = h0; h < h1; h++)
-            fops->wsum_f16(scores + h * n_slots, moe_kv_at(kv, true, st->layer, 0, h / group * dv),
-                           stride, ac->cell, ac->n_vis, dv, out + h * dv);
+        for (int64_t ha = h0; ha < h1;) { /* the heads of one KV head together */
+            const int64_t g = ha / group, hb = (g + 1) * group < h1 ? (g + 1) * group : h1;
+            fops->wsum_f16(scores + ha * n_slots, n_slots, moe_kv_at(kv, true, st->layer, 0, g * dv), stride,
+                           ac->cell, ac->n_vis, dv, out + ha * dv, hb - ha, dv);
+            ha = hb;
+        }
         return;
     }
     if (!batched && kv->type_v == MOE_TYPE_F16 && dv % 8 == 0 && parts) { /* 64 lanes, the rest in double */

@@ -147,9 +147,11 @@ typedef struct moe_cpu_float_ops {
                        int64_t n, int64_t dk, float *out, int64_t nh, int64_t ldo);
     /* out[d] (d < dv, a multiple of 8) = the sum over j < n of p[j] * row j's
      * value d in the batched order: slot j fmaf'ed into lane j % 16 of the
-     * value, the 16 lanes then folded as moe_reduce16 folds */
-    void (*wsum_f16)(const float *p, const uint8_t *base, uint64_t stride, const int32_t *cell,
-                     int64_t n, int64_t dv, float *out);
+     * value, the 16 lanes then folded as moe_reduce16 folds. For nh query
+     * heads that share the rows: head i's weights at p + i * ldp, its values
+     * at out + i * ldo. */
+    void (*wsum_f16)(const float *p, int64_t ldp, const uint8_t *base, uint64_t stride,
+                     const int32_t *cell, int64_t n, int64_t dv, float *out, int64_t nh, int64_t ldo);
     /* One token (the VEC order): out[j] = dot_vec(q, row j widened, dk), heads as scores_f16 */
     void (*scores_f16_vec)(const float *q, const uint8_t *base, uint64_t stride, const int32_t *cell,
                            int64_t n, int64_t dk, float *out, int64_t nh, int64_t ldo);
