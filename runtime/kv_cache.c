@@ -23,10 +23,11 @@ uint64_t moe_kv_cell_bytes(const moe_hparams *hp, moe_type tk, moe_type tv) {
 }
 
 /* A layer's rows, zeroed. From 2 MB on, in transparent huge pages where the
- * kernel gives them: one token's attention reads a KV head's slice of every
- * row (256 bytes of each 1 KB row for llama-style heads), a new 4 KB page
+ * kernel gives them: with rows per cell (before the head-major layout), one
+ * token's attention read a 256-byte slice of every 1 KB row, a new 4 KB page
  * every four rows, and the page walks made one token at depth 2600 wait
- * (perf: the K loads, even with software prefetch). */
+ * (perf: the K loads, even with software prefetch); a KV head's streams
+ * still cross a page every 16 cells. */
 static void *layer_rows(size_t bytes) {
     enum { HUGE_PAGE = 2u << 20, PAGE = 4096 };
     void *p;
