@@ -117,6 +117,29 @@ synth -f "$DIR/exists.gguf" && [ -s "$DIR/exists.gguf" ] || fail "--force did no
 grep -q "D=4096 L=32 H=32/8 E=8 K=2 Fe=14336 V=32000" "$DIR/out.txt" || fail "mixtral shapes"
 [ ! -e "$DIR/dry.gguf" ] || fail "--dry-run wrote a file"
 
+# 5. routing like a real model's: random tokens reach many experts. Weights
+# that all averaged off zero (Q4_0, IQ4_NL with d > 0) sent every token of a
+# benchmark to the same few experts, so tg read the same bytes each token: 4-5
+# of 16 experts in most layers here over 64 generated tokens, 9-14 now.
+if [ -x "$MOE_BIN_DIR/moe-bench" ] && [ -x "$MOE_BIN_DIR/moe-stats" ]; then
+    for type in q4_0 iq4_nl q4_K q4_0_r8; do
+        f="$DIR/route-$type.gguf"
+        synth --n-embd 256 --n-layer 4 --n-head 4 --n-head-kv 2 --n-expert 16 --n-expert-used 2 \
+              --n-ff 256 --n-vocab 1000 --type "$type" "$f" || continue
+        "$MOE_BIN_DIR/moe-bench" -m "$f" -p '' -n 32 -r 1 -t 2 --bw-size 16M \
+            --expert-stats "$DIR/route.json" >"$DIR/bench.txt" 2>&1 ||
+            { fail "moe-bench $type: $(tail -3 "$DIR/bench.txt")"; continue; }
+        "$MOE_BIN_DIR/moe-stats" report "$DIR/route.json" >"$DIR/report.txt" 2>&1 ||
+            { fail "moe-stats report $type"; continue; }
+        # layer rows: layer phase tokens entropy top10% unused
+        worst=$(awk '$2 == "gen" && $1 ~ /^[0-9]+$/ { if ($6 > m) m = $6 } END { print m + 0 }' "$DIR/report.txt")
+        layers=$(awk '$2 == "gen" && $1 ~ /^[0-9]+$/' "$DIR/report.txt" | wc -l)
+        [ "$layers" -eq 4 ] && [ "$worst" -le 9 ] ||
+            fail "$type: generation reaches too few experts (a layer leaves $worst of 16 unused; $layers layers)"
+        rm -f "$f"
+    done
+fi
+
 if [ "$fails" -ne 0 ]; then
     echo "$fails failure(s)"
     exit 1

@@ -31,7 +31,9 @@ bool synth_type_supported(moe_type t);
  * The bytes depend only on (seed, tensor index, chunk index), never on
  * n_threads. Memory stays bounded (a few dozen MB) whatever the model size.
  * Quantized tensors are random blocks whose scale fields are set so that the
- * dequantized values have a std of roughly 1/sqrt(ne[0]); float tensors get
+ * dequantized values have a std of roughly 1/sqrt(ne[0]) and a mean near 0
+ * (a random sign on d where the format has no min field, as llama.cpp's
+ * quantizers give it); float tensors get
  * uniform values of that std, norms ~1, biases ~0. Returns the writer's error
  * if a write fails. */
 moe_status synth_write_data(moe_gguf_writer *w, const synth_tensor *t, size_t n, uint64_t seed,

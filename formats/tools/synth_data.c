@@ -69,6 +69,15 @@ typedef struct recipe {
     size_t unit;            /* bytes of one block struct */
     scale_field f[2];       /* count 0: unused */
     uint16_t i8_off, i8_len; /* int8 quants kept in [-127, 127] (ik's q8 kernels add 127) */
+    /* d (field 0) takes a random sign, as llama.cpp's quantizers give it
+     * (Q4_0's d = max / -8 has the sign of the block's largest value): for
+     * formats without a min field, random quants average off zero (q - 8 of
+     * uniform nibbles averages -1/2, the IQ4_NL book -5.9 of 67), and with d
+     * always positive every row carried the same offset, the hidden state a
+     * large common part, and the router sent every token to the same few
+     * experts (Q4_0 benchmark shape: 8-9 of 64 per layer over 32 random
+     * tokens, against 59 for Q4_K, whose dmin centres its blocks). */
+    bool d_sign;
 } recipe;
 
 /* rms of (q - 8), q uniform in 0..15 */
@@ -87,41 +96,41 @@ typedef struct recipe {
 #define NOF {0, 0, 0}
 
 static const recipe recipes[] = {
-    {MOE_TYPE_Q4_0, sizeof(block_q4_0), {F(block_q4_0, d, 1, C_Q4), NOF}, 0, 0},
+    {MOE_TYPE_Q4_0, sizeof(block_q4_0), {F(block_q4_0, d, 1, C_Q4), NOF}, 0, 0, true},
     {MOE_TYPE_Q4_1, sizeof(block_q4_1),
-     {F(block_q4_1, d, 1, C_Q4), F(block_q4_1, m, 1, -7.5f * C_Q4)}, 0, 0},
-    {MOE_TYPE_Q5_0, sizeof(block_q5_0), {F(block_q5_0, d, 1, C_Q5), NOF}, 0, 0},
+     {F(block_q4_1, d, 1, C_Q4), F(block_q4_1, m, 1, -7.5f * C_Q4)}, 0, 0, false},
+    {MOE_TYPE_Q5_0, sizeof(block_q5_0), {F(block_q5_0, d, 1, C_Q5), NOF}, 0, 0, true},
     {MOE_TYPE_Q5_1, sizeof(block_q5_1),
-     {F(block_q5_1, d, 1, C_Q5), F(block_q5_1, m, 1, -15.5f * C_Q5)}, 0, 0},
+     {F(block_q5_1, d, 1, C_Q5), F(block_q5_1, m, 1, -15.5f * C_Q5)}, 0, 0, false},
     {MOE_TYPE_Q8_0, sizeof(block_q8_0), {F(block_q8_0, d, 1, C_Q8), NOF},
-     offsetof(block_q8_0, qs), MOE_QK},
-    {MOE_TYPE_IQ4_NL, sizeof(block_iq4_nl), {F(block_iq4_nl, d, 1, C_IQ4NL), NOF}, 0, 0},
+     offsetof(block_q8_0, qs), MOE_QK, false},
+    {MOE_TYPE_IQ4_NL, sizeof(block_iq4_nl), {F(block_iq4_nl, d, 1, C_IQ4NL), NOF}, 0, 0, true},
     {MOE_TYPE_Q2_K, sizeof(block_q2_K),
-     {F(block_q2_K, d, 1, C_Q2K), F(block_q2_K, dmin, 1, 1.5f * C_Q2K)}, 0, 0},
-    {MOE_TYPE_Q3_K, sizeof(block_q3_K), {F(block_q3_K, d, 1, C_Q3K), NOF}, 0, 0},
+     {F(block_q2_K, d, 1, C_Q2K), F(block_q2_K, dmin, 1, 1.5f * C_Q2K)}, 0, 0, false},
+    {MOE_TYPE_Q3_K, sizeof(block_q3_K), {F(block_q3_K, d, 1, C_Q3K), NOF}, 0, 0, true},
     {MOE_TYPE_Q4_K, sizeof(block_q4_K),
-     {F(block_q4_K, d, 1, C_Q4K), F(block_q4_K, dmin, 1, 7.5f * C_Q4K)}, 0, 0},
+     {F(block_q4_K, d, 1, C_Q4K), F(block_q4_K, dmin, 1, 7.5f * C_Q4K)}, 0, 0, false},
     {MOE_TYPE_Q5_K, sizeof(block_q5_K),
-     {F(block_q5_K, d, 1, C_Q5K), F(block_q5_K, dmin, 1, 15.5f * C_Q5K)}, 0, 0},
-    {MOE_TYPE_Q6_K, sizeof(block_q6_K), {F(block_q6_K, d, 1, C_Q6K), NOF}, 0, 0},
-    {MOE_TYPE_IQ4_XS, sizeof(block_iq4_xs), {F(block_iq4_xs, d, 1, C_IQ4XS), NOF}, 0, 0},
+     {F(block_q5_K, d, 1, C_Q5K), F(block_q5_K, dmin, 1, 15.5f * C_Q5K)}, 0, 0, false},
+    {MOE_TYPE_Q6_K, sizeof(block_q6_K), {F(block_q6_K, d, 1, C_Q6K), NOF}, 0, 0, true},
+    {MOE_TYPE_IQ4_XS, sizeof(block_iq4_xs), {F(block_iq4_xs, d, 1, C_IQ4XS), NOF}, 0, 0, true},
     /* interleaved: d[R] (then dmin[R] where the base has one) lead the struct */
-    {MOE_TYPE_Q4_0_R8, sizeof(block_q4_0_r8), {F(block_q4_0_r8, d, 8, C_Q4), NOF}, 0, 0},
+    {MOE_TYPE_Q4_0_R8, sizeof(block_q4_0_r8), {F(block_q4_0_r8, d, 8, C_Q4), NOF}, 0, 0, true},
     {MOE_TYPE_Q8_0_R8, sizeof(block_q8_0_r8), {F(block_q8_0_r8, d, 8, C_Q8), NOF},
-     offsetof(block_q8_0_r8, qs), 8 * MOE_QK},
+     offsetof(block_q8_0_r8, qs), 8 * MOE_QK, false},
     {MOE_TYPE_IQ4_NL_R4, sizeof(block_iq4_nl_r4), {F(block_iq4_nl_r4, d, 4, C_IQ4NL), NOF}, 0,
-     0},
-    {MOE_TYPE_Q5_0_R4, sizeof(block_q5_0_r4), {F(block_q5_0_r4, d, 4, C_Q5), NOF}, 0, 0},
+     0, true},
+    {MOE_TYPE_Q5_0_R4, sizeof(block_q5_0_r4), {F(block_q5_0_r4, d, 4, C_Q5), NOF}, 0, 0, true},
     {MOE_TYPE_Q2_K_R4, sizeof(block_q2_K_r4),
-     {F(block_q2_K_r4, d, 4, C_Q2K), {8, 4, 1.5f * C_Q2K}}, 0, 0},
-    {MOE_TYPE_Q3_K_R4, sizeof(block_q3_K_r4), {F(block_q3_K_r4, d, 4, C_Q3K), NOF}, 0, 0},
+     {F(block_q2_K_r4, d, 4, C_Q2K), {8, 4, 1.5f * C_Q2K}}, 0, 0, false},
+    {MOE_TYPE_Q3_K_R4, sizeof(block_q3_K_r4), {F(block_q3_K_r4, d, 4, C_Q3K), NOF}, 0, 0, true},
     {MOE_TYPE_Q4_K_R4, sizeof(block_q4_K_r4),
-     {F(block_q4_K_r4, d, 4, C_Q4K), {8, 4, 7.5f * C_Q4K}}, 0, 0},
+     {F(block_q4_K_r4, d, 4, C_Q4K), {8, 4, 7.5f * C_Q4K}}, 0, 0, false},
     {MOE_TYPE_Q5_K_R4, sizeof(block_q5_K_r4),
-     {F(block_q5_K_r4, d, 4, C_Q5K), {8, 4, 15.5f * C_Q5K}}, 0, 0},
-    {MOE_TYPE_Q6_K_R4, sizeof(block_q6_K_r4), {F(block_q6_K_r4, d, 4, C_Q6K), NOF}, 0, 0},
+     {F(block_q5_K_r4, d, 4, C_Q5K), {8, 4, 15.5f * C_Q5K}}, 0, 0, false},
+    {MOE_TYPE_Q6_K_R4, sizeof(block_q6_K_r4), {F(block_q6_K_r4, d, 4, C_Q6K), NOF}, 0, 0, true},
     {MOE_TYPE_IQ4_XS_R8, sizeof(block_iq4_xs_r8), {F(block_iq4_xs_r8, d, 8, C_IQ4XS), NOF}, 0,
-     0},
+     0, true},
 };
 #undef F
 #undef NOF
@@ -178,7 +187,8 @@ static void gen_quant(const recipe *r, float sigma, uint8_t *p, size_t n, uint64
         for (int f = 0; f < 2; f++)
             for (int j = 0; j < r->f[f].count; j++) {
                 uint8_t *q = b + r->f[f].off + 2 * j;
-                moe_store_le16(q, levels[f][q[0]]);
+                const uint16_t sign = f == 0 && r->d_sign ? (uint16_t)(q[1] & 0x80) << 8 : 0;
+                moe_store_le16(q, levels[f][q[0]] | sign);
             }
         for (int j = 0; j < r->i8_len; j++)
             if (b[r->i8_off + j] == 0x80)
