@@ -193,6 +193,8 @@ typedef struct resolver {
     int n_offload;
     int out_dev;                  /* the output head's device */
     int8_t *assign;               /* [n_layer][3][E] device of each expert of gate/up/down */
+    int64_t rtr_weights;          /* bound with -rtr kernels, and their bytes */
+    uint64_t rtr_bytes;
     moe_err *err;
 } resolver;
 
@@ -367,8 +369,11 @@ static moe_status bind_one(void *user, moe_weight *w, int64_t il, const char *na
     const moe_backend_ops *ops = r->m->dev[w->device].ops;
     if (w->ne[1] == 1 && w->device == 0) /* 1-D on the host: read by the graph as is */
         return MOE_OK;
-    moe_backend probe = {.ops = ops, .n_threads = 1};
-    return ops->bind_weight(&probe, w, r->err);
+    moe_backend probe = {.ops = ops, .n_threads = 1, .run_time_repack = r->p->run_time_repack};
+    const moe_status st = ops->bind_weight(&probe, w, r->err);
+    r->rtr_weights += probe.rtr_weights;
+    r->rtr_bytes += probe.rtr_bytes;
+    return st;
 }
 
 static void free_overrides(resolver *r) {
@@ -471,8 +476,10 @@ static moe_status bind_split(resolver *r, int64_t il) {
                            src->data + (uint64_t)e * src->expert_bytes, src->expert_bytes);
             part->data = gathered;
             const moe_backend_ops *ops = m->dev[d].ops;
-            moe_backend probe = {.ops = ops, .n_threads = 1};
+            moe_backend probe = {.ops = ops, .n_threads = 1, .run_time_repack = r->p->run_time_repack};
             moe_status st = ops->bind_weight(&probe, part, r->err);
+            r->rtr_weights += probe.rtr_weights;
+            r->rtr_bytes += probe.rtr_bytes;
             if (ops->host_memory && part->data == gathered) { /* computes from the host copy */
                 sp->gathered[d][k] = gathered;
             } else { /* the device made its own copy */
@@ -545,6 +552,11 @@ moe_status moe_placement_apply(moe_model *m, const moe_model_params *params, moe
     const int64_t E = m->hp.n_expert > 0 ? m->hp.n_expert : 1;
     r.assign = calloc((size_t)((m->hp.n_layer > 0 ? m->hp.n_layer : 1) * 3 * E), 1);
     st = r.assign ? resolve(&r) : moe_fail(err, MOE_ERR_NOMEM, "out of memory");
+    if (st == MOE_OK && params->run_time_repack)
+        MOE_INFO("-rtr: %" PRId64 " weight tensors (%.2f GiB) multiplied as their interleaved twins "
+                 "in batches%s", r.rtr_weights, (double)r.rtr_bytes / (1024.0 * 1024.0 * 1024.0),
+                 r.rtr_weights ? "" : " (-rtr has kernels for Q4_0 and IQ4_NL weights at the "
+                                      "avx2 and avx512 levels, Q4_K at avx512)");
     free_overrides(&r);
     free(r.assign);
     if (st == MOE_OK && plan.args) {

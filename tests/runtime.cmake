@@ -38,6 +38,9 @@ if(TARGET moe_runtime)
     if(TARGET moe-repack AND TARGET moe-quantize)
       moe_add_sh_test(test_interleave_run SCRIPT test_interleave_run.sh LABELS golden
                       ARGS $<TARGET_FILE:test_golden>)
+      # -rtr: plain Q4_0 / IQ4_NL with their interleaved twins' batched arithmetic
+      moe_add_sh_test(test_rtr_run SCRIPT test_rtr_run.sh LABELS golden
+                      ARGS $<TARGET_FILE:test_golden>)
     endif()
   endif()
 endif()

@@ -268,6 +268,61 @@ static void check_kernel(const moe_cpu_kernel *sk, const shape *s) {
     free(w), free(x), free(act), free(act2), free(ys), free(yl), free(wf), free(xf), free(mag);
 }
 
+/* Run-time repacking: at each level with an -rtr kernel for plain type base,
+ * that kernel on plain rows, in batches of 4 tokens or more, equals the
+ * interleaved twin's kernel of the same level on the interleaved rows, bit
+ * for bit (same integers, same float operations): the 256-bit tiles, the
+ * 512-bit strips (through the strip buffer, or transposed per tile for rows
+ * too long for it) with their rest, the activation chunks. Fewer tokens: the
+ * plain kernel's bits (llama.cpp's orders, mm and mm_vec). */
+static void check_rtr(moe_type base, int64_t n_in, int64_t n_out, int64_t T, int64_t r0, int64_t r1,
+                      bool plain_only) {
+    for (int level = MOE_CPU_AVX2; level <= (int)moe_cpu_level_detected(); level++) {
+        const moe_cpu_kernel *rk = moe_cpu_kernel_find_rtr((moe_cpu_level)level, base);
+        if (!rk)
+            continue;
+        const moe_type twin = moe_interleaved_variant(base);
+        const moe_cpu_kernel *ik = moe_cpu_kernel_find((moe_cpu_level)level, twin);
+        const moe_cpu_kernel *pk = moe_cpu_kernel_find((moe_cpu_level)level, base);
+        CHECK(ik && pk && ik->rows == rk->rows && ik->act == rk->act && pk->act == rk->act,
+              "%s: -rtr kernel of %s without matching %s and %s kernels",
+              moe_cpu_level_name((moe_cpu_level)level), moe_type_name(base), moe_type_name(twin),
+              moe_type_name(base));
+        if (!ik || !pk)
+            continue;
+        uint64_t rb;
+        uint8_t *plain = make_weights(base, n_in, n_out, &rb);
+        uint8_t *ilv = malloc((size_t)(rb * (uint64_t)n_out));
+        moe_err err = {0};
+        CHECK(moe_interleave_rows(twin, plain, ilv, n_in, n_out, &err) == MOE_OK, "%s", err.msg);
+        float *x = malloc((size_t)(n_in * T) * sizeof *x);
+        for (int64_t i = 0; i < n_in * T; i++)
+            x[i] = frand() * 3.0f;
+        const uint64_t as = moe_act_row_bytes(rk->act, n_in);
+        uint8_t *act = malloc((size_t)(as * (uint64_t)T));
+        for (int64_t i = 0; i < T; i++)
+            moe_cpu_kernels((moe_cpu_level)level)->quantize[rk->act](x + i * n_in, act + i * as, n_in);
+        const size_t ny = (size_t)(T * n_out);
+        float *yr = calloc(ny, sizeof *yr), *ye = calloc(ny, sizeof *ye);
+        const bool as_twin = T >= 4 && !plain_only;
+        for (int vec = 0; vec < 2; vec++) {
+            moe_mm_fn r_mm = vec && rk->mm_vec ? rk->mm_vec : rk->mm;
+            moe_mm_fn e_mm = as_twin ? ik->mm : vec && pk->mm_vec ? pk->mm_vec : pk->mm;
+            memset(yr, 0, ny * sizeof *yr), memset(ye, 0, ny * sizeof *ye);
+            r_mm(plain, rb, n_in, r0, r1, act, as, T, yr, n_out);
+            e_mm(as_twin ? ilv : plain, rb, n_in, r0, r1, act, as, T, ye, n_out);
+            int bad = 0;
+            for (size_t i = 0; i < ny; i++)
+                bad += memcmp(&yr[i], &ye[i], sizeof *yr) != 0;
+            CHECK(!bad, "%s -rtr %s%s vs %s: %d of %zu values differ (n_in %lld, rows [%lld, %lld) of %lld, T %lld)",
+                  moe_cpu_level_name((moe_cpu_level)level), moe_type_name(base), vec ? " (vec)" : "",
+                  moe_type_name(as_twin ? twin : base), bad, ny, (long long)n_in, (long long)r0,
+                  (long long)r1, (long long)n_out, (long long)T);
+        }
+        free(plain), free(ilv), free(x), free(act), free(yr), free(ye);
+    }
+}
+
 /* ggml's exp through SiLU and softmax's exp-and-sum, bit for bit, over values
  * that reach every branch: exp's polynomial range, subnormal results, the
  * underflow to 0 and overflow to inf, signed zeros, infinities and NaN. */
@@ -614,6 +669,24 @@ int main(void) {
         const moe_cpu_kernel *k = moe_cpu_kernel_find(MOE_CPU_SCALAR, chunk_types[i]);
         shape chunks = {k->act == MOE_ACT_Q8K ? 2304 : 2080, 24, 100, 0, 24};
         check_kernel(k, &chunks);
+    }
+    /* -rtr: 16-row strips and a rest of one group, whole and from inside;
+     * rows too long for the strip buffer (Q4_0, IQ4_NL: transposed per tile;
+     * Q4_K: the plain kernel) */
+    const moe_type rtr_types[] = {MOE_TYPE_Q4_0, MOE_TYPE_IQ4_NL, MOE_TYPE_Q4_K};
+    const int64_t rtr_T[] = {1, 2, 3, 4, 7, 13, 64, 100};
+    for (size_t i = 0; i < sizeof rtr_types / sizeof rtr_types[0]; i++) {
+        const int64_t R = moe_type_get(moe_interleaved_variant(rtr_types[i]))->interleave_rows;
+        const bool k = rtr_types[i] == MOE_TYPE_Q4_K;
+        const int64_t lens[] = {k ? 256 : 32, k ? 768 : 96, k ? 2304 : 288, k ? 4608 : 2080};
+        for (size_t ti = 0; ti < sizeof rtr_T / sizeof rtr_T[0]; ti++)
+            for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+                check_rtr(rtr_types[i], lens[li], 32 + R, rtr_T[ti], 0, 32 + R, false);
+                check_rtr(rtr_types[i], lens[li], 32 + 2 * R, rtr_T[ti], R, 32 + 2 * R, false);
+            }
+        const int64_t n_long = k ? 23040 : 8192;
+        check_rtr(rtr_types[i], n_long, 32 + R, 7, 0, 32 + R, k);
+        check_rtr(rtr_types[i], n_long, 32 + R, 13, R, 32 + R, k);
     }
     TEST_DONE();
 }

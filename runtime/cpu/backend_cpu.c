@@ -23,12 +23,23 @@ static bool cpu_supports_weight(const moe_backend *be, const moe_weight *w, char
 /* The kernel of the active level for w's type, when the shape suits it
  * (whole blocks per row, whole interleave groups); otherwise none, and the
  * reference path, which decodes any type the type table knows. */
+static bool kernel_fits(const moe_cpu_kernel *k, const moe_weight *w) {
+    return k && w->ne[0] % moe_act_block(k->act) == 0 && w->ne[1] % k->rows == 0;
+}
+
+/* With run_time_repack, a plain type's twin kernel where the rows make whole
+ * groups of the twin (otherwise the plain kernel). */
 static moe_status cpu_bind_weight(moe_backend *be, moe_weight *w, moe_err *err) {
-    (void)be, (void)err;
-    const moe_cpu_kernel *k = moe_cpu_kernel_find(moe_cpu_level_active(), w->type);
-    const int64_t block = k ? moe_act_block(k->act) : 1;
-    w->kern = k && w->ne[0] % block == 0 && w->ne[1] % k->rows == 0 ? k : NULL;
+    (void)err;
+    const moe_cpu_level level = moe_cpu_level_active();
+    const moe_cpu_kernel *rtr = be->run_time_repack ? moe_cpu_kernel_find_rtr(level, w->type) : NULL;
+    const moe_cpu_kernel *k = moe_cpu_kernel_find(level, w->type);
+    w->kern = kernel_fits(rtr, w) ? rtr : kernel_fits(k, w) ? k : NULL;
     w->dev = NULL;
+    if (w->kern && w->kern == rtr) {
+        be->rtr_weights++;
+        be->rtr_bytes += moe_weight_nbytes(w);
+    }
     return MOE_OK;
 }
 

@@ -47,6 +47,14 @@ const moe_cpu_kernel *moe_cpu_kernel_find(moe_cpu_level level, moe_type type) {
     return NULL;
 }
 
+const moe_cpu_kernel *moe_cpu_kernel_find_rtr(moe_cpu_level level, moe_type type) {
+    const moe_cpu_kernel_table *t = moe_cpu_kernels(level);
+    for (const moe_cpu_kernel *k = t ? t->rtr_kernels : NULL; k && k->type != MOE_TYPE_F32; k++)
+        if (k->type == type)
+            return k;
+    return NULL;
+}
+
 int64_t moe_act_block(moe_act_format f) { return f == MOE_ACT_Q8K ? 256 : 32; }
 
 uint64_t moe_act_row_bytes(moe_act_format f, int64_t n) {

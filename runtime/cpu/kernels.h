@@ -178,12 +178,22 @@ typedef struct moe_cpu_kernel_table {
     const moe_cpu_float_ops *fops;
     moe_act_quantize_fn quantize[MOE_ACT_FORMAT_COUNT]; /* indexed by moe_act_format */
     const moe_cpu_kernel *kernels;   /* terminated by type == MOE_TYPE_F32 */
+    /* Run-time repacking (-rtr): kernels for plain types (Q4_0, IQ4_NL; Q4_K
+     * at the 512-bit level) that, for 4 tokens or more, compute what their
+     * interleaved twin's kernel computes on the interleaved rows (same
+     * integers, same float operations, so the same bits), reading the plain
+     * rows where they lie; fewer tokens take the plain kernel (its bits).
+     * rows is the twin's group. NULL or terminated by MOE_TYPE_F32. */
+    const moe_cpu_kernel *rtr_kernels;
 } moe_cpu_kernel_table;
 
 /* The table of a level (NULL for REF, and for levels this build lacks). */
 const moe_cpu_kernel_table *moe_cpu_kernels(moe_cpu_level level);
 /* The kernel for type at level, or NULL (the reference path then). */
 const moe_cpu_kernel *moe_cpu_kernel_find(moe_cpu_level level, moe_type type);
+
+/* The run-time repacking kernel for plain type at level, or NULL. */
+const moe_cpu_kernel *moe_cpu_kernel_find_rtr(moe_cpu_level level, moe_type type);
 
 /* Per-level tables, defined in kernels_scalar.c and x86/. */
 const moe_cpu_kernel_table *moe_cpu_kernels_scalar(void);

@@ -106,6 +106,13 @@ typedef struct moe_model_params {
     uint64_t fit_margin;                  /* free memory --fit leaves; default 1 GiB */
     int32_t fit_n_ctx;                    /* KV cells --fit counts; 0 = the training context */
     moe_type fit_type_k, fit_type_v;      /* and their types; default F16 */
+    /* -rtr: CPU products of 4 tokens or more with plain Q4_0, IQ4_NL and
+     * Q4_K weights take the arithmetic of their interleaved twins (Q4_0_R8,
+     * IQ4_NL_R4, Q4_K_R4), read from the plain rows in place: the interleaved
+     * kernels' prompt speed and their bits (not llama.cpp's), no copy and no
+     * time at load (the weights stay mmapped). Fewer tokens (generation) keep
+     * the plain kernels. Default false. */
+    bool run_time_repack;
 } moe_model_params;
 
 moe_model_params moe_model_default_params(void);

@@ -339,8 +339,8 @@ static moe_status bench_model(const char *path, const bench_opts *o, const bench
         if (m->dev_used & (1u << d) || d == 0)
             at += snprintf(at, (size_t)(backend + sizeof backend - at), "%s%s", d ? "+" : "",
                            m->dev[d].info.name);
-    snprintf(at, (size_t)(backend + sizeof backend - at), " (%s)",
-             moe_cpu_level_name(moe_cpu_level_active()));
+    snprintf(at, (size_t)(backend + sizeof backend - at), " (%s%s)",
+             moe_cpu_level_name(moe_cpu_level_active()), o->place.run_time_repack ? ", rtr" : "");
     model_info mi = {.path = path};
     if (st == MOE_OK) {
         mi.arch = moe_model_arch_name(m);

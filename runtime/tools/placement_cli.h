@@ -3,7 +3,8 @@
  *   -ngl N, -dev A,B, --list-devices, -ot PATTERN=DEVICE (repeatable,
  *   first match wins; --override-tensor too), --cpu-moe, --n-cpu-moe N,
  *   and the plans: --hot-experts FILE.json with --gpu-budget SIZE or --fit,
- *   --fit, --fit-margin SIZE.
+ *   --fit, --fit-margin SIZE; and -rtr (--run-time-repack), which binds
+ *   kernels rather than places.
  * A tool puts MOE_PLACEMENT_OPTS(&its_placement_opts) in its option table,
  * answers --list-devices with moe_placement_cli_list, and copies the values
  * into its moe_model_params with moe_placement_cli_apply (which reads the
@@ -24,7 +25,7 @@ typedef struct moe_placement_opts {
     int64_t n_gpu_layers;
     const char *devices;
     moe_opt_list overrides;
-    bool cpu_moe, list_devices, no_op_offload;
+    bool cpu_moe, list_devices, no_op_offload, run_time_repack;
     int64_t n_cpu_moe;
     int64_t op_offload_min; /* -1: the library's default */
     const char *hot_experts; /* --hot-experts FILE.json */
@@ -70,7 +71,11 @@ typedef struct moe_placement_opts {
      .help = "fill the offload device's free memory: dense parts of the last layers first, "   \
              "then experts; prints the placement as -ngl/-ot arguments"},                      \
     {.names = "fit-margin", .kind = MOE_OPT_SIZE, .dest = &(po)->fit_margin, .arg_name = "SIZE",\
-     .help = "free memory --fit leaves on the device (default 1G)"}
+     .help = "free memory --fit leaves on the device (default 1G)"},                                     \
+    {.names = "rtr,run-time-repack", .kind = MOE_OPT_FLAG, .dest = &(po)->run_time_repack,      \
+     .help = "batches multiply plain Q4_0 / IQ4_NL / Q4_K weights as their interleaved twins "  \
+             "(Q4_0_R8, IQ4_NL_R4, Q4_K_R4) would: their prompt speed, read in place (no "       \
+             "load-time repack, mmap kept)"}
 
 /* Copies po into mp. kv_cells: the KV cells the tool's contexts will hold,
  * which --fit counts (0: the model's training context). With --hot-experts
@@ -86,6 +91,7 @@ static inline moe_status moe_placement_cli_apply(const moe_placement_opts *po, i
     mp->n_tensor_overrides = po->overrides.count;
     mp->cpu_moe = po->cpu_moe;
     mp->n_cpu_moe = (int32_t)po->n_cpu_moe;
+    mp->run_time_repack = po->run_time_repack;
     MOE_FAIL_IF(po->fit_margin != UINT64_MAX && !po->fit, err, MOE_ERR_USAGE,
                 "option --fit-margin: only with --fit");
     MOE_FAIL_IF(po->gpu_budget && !po->hot_experts, err, MOE_ERR_USAGE,

@@ -31,6 +31,7 @@ const moe_cpu_kernel_table *moe_cpu_kernels_avx2(void) {
         .quantize = {NULL, quantize_q8_avx2, quantize_q8k_avx2, quantize_f16_avx2,
                      quantize_bf16_avx2},
         .kernels = kernels_avx2,
+        .rtr_kernels = rtr_kernels_avx2,
     };
     return &table;
 }

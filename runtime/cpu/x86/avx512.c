@@ -29,6 +29,7 @@ const moe_cpu_kernel_table *moe_cpu_kernels_avx512(void) {
         .quantize = {NULL, quantize_q8_avx512, quantize_q8k_avx512, quantize_f16_avx512,
                      quantize_bf16_avx512},
         .kernels = kernels_avx512,
+        .rtr_kernels = rtr_kernels_avx512,
     };
     return &table;
 }
