@@ -236,10 +236,12 @@ struct moe_backend {
     int n_threads;
     /* for bind_weight: plain weights take kernels that compute as their
      * interleaved twin's would (moe_model_params.run_time_repack); it counts
-     * the weights and bytes so bound in rtr_weights, rtr_bytes */
+     * the weights and bytes so bound in rtr_weights, rtr_bytes, and names
+     * the kernel level in rtr_level */
     bool run_time_repack;
     int64_t rtr_weights;
     uint64_t rtr_bytes;
+    const char *rtr_level;
     float *scratch;          /* matmul scratch (moe_cpu_matmul_scratch floats) */
     float *attn_ws;          /* [n_threads][moe_attention_workspace()] */
     int64_t attn_ws_floats;  /* per thread */

@@ -193,8 +193,9 @@ typedef struct resolver {
     int n_offload;
     int out_dev;                  /* the output head's device */
     int8_t *assign;               /* [n_layer][3][E] device of each expert of gate/up/down */
-    int64_t rtr_weights;          /* bound with -rtr kernels, and their bytes */
+    int64_t rtr_weights;          /* bound with -rtr kernels, their bytes and level */
     uint64_t rtr_bytes;
+    const char *rtr_level;
     moe_err *err;
 } resolver;
 
@@ -373,6 +374,7 @@ static moe_status bind_one(void *user, moe_weight *w, int64_t il, const char *na
     const moe_status st = ops->bind_weight(&probe, w, r->err);
     r->rtr_weights += probe.rtr_weights;
     r->rtr_bytes += probe.rtr_bytes;
+    r->rtr_level = probe.rtr_level ? probe.rtr_level : r->rtr_level;
     return st;
 }
 
@@ -480,6 +482,7 @@ static moe_status bind_split(resolver *r, int64_t il) {
             moe_status st = ops->bind_weight(&probe, part, r->err);
             r->rtr_weights += probe.rtr_weights;
             r->rtr_bytes += probe.rtr_bytes;
+            r->rtr_level = probe.rtr_level ? probe.rtr_level : r->rtr_level;
             if (ops->host_memory && part->data == gathered) { /* computes from the host copy */
                 sp->gathered[d][k] = gathered;
             } else { /* the device made its own copy */
@@ -553,8 +556,9 @@ moe_status moe_placement_apply(moe_model *m, const moe_model_params *params, moe
     r.assign = calloc((size_t)((m->hp.n_layer > 0 ? m->hp.n_layer : 1) * 3 * E), 1);
     st = r.assign ? resolve(&r) : moe_fail(err, MOE_ERR_NOMEM, "out of memory");
     if (st == MOE_OK && params->run_time_repack)
-        MOE_INFO("-rtr: %" PRId64 " weight tensors (%.2f GiB) multiplied as their interleaved twins "
-                 "in batches%s", r.rtr_weights, (double)r.rtr_bytes / (1024.0 * 1024.0 * 1024.0),
+        MOE_INFO("-rtr: %" PRId64 " weight tensors (%.2f MiB) multiplied as their interleaved "
+                 "twins in batches, kernel level %s%s", r.rtr_weights,
+                 (double)r.rtr_bytes / (1024.0 * 1024.0), r.rtr_level ? r.rtr_level : "none",
                  r.rtr_weights ? "" : " (-rtr has kernels for Q4_0 and IQ4_NL weights at the "
                                       "avx2 and avx512 levels, Q4_K at avx512)");
     free_overrides(&r);

@@ -272,9 +272,10 @@ static void check_kernel(const moe_cpu_kernel *sk, const shape *s) {
  * that kernel on plain rows, in batches of 4 tokens or more, equals the
  * interleaved twin's kernel of the same level on the interleaved rows, bit
  * for bit (same integers, same float operations): the 256-bit tiles, the
- * 512-bit strips (through the strip buffer, or transposed per tile for rows
- * too long for it) with their rest, the activation chunks. Fewer tokens: the
- * plain kernel's bits (llama.cpp's orders, mm and mm_vec). */
+ * 512-bit strips with their rest, the activation chunks and the few tokens
+ * they may leave. Fewer tokens, and rows too long for the 512-bit strip
+ * buffer (plain_only): the plain kernel's bits (llama.cpp's orders, mm and mm_vec).
+ * On a CPU without AVX-512 the 512-bit paths (and Q4_K's) are not run. */
 static void check_rtr(moe_type base, int64_t n_in, int64_t n_out, int64_t T, int64_t r0, int64_t r1,
                       bool plain_only) {
     for (int level = MOE_CPU_AVX2; level <= (int)moe_cpu_level_detected(); level++) {
@@ -304,7 +305,8 @@ static void check_rtr(moe_type base, int64_t n_in, int64_t n_out, int64_t T, int
             moe_cpu_kernels((moe_cpu_level)level)->quantize[rk->act](x + i * n_in, act + i * as, n_in);
         const size_t ny = (size_t)(T * n_out);
         float *yr = calloc(ny, sizeof *yr), *ye = calloc(ny, sizeof *ye);
-        const bool as_twin = T >= 4 && !plain_only;
+        /* the strip buffer is the 512-bit level's; the 256-bit level transposes per tile */
+        const bool as_twin = T >= 4 && !(plain_only && level == MOE_CPU_AVX512);
         for (int vec = 0; vec < 2; vec++) {
             moe_mm_fn r_mm = vec && rk->mm_vec ? rk->mm_vec : rk->mm;
             moe_mm_fn e_mm = as_twin ? ik->mm : vec && pk->mm_vec ? pk->mm_vec : pk->mm;
@@ -671,8 +673,10 @@ int main(void) {
         check_kernel(k, &chunks);
     }
     /* -rtr: 16-row strips and a rest of one group, whole and from inside;
-     * rows too long for the strip buffer (Q4_0, IQ4_NL: transposed per tile;
-     * Q4_K: the plain kernel) */
+     * batches whose activation chunks (ACT_CHUNK_BYTES: 64 tokens of 2080
+     * values, 72 of 2304, 16 of 8192) leave 1 to 3 tokens, which the twin
+     * takes through its small-batch paths; rows too long for the strip
+     * buffer (the plain kernel) */
     const moe_type rtr_types[] = {MOE_TYPE_Q4_0, MOE_TYPE_IQ4_NL, MOE_TYPE_Q4_K};
     const int64_t rtr_T[] = {1, 2, 3, 4, 7, 13, 64, 100};
     for (size_t i = 0; i < sizeof rtr_types / sizeof rtr_types[0]; i++) {
@@ -684,9 +688,15 @@ int main(void) {
                 check_rtr(rtr_types[i], lens[li], 32 + R, rtr_T[ti], 0, 32 + R, false);
                 check_rtr(rtr_types[i], lens[li], 32 + 2 * R, rtr_T[ti], R, 32 + 2 * R, false);
             }
-        const int64_t n_long = k ? 23040 : 8192;
-        check_rtr(rtr_types[i], n_long, 32 + R, 7, 0, 32 + R, k);
-        check_rtr(rtr_types[i], n_long, 32 + R, 13, R, 32 + R, k);
+        const int64_t chunk = k ? 72 : 64, n_chunk = k ? 2304 : 2080;
+        for (int64_t rest = 1; rest <= 3; rest++)
+            check_rtr(rtr_types[i], n_chunk, 32 + R, chunk + rest, R, 32 + R, false);
+        if (!k) {
+            check_rtr(rtr_types[i], 8192, 32 + R, 17, 0, 32 + R, false);
+            check_rtr(rtr_types[i], 8192, 32 + R, 35, R, 32 + R, false);
+        }
+        const int64_t n_long = k ? 23040 : 22528;
+        check_rtr(rtr_types[i], n_long, 32 + R, 7, 0, 32 + R, true);
     }
     TEST_DONE();
 }

@@ -36,6 +36,8 @@ static moe_status cpu_bind_weight(moe_backend *be, moe_weight *w, moe_err *err) 
     const moe_cpu_kernel *k = moe_cpu_kernel_find(level, w->type);
     w->kern = kernel_fits(rtr, w) ? rtr : kernel_fits(k, w) ? k : NULL;
     w->dev = NULL;
+    if (be->run_time_repack)
+        be->rtr_level = moe_cpu_level_name(level);
     if (w->kern && w->kern == rtr) {
         be->rtr_weights++;
         be->rtr_bytes += moe_weight_nbytes(w);
