@@ -364,18 +364,24 @@ static moe_status check_one(void *user, moe_weight *w, int64_t il, const char *n
     return MOE_OK;
 }
 
-static moe_status bind_one(void *user, moe_weight *w, int64_t il, const char *name) {
-    resolver *r = user;
-    (void)il, (void)name;
-    const moe_backend_ops *ops = r->m->dev[w->device].ops;
-    if (w->ne[1] == 1 && w->device == 0) /* 1-D on the host: read by the graph as is */
-        return MOE_OK;
+/* Binds w on a backend of ops (a probe instance: binding needs no context),
+ * adding what it bound with -rtr kernels to r's counts. */
+static moe_status bind_on(resolver *r, const moe_backend_ops *ops, moe_weight *w) {
     moe_backend probe = {.ops = ops, .n_threads = 1, .run_time_repack = r->p->run_time_repack};
     const moe_status st = ops->bind_weight(&probe, w, r->err);
     r->rtr_weights += probe.rtr_weights;
     r->rtr_bytes += probe.rtr_bytes;
     r->rtr_level = probe.rtr_level ? probe.rtr_level : r->rtr_level;
     return st;
+}
+
+static moe_status bind_one(void *user, moe_weight *w, int64_t il, const char *name) {
+    resolver *r = user;
+    (void)il, (void)name;
+    const moe_backend_ops *ops = r->m->dev[w->device].ops;
+    if (w->ne[1] == 1 && w->device == 0) /* 1-D on the host: read by the graph as is */
+        return MOE_OK;
+    return bind_on(r, ops, w);
 }
 
 static void free_overrides(resolver *r) {
@@ -478,11 +484,7 @@ static moe_status bind_split(resolver *r, int64_t il) {
                            src->data + (uint64_t)e * src->expert_bytes, src->expert_bytes);
             part->data = gathered;
             const moe_backend_ops *ops = m->dev[d].ops;
-            moe_backend probe = {.ops = ops, .n_threads = 1, .run_time_repack = r->p->run_time_repack};
-            moe_status st = ops->bind_weight(&probe, part, r->err);
-            r->rtr_weights += probe.rtr_weights;
-            r->rtr_bytes += probe.rtr_bytes;
-            r->rtr_level = probe.rtr_level ? probe.rtr_level : r->rtr_level;
+            moe_status st = bind_on(r, ops, part);
             if (ops->host_memory && part->data == gathered) { /* computes from the host copy */
                 sp->gathered[d][k] = gathered;
             } else { /* the device made its own copy */

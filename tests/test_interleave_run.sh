@@ -25,20 +25,13 @@ GOLDEN=$1
 T=$(make_tmp interleave-run)
 B="$MOE_BIN_DIR"
 C="$MOE_CONFORMANCE_DIR"
-P=$(cat "$C/prompt.tokens")
 LEVELS="ref scalar avx2 avx512" # a level above the CPU's runs as the best it has
-
-# logits LEVEL MODEL OUT FEED: the conformance rows (prompt batch, then FEED)
-logits() {
-    MOE_CPU_LEVEL=$1 "$B/moe-run" -m "$2" --prompt-tokens "$P" --feed-tokens "$4" \
-        --logits-out "$3" > /dev/null 2>&1
-}
 
 # twin_checks NAME PLAIN INTERLEAVED N_VOCAB FEED
 twin_checks() {
     local name=$1 plain=$2 ilv=$3 nv=$4 feed=$5 level
     for level in $LEVELS; do
-        logits $level "$plain" "$T/p.bin" "$feed" && logits $level "$ilv" "$T/i.bin" "$feed"
+        pack_logits $level "$plain" "$T/p.bin" "$feed" && pack_logits $level "$ilv" "$T/i.bin" "$feed"
         check "$name: moe-run ($level)" test $? -eq 0
         if [ $level = ref ] || [ $level = scalar ]; then
             check "$name: the plain model's logits exactly ($level)" cmp -s "$T/p.bin" "$T/i.bin"
@@ -61,7 +54,7 @@ for type in q6_K q5_K iq4_xs q5_0 q3_K q2_K; do
         grep -q "${lower}_r[48]" <("$B/moe-inspect" "$T/llama-r.gguf")
     feed=$(cat "$C/expected/tiny-llama-$type.greedy")
     for level in $LEVELS; do
-        logits $level "$T/llama-r.gguf" "$T/r.bin" "$feed"
+        pack_logits $level "$T/llama-r.gguf" "$T/r.bin" "$feed"
         "$GOLDEN" compare "$T/r.bin" "$C/expected/tiny-llama-$type.logits" 512 quant \
             > "$T/cmp.txt" 2>&1
         check "tiny-llama-$type interleaved: the $type golden holds ($level)" test $? -eq 0

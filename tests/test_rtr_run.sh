@@ -22,16 +22,8 @@ GOLDEN=$1
 T=$(make_tmp rtr-run)
 B="$MOE_BIN_DIR"
 C="$MOE_CONFORMANCE_DIR"
-P=$(cat "$C/prompt.tokens")
 LEVELS="ref scalar avx2 avx512" # a level above the CPU's runs as the best it has
-
-# logits LEVEL MODEL OUT FEED [ARGS...]: the conformance rows (prompt batch, then FEED)
-logits() {
-    local level=$1 model=$2 out=$3 feed=$4
-    shift 4
-    MOE_CPU_LEVEL=$level "$B/moe-run" -m "$model" --prompt-tokens "$P" --feed-tokens "$feed" \
-        --logits-out "$out" "$@" > /dev/null 2> "$T/err.txt"
-}
+PACK_LOGITS_ERR="$T/err.txt" # the load's -rtr line
 
 # within NAME A B: A's logits within the golden tolerances of B's
 within() {
@@ -46,7 +38,7 @@ for type in q4_0 iq4_nl q4_K; do
     "$B/moe-repack" -q -f --interleave --interleave-pattern . "$src" "$T/llama-r.gguf"
     check "tiny-llama-$type: interleaved by moe-repack" test $? -eq 0
     for level in $LEVELS; do
-        logits $level "$src" "$T/r.bin" "$feed" -rtr
+        pack_logits $level "$src" "$T/r.bin" "$feed" -rtr
         check "tiny-llama-$type -rtr: moe-run ($level)" test $? -eq 0
         n=$(sed -n 's/.*-rtr: \([0-9]*\) weight tensors.*/\1/p' "$T/err.txt")
         # the level that ran (a level above the CPU's runs as the best it has)
@@ -55,7 +47,7 @@ for type in q4_0 iq4_nl q4_K; do
             test -n "$n" -a -n "$ran"
         within "tiny-llama-$type -rtr: the $type golden holds ($level)" \
             "$T/r.bin" "$C/expected/tiny-llama-$type.logits"
-        logits $level "$src" "$T/p.bin" "$feed"
+        pack_logits $level "$src" "$T/p.bin" "$feed"
         if [ "$ran" != avx512 ] && { [ "$ran" != avx2 ] || [ $type = q4_K ]; }; then
             check "tiny-llama-$type -rtr: no tensor taken ($level, ran $ran)" test "$n" = 0
             check "tiny-llama-$type -rtr: the plain run's logits exactly ($level)" \
@@ -65,10 +57,10 @@ for type in q4_0 iq4_nl q4_K; do
         check "tiny-llama-$type -rtr: tensors taken ($level, ran $ran: $n)" test "${n:-0}" -gt 0
         within "tiny-llama-$type -rtr: within the golden tolerances of the plain run ($level)" \
             "$T/r.bin" "$T/p.bin"
-        logits $level "$T/llama-r.gguf" "$T/i.bin" "$feed"
+        pack_logits $level "$T/llama-r.gguf" "$T/i.bin" "$feed"
         within "tiny-llama-$type -rtr: within the golden tolerances of the interleaved file ($level)" \
             "$T/r.bin" "$T/i.bin"
-        logits $level "$src" "$T/r1.bin" "$feed" -rtr -t 1 && logits $level "$src" "$T/r2.bin" "$feed" -rtr -t 2
+        pack_logits $level "$src" "$T/r1.bin" "$feed" -rtr -t 1 && pack_logits $level "$src" "$T/r2.bin" "$feed" -rtr -t 2
         check "tiny-llama-$type -rtr: the same bits with 1 and 2 threads ($level)" \
             cmp -s "$T/r1.bin" "$T/r2.bin"
     done
@@ -77,7 +69,7 @@ for type in q4_0 iq4_nl q4_K; do
     check "tiny-qwen3moe: quantized to $type" test $? -eq 0
     feed=$(cat "$C/expected/tiny-qwen3moe.greedy")
     for level in avx2 avx512; do
-        logits $level "$T/moe-p.gguf" "$T/r.bin" "$feed" -rtr && logits $level "$T/moe-p.gguf" "$T/p.bin" "$feed"
+        pack_logits $level "$T/moe-p.gguf" "$T/r.bin" "$feed" -rtr && pack_logits $level "$T/moe-p.gguf" "$T/p.bin" "$feed"
         check "tiny-qwen3moe $type -rtr: moe-run ($level)" test $? -eq 0
         within "tiny-qwen3moe $type -rtr: within the golden tolerances of the plain run ($level)" \
             "$T/r.bin" "$T/p.bin"

@@ -20,15 +20,14 @@ static bool cpu_supports_weight(const moe_backend *be, const moe_weight *w, char
     return false;
 }
 
-/* The kernel of the active level for w's type, when the shape suits it
- * (whole blocks per row, whole interleave groups); otherwise none, and the
- * reference path, which decodes any type the type table knows. */
+/* Whether k suits w's shape: whole blocks per row, whole interleave groups. */
 static bool kernel_fits(const moe_cpu_kernel *k, const moe_weight *w) {
     return k && w->ne[0] % moe_act_block(k->act) == 0 && w->ne[1] % k->rows == 0;
 }
 
-/* With run_time_repack, a plain type's twin kernel where the rows make whole
- * groups of the twin (otherwise the plain kernel). */
+/* The kernel of the active level for w's type where it fits, with
+ * run_time_repack the plain type's -rtr kernel first; otherwise none, and the
+ * reference path, which decodes any type the type table knows. */
 static moe_status cpu_bind_weight(moe_backend *be, moe_weight *w, moe_err *err) {
     (void)err;
     const moe_cpu_level level = moe_cpu_level_active();

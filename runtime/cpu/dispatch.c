@@ -39,20 +39,22 @@ const moe_cpu_kernel_table *moe_cpu_kernels(moe_cpu_level level) {
     }
 }
 
-const moe_cpu_kernel *moe_cpu_kernel_find(moe_cpu_level level, moe_type type) {
-    const moe_cpu_kernel_table *t = moe_cpu_kernels(level);
-    for (const moe_cpu_kernel *k = t ? t->kernels : NULL; k && k->type != MOE_TYPE_F32; k++)
+/* type's entry in a list terminated by MOE_TYPE_F32 (list may be NULL). */
+static const moe_cpu_kernel *find_in(const moe_cpu_kernel *list, moe_type type) {
+    for (const moe_cpu_kernel *k = list; k && k->type != MOE_TYPE_F32; k++)
         if (k->type == type)
             return k;
     return NULL;
 }
 
+const moe_cpu_kernel *moe_cpu_kernel_find(moe_cpu_level level, moe_type type) {
+    const moe_cpu_kernel_table *t = moe_cpu_kernels(level);
+    return t ? find_in(t->kernels, type) : NULL;
+}
+
 const moe_cpu_kernel *moe_cpu_kernel_find_rtr(moe_cpu_level level, moe_type type) {
     const moe_cpu_kernel_table *t = moe_cpu_kernels(level);
-    for (const moe_cpu_kernel *k = t ? t->rtr_kernels : NULL; k && k->type != MOE_TYPE_F32; k++)
-        if (k->type == type)
-            return k;
-    return NULL;
+    return t ? find_in(t->rtr_kernels, type) : NULL;
 }
 
 int64_t moe_act_block(moe_act_format f) { return f == MOE_ACT_Q8K ? 256 : 32; }

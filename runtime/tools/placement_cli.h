@@ -71,7 +71,7 @@ typedef struct moe_placement_opts {
      .help = "fill the offload device's free memory: dense parts of the last layers first, "   \
              "then experts; prints the placement as -ngl/-ot arguments"},                      \
     {.names = "fit-margin", .kind = MOE_OPT_SIZE, .dest = &(po)->fit_margin, .arg_name = "SIZE",\
-     .help = "free memory --fit leaves on the device (default 1G)"},                                     \
+     .help = "free memory --fit leaves on the device (default 1G)"},                          \
     {.names = "rtr,run-time-repack", .kind = MOE_OPT_FLAG, .dest = &(po)->run_time_repack,      \
      .help = "batches multiply plain Q4_0 / IQ4_NL / Q4_K weights as their interleaved twins "  \
              "(Q4_0_R8, IQ4_NL_R4, Q4_K_R4) would: their prompt speed, read in place (no "       \
