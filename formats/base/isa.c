@@ -42,11 +42,13 @@ static moe_isa_level detect(void) {
     const bool ymm_os = (xcr0 & 6) == 6, zmm_os = (xcr0 & 0xe6) == 0xe6;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
         return MOE_ISA_SCALAR;
-    const bool avx2 = b >> 5 & 1, avx512f = b >> 16 & 1, avx512bw = b >> 30 & 1;
-    const bool avx512vl = b >> 31 & 1, vnni = c >> 11 & 1;
+    const bool avx2 = b >> 5 & 1, avx512f = b >> 16 & 1, avx512dq = b >> 17 & 1;
+    const bool avx512bw = b >> 30 & 1, avx512vl = b >> 31 & 1, vnni = c >> 11 & 1;
     if (!(ymm_os && avx2 && fma && f16c))
         return MOE_ISA_SCALAR;
-    if (zmm_os && avx512f && avx512bw && avx512vl && vnni)
+    /* every extension the 512-bit objects are compiled with (DQ: the 256-bit
+     * float halves of a register, vinsertf32x8 / vextractf32x8) */
+    if (zmm_os && avx512f && avx512dq && avx512bw && avx512vl && vnni)
         return MOE_ISA_AVX512;
     return MOE_ISA_AVX2;
 }

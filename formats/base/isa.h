@@ -11,7 +11,7 @@ typedef enum moe_isa_level {
     MOE_ISA_REF = 0,    /* the scalar reference code only */
     MOE_ISA_SCALAR = 1, /* plain C fast paths */
     MOE_ISA_AVX2 = 2,   /* AVX2 + FMA + F16C */
-    MOE_ISA_AVX512 = 3, /* AVX-512 F/BW/VL + VNNI */
+    MOE_ISA_AVX512 = 3, /* AVX-512 F/DQ/BW/VL + VNNI */
     MOE_ISA_LEVEL_COUNT
 } moe_isa_level;
 

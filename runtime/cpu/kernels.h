@@ -34,7 +34,7 @@ typedef enum moe_cpu_level {
     MOE_CPU_REF = 0,
     MOE_CPU_SCALAR = 1, /* quantized-activation kernels in plain C */
     MOE_CPU_AVX2 = 2,   /* AVX2 + FMA + F16C */
-    MOE_CPU_AVX512 = 3, /* AVX-512 F/BW/VL + VNNI */
+    MOE_CPU_AVX512 = 3, /* AVX-512 F/DQ/BW/VL + VNNI */
     MOE_CPU_LEVEL_COUNT
 } moe_cpu_level;
 
