@@ -129,6 +129,10 @@ if [ -x "$MOE_BIN_DIR/moe-bench" ] && [ -x "$MOE_BIN_DIR/moe-stats" ]; then
         "$MOE_BIN_DIR/moe-bench" -m "$f" -p '' -n 32 -r 1 -t 2 --bw-size 16M \
             --expert-stats "$DIR/route.json" >"$DIR/bench.txt" 2>&1 ||
             { fail "moe-bench $type: $(tail -3 "$DIR/bench.txt")"; continue; }
+        # the roofline column: a read bandwidth measured (> 0) and the tg row's share of it
+        awk '/^read bandwidth:/ { if ($3 + 0 > 0) ok = 1 } END { exit !ok }' "$DIR/bench.txt" &&
+            grep -Eq '\| tg32 \| [0-9.]+ ± [0-9.]+ \| [0-9.]+ \([0-9]+%\) \|' "$DIR/bench.txt" ||
+            fail "moe-bench $type: no read bandwidth or no share of it in the tg row"
         "$MOE_BIN_DIR/moe-stats" report "$DIR/route.json" >"$DIR/report.txt" 2>&1 ||
             { fail "moe-stats report $type"; continue; }
         # layer rows: layer phase tokens entropy top10% unused
