@@ -13,6 +13,8 @@
  *  - an interleaved type against its plain twin: bit-identical at the scalar
  *    level (same integer sums in the same order), within the tolerance above
  *    at each SIMD level (the layouts put a row's values in other lanes).
+ * One token over 17 row groups: every group the bits of that group alone
+ * (the 512-bit one-token kernels read several streams of groups).
  * Shapes: T = 1, 3, 7, 64 tokens; rows not a multiple of the kernels' token
  * tile; row ranges starting inside the matrix; row lengths of 1, 3 and 9
  * blocks (32-value types) or 1 and 3 super-blocks. Seeds are fixed and printed. */
@@ -276,6 +278,47 @@ static void check_kernel(const moe_cpu_kernel *sk, const shape *s) {
  * they may leave. Fewer tokens, and rows too long for the 512-bit strip
  * buffer (plain_only): the plain kernel's bits (llama.cpp's orders, mm and mm_vec).
  * On a CPU without AVX-512 the 512-bit paths (and Q4_K's) are not run. */
+/* One token over many row groups: the 512-bit one-token kernels read a
+ * range's groups as several streams side by side, groups left over one at a
+ * time (kernels_zmm_one.inc). Every group's values must be the bits the same
+ * kernel gives for that group alone (the one-group path): rows [R, 18R) of
+ * 19R, 17 groups, two per stream and one left over, and [0, 5R) (all left
+ * over). */
+static void check_streams(moe_type t, int64_t n_in) {
+    for (int level = MOE_CPU_AVX2; level <= (int)moe_cpu_level_detected(); level++) {
+        const moe_cpu_kernel *k = moe_cpu_kernel_find((moe_cpu_level)level, t);
+        if (!k)
+            continue;
+        const int64_t R = k->rows, n_out = 19 * R;
+        uint64_t rb;
+        uint8_t *w = make_weights(t, n_in, n_out, &rb);
+        float *x = malloc((size_t)n_in * sizeof *x);
+        for (int64_t i = 0; i < n_in; i++)
+            x[i] = frand() * 3.0f;
+        const uint64_t as = moe_act_row_bytes(k->act, n_in);
+        uint8_t *act = malloc((size_t)as);
+        moe_cpu_kernels((moe_cpu_level)level)->quantize[k->act](x, act, n_in);
+        float *ya = calloc((size_t)n_out, sizeof *ya), *yg = calloc((size_t)n_out, sizeof *yg);
+        const int64_t ranges[2][2] = {{R, 18 * R}, {0, 5 * R}};
+        for (int vec = 0; vec < 2; vec++) {
+            const moe_mm_fn mm = vec && k->mm_vec ? k->mm_vec : k->mm;
+            for (int ri = 0; ri < 2; ri++) {
+                const int64_t r0 = ranges[ri][0], r1 = ranges[ri][1];
+                mm(w, rb, n_in, r0, r1, act, as, 1, ya, n_out);
+                for (int64_t r = r0; r < r1; r += R)
+                    mm(w, rb, n_in, r, r + R, act, as, 1, yg, n_out);
+                int bad = 0;
+                for (int64_t r = r0; r < r1; r++)
+                    bad += memcmp(&ya[r], &yg[r], sizeof *ya) != 0;
+                CHECK(!bad, "%s %s%s one token, rows [%lld, %lld): %d values differ from one group at a time",
+                      moe_cpu_level_name((moe_cpu_level)level), moe_type_name(t), vec ? " (vec)" : "",
+                      (long long)r0, (long long)r1, bad);
+            }
+        }
+        free(w), free(x), free(act), free(ya), free(yg);
+    }
+}
+
 static void check_rtr(moe_type base, int64_t n_in, int64_t n_out, int64_t T, int64_t r0, int64_t r1,
                       bool plain_only) {
     for (int level = MOE_CPU_AVX2; level <= (int)moe_cpu_level_detected(); level++) {
@@ -391,10 +434,13 @@ static void check_scores_heads(const moe_cpu_float_ops *ref, const moe_cpu_float
         static float qh[7 * 192], s0[7 * 64], s1[7 * 64], s2[64];
         for (int i = 0; i < 7 * 192; i++)
             qh[i] = frand() * 2.0f;
+        /* 128 and 64: the 512-bit kernels' compile-time head sizes; 100: q held
+         * in registers with a scalar tail (VEC); 144, 192: run-time sizes */
+        static const int64_t dks[2][5] = {{64, 128, 192, 0, 0}, {64, 100, 128, 144, 192}};
         for (int64_t nh = 1; nh <= 7; nh++)
             for (int vec = 0; vec < 2; vec++)
-                for (int64_t dk = 64; dk <= 192; dk += 64 + 16 * vec) {
-                    const int64_t n = 37;
+                for (int di = 0; di < 5 && dks[vec][di]; di++) {
+                    const int64_t dk = dks[vec][di], n = 37;
                     (vec ? f->scores_f16_vec : f->scores_f16)(qh, kv, stride, cell, n, dk, s1, nh, 64);
                     (vec ? ref->scores_f16_vec : ref->scores_f16)(qh, kv, stride, cell, n, dk, s0, nh, 64);
                     int off = 0;
@@ -672,6 +718,9 @@ int main(void) {
         shape chunks = {k->act == MOE_ACT_Q8K ? 2304 : 2080, 24, 100, 0, 24};
         check_kernel(k, &chunks);
     }
+    const moe_type stream_types[] = {MOE_TYPE_Q4_0_R8, MOE_TYPE_IQ4_NL_R4, MOE_TYPE_Q4_K_R4, MOE_TYPE_Q8_0_R8};
+    for (size_t i = 0; i < sizeof stream_types / sizeof stream_types[0]; i++)
+        check_streams(stream_types[i], stream_types[i] == MOE_TYPE_Q4_K_R4 ? 768 : 288);
     /* -rtr: 16-row strips and a rest of one group, whole and from inside;
      * batches whose activation chunks (ACT_CHUNK_BYTES: 64 tokens of 2080
      * values, 72 of 2304, 16 of 8192) leave 1 to 3 tokens, which the twin

@@ -74,32 +74,24 @@ static moe_status parse_list(const char *what, const char *s, int_list *out, moe
 
 /* ---- read bandwidth ------------------------------------------------------------------------ */
 
-/* The read-bandwidth probe: one buffer far larger than the last-level cache,
- * touched once (every page on the thread that will read it), read again before
- * every generation test. Its GB/s is the best of 3 passes of two readers: a
- * plain sum (one linear stream per thread, the hardware prefetcher alone) and
- * the same sum over eight streams per thread, each asking for its lines
- * BW_AHEAD bytes on, as the one-token kernels read. On the shared 2-vCPU host
- * the plain sum alone measured below what the kernels read (roofline shares
- * above 100%), and one figure for a whole run drifted from the tests it was
- * set against (34 to 61 GB/s from run to run): measured before each test,
- * the share compares like with like. */
+/* The read-bandwidth probe: a buffer far larger than the last-level cache,
+ * allocated and touched (every page on the thread that will read it) for each
+ * measurement and freed after it, so that it never competes with the mapped
+ * model for memory during a test; measured before every generation test. Its
+ * GB/s is the best of 3 passes of two readers: a plain sum (one linear stream
+ * per thread, the hardware prefetcher alone) and the same sum over eight
+ * streams per thread, each asking for its lines BW_AHEAD bytes on, as the
+ * one-token kernels read. On the shared 2-vCPU host the plain sum alone
+ * measured below what the kernels read (roofline shares above 100%), and one
+ * figure for a whole run drifted from the tests it was set against (34 to 61
+ * GB/s from run to run): measured before each test, the share compares like
+ * with like. */
 typedef struct bw_probe {
-    uint64_t *buf;
-    size_t words;
+    uint64_t bytes;
     int threads;
 } bw_probe;
 
 enum { BW_STREAMS = 8, BW_AHEAD = 1536 };
-
-static bw_probe bw_open(uint64_t n, int threads) {
-    bw_probe p = {.words = (size_t)(n / 8) / (BW_STREAMS * 8) * (BW_STREAMS * 8), .threads = threads};
-    p.buf = p.words ? malloc(p.words * 8) : NULL;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (size_t i = 0; i < (p.buf ? p.words : 0); i++)
-        p.buf[i] = i;
-    return p;
-}
 
 /* Sum of blocks [b0, b1) of 8 words as BW_STREAMS streams side by side. */
 static uint64_t sum_streams(const uint64_t *buf, size_t b0, size_t b1) {
@@ -118,11 +110,15 @@ static uint64_t sum_streams(const uint64_t *buf, size_t b0, size_t b1) {
     return total;
 }
 
-/* The probe's read bandwidth now, in GB/s (0 without a buffer). */
+/* The probe's read bandwidth now, in GB/s (0 if its buffer cannot be had). */
 static double bw_measure(const bw_probe *pr) {
-    if (!pr->buf)
+    const size_t words = (size_t)(pr->bytes / 64) * 8, blocks = words / 8;
+    uint64_t *buf = blocks ? malloc(words * 8) : NULL;
+    if (!buf)
         return 0.0;
-    const size_t blocks = pr->words / 8;
+#pragma omp parallel for num_threads(pr->threads) schedule(static)
+    for (size_t i = 0; i < words; i++)
+        buf[i] = i;
     double best = 0.0;
     volatile uint64_t sink = 0;
     for (int pass = 0; pass < 6; pass++) {
@@ -134,10 +130,10 @@ static double bw_measure(const bw_probe *pr) {
             const int nt = omp_get_num_threads(), it = omp_get_thread_num();
             const size_t b0 = blocks * (size_t)it / (size_t)nt, b1 = blocks * (size_t)(it + 1) / (size_t)nt;
             if (streams) {
-                total += sum_streams(pr->buf, b0, b1);
+                total += sum_streams(buf, b0, b1);
             } else {
                 for (size_t blk = b0; blk < b1; blk++) {
-                    const uint64_t *p = pr->buf + blk * 8;
+                    const uint64_t *p = buf + blk * 8;
                     total += (p[0] + p[1]) + (p[2] + p[3]) + (p[4] + p[5]) + (p[6] + p[7]);
                 }
             }
@@ -148,6 +144,7 @@ static double bw_measure(const bw_probe *pr) {
         best = gbs > best ? gbs : best;
     }
     (void)sink;
+    free(buf);
     return best;
 }
 
@@ -500,13 +497,17 @@ int main(int argc, char **argv) {
     }
     static bench_test tests[64 * 3 * MAX_VALUES];
     const int n_tests = add_tests(&o, &pp, &tg, &pg, tests);
-    bw_probe probe = bw_open(o.bw_bytes, (int)o.threads);
+    const bw_probe probe = {.bytes = o.bw_bytes, .threads = (int)o.threads};
+    const double bw0 = bw_measure(&probe);
+    if (bw0 <= 0.0)
+        MOE_WARN("no read bandwidth measured (a --bw-size of %llu bytes could not be had or "
+                 "is under 64): the tg rows' shares read 0%%", (unsigned long long)o.bw_bytes);
     const bool md = !strcmp(o.output, "md");
     if (md) {
         printf("read bandwidth: %.2f GB/s now (%d threads, %.0f MiB buffer, best of 3 passes of a "
                "one-stream and an eight-stream read; measured again before each tg test, the %% "
                "column's base)\n\n",
-               bw_measure(&probe), (int)o.threads, (double)o.bw_bytes / 1048576.0);
+               bw0, (int)o.threads, (double)o.bw_bytes / 1048576.0);
         printf("| model | size | params | backend | threads | test | t/s | weights GB/s (%% of read bw) |%s\n",
                o.time_split ? " experts / other / copies ms/tok (copies) |" : "");
         printf("| --- | ---: | ---: | --- | ---: | --- | ---: | ---: |%s\n", o.time_split ? " ---: |" : "");
@@ -518,7 +519,6 @@ int main(int argc, char **argv) {
     bool first = true;
     for (int i = 0; i < o.models.count && st == MOE_OK; i++)
         st = bench_model(o.models.items[i], &o, tests, n_tests, &probe, &first, &err);
-    free(probe.buf);
     if (!strcmp(o.output, "json"))
         printf("\n]\n");
     return moe_cli_finish(PROG, st, &err);
