@@ -93,7 +93,17 @@ typedef struct bw_probe {
 
 enum { BW_STREAMS = 8, BW_AHEAD = 1536 };
 
-/* Sum of blocks [b0, b1) of 8 words as BW_STREAMS streams side by side. */
+/* Sum of blocks [b0, b1) of 8 words, one linear stream. */
+static uint64_t sum_blocks(const uint64_t *buf, size_t b0, size_t b1) {
+    uint64_t total = 0;
+    for (size_t blk = b0; blk < b1; blk++) {
+        const uint64_t *p = buf + blk * 8;
+        total += (p[0] + p[1]) + (p[2] + p[3]) + (p[4] + p[5]) + (p[6] + p[7]);
+    }
+    return total;
+}
+
+/* The same as BW_STREAMS streams side by side, the blocks left over after. */
 static uint64_t sum_streams(const uint64_t *buf, size_t b0, size_t b1) {
     const size_t per = (b1 - b0) / BW_STREAMS;
     uint64_t total = 0;
@@ -103,11 +113,7 @@ static uint64_t sum_streams(const uint64_t *buf, size_t b0, size_t b1) {
             __builtin_prefetch((const char *)p + BW_AHEAD, 0, 3);
             total += (p[0] + p[1]) + (p[2] + p[3]) + (p[4] + p[5]) + (p[6] + p[7]);
         }
-    for (size_t blk = b0 + per * BW_STREAMS; blk < b1; blk++) {
-        const uint64_t *p = buf + blk * 8;
-        total += (p[0] + p[1]) + (p[2] + p[3]) + (p[4] + p[5]) + (p[6] + p[7]);
-    }
-    return total;
+    return total + sum_blocks(buf, b0 + per * BW_STREAMS, b1);
 }
 
 /* The probe's read bandwidth now, in GB/s (0 if its buffer cannot be had). */
@@ -129,14 +135,7 @@ static double bw_measure(const bw_probe *pr) {
         {
             const int nt = omp_get_num_threads(), it = omp_get_thread_num();
             const size_t b0 = blocks * (size_t)it / (size_t)nt, b1 = blocks * (size_t)(it + 1) / (size_t)nt;
-            if (streams) {
-                total += sum_streams(buf, b0, b1);
-            } else {
-                for (size_t blk = b0; blk < b1; blk++) {
-                    const uint64_t *p = buf + blk * 8;
-                    total += (p[0] + p[1]) + (p[2] + p[3]) + (p[4] + p[5]) + (p[6] + p[7]);
-                }
-            }
+            total += streams ? sum_streams(buf, b0, b1) : sum_blocks(buf, b0, b1);
         }
         const double dt = moe_now_s() - t0;
         sink += total;
