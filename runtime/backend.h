@@ -252,6 +252,7 @@ struct moe_backend {
     /* owned by the backend (moe_backend_init / moe_backend_release): quantized
      * activations, and the fast expert step's [T*K][F] buffers and grouping */
     uint8_t *act;
+    uint64_t act_bytes; /* act's size */
     float *fg, *fu;
     int32_t *e_count, *e_offset, *e_active, *slot_pos, *pos_tok;
     /* RoPE angles of the last position rotated alone (a decoded token's q

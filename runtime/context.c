@@ -137,7 +137,8 @@ moe_status moe_backend_init(moe_backend *be, const moe_backend_ops *ops, moe_con
         n_in = widths[i] > n_in ? widths[i] : n_in;
     const int64_t row = (int64_t)moe_act_row_bytes_max(n_in) + 64;
     const int64_t act_dense = T * row, act_experts = T * row + T * K * row * 2;
-    be->act = malloc((size_t)(act_dense > act_experts ? act_dense : act_experts));
+    be->act_bytes = (uint64_t)(act_dense > act_experts ? act_dense : act_experts);
+    be->act = malloc((size_t)be->act_bytes);
     be->fg = malloc((size_t)(T * K * Fe + 1) * sizeof(float));
     be->fu = malloc((size_t)(T * K * Fe + 1) * sizeof(float));
     int32_t *ints = malloc((size_t)(3 * E + 2 * T * K + 1) * sizeof *ints);
