@@ -5,9 +5,9 @@
  * repeated -r times after one warm-up; mean ± standard deviation of tokens per
  * second. For generation it also reports the effective weight bandwidth
  * (bytes of weights one token reads × t/s) and that as a share of a read
- * bandwidth it measures itself just before the test (a STREAM-like sum over a
- * buffer far larger than the last-level cache, with the same threads, see
- * bw_probe): the roofline a memory-bound decoder can reach. --sweep repeats tg and pp at growing KV
+ * bandwidth it measures itself around every timed run (a STREAM-like sum over
+ * a buffer far larger than the last-level cache, with the same threads, see
+ * bw_probe and run_test): the roofline a memory-bound decoder can reach. --sweep repeats tg and pp at growing KV
  * depth, as llama-sweep-bench does, so the cost of long contexts shows. */
 #include <ctype.h>
 #include <math.h>
@@ -77,15 +77,14 @@ static moe_status parse_list(const char *what, const char *s, int_list *out, moe
 /* The read-bandwidth probe: a buffer far larger than the last-level cache,
  * allocated and touched (every page on the thread that will read it) for each
  * measurement and freed after it, so that it never competes with the mapped
- * model for memory during a test; measured before every generation test. Its
+ * model for memory during a test; measured around every generation run. Its
  * GB/s is the best of 3 passes of two readers: a plain sum (one linear stream
  * per thread, the hardware prefetcher alone) and the same sum over eight
  * streams per thread, each asking for its lines BW_AHEAD bytes on, as the
  * one-token kernels read. On the shared 2-vCPU host the plain sum alone
  * measured below what the kernels read (roofline shares above 100%), and one
  * figure for a whole run drifted from the tests it was set against (34 to 61
- * GB/s from run to run): measured before each test, the share compares like
- * with like. */
+ * GB/s from run to run), as did one figure per test (run_test). */
 typedef struct bw_probe {
     uint64_t bytes;
     int threads;
@@ -158,6 +157,7 @@ typedef struct bench_result {
     bench_test test;
     double mean, sd;      /* tokens per second */
     double gbs;           /* tg: effective weight bandwidth */
+    double bw, share;     /* tg: read bandwidth around the runs, and their mean share of it */
     double experts_ms, other_ms, copy_ms; /* per token, over the timed runs */
 } bench_result;
 
@@ -210,9 +210,16 @@ static moe_status run_once(moe_context *ctx, const bench_test *t, int64_t n_voca
     return MOE_OK;
 }
 
+/* Runs t's repetitions. probe (generation tests): the read bandwidth is
+ * measured before the first run and after each, and every run's weight
+ * bandwidth (bytes_per_token x its t/s) is set against the mean of the two
+ * measurements around it: on the shared host the bandwidth drifts by tens of
+ * percent within seconds, and one figure for the whole test put the same t/s
+ * at 59% in one run and 93% in the next. */
 static moe_status run_test(moe_context *ctx, const bench_test *t, const bench_opts *o,
                            int64_t n_vocab, int32_t n_batch, moe_token *tok, int32_t *pos,
-                           bench_result *r, moe_err *err) {
+                           const bw_probe *probe, uint64_t bytes_per_token, bench_result *r,
+                           moe_err *err) {
     uint32_t rng = 777u;
     moe_kv_clear(ctx);
     expert_stats_phase(MOE_STATS_PROMPT);
@@ -221,14 +228,27 @@ static moe_status run_test(moe_context *ctx, const bench_test *t, const bench_op
     double s;
     if (!o->no_warmup)
         MOE_TRY(run_once(ctx, t, n_vocab, n_batch, tok, pos, &s, err));
-    double sum = 0, sum2 = 0;
+    double sum = 0, sum2 = 0, bw_sum = 0, share_sum = 0;
+    double bw_before = probe ? bw_measure(probe) : 0.0;
+    int n_shares = 0;
     moe_context_perf_reset(ctx);
     for (int64_t i = 0; i < o->reps; i++) {
         MOE_TRY(run_once(ctx, t, n_vocab, n_batch, tok, pos, &s, err));
         const double tps = (double)(t->n_prompt + t->n_gen) / s;
         sum += tps;
         sum2 += tps * tps;
+        if (probe) {
+            const double bw_after = bw_measure(probe), bw = 0.5 * (bw_before + bw_after);
+            if (bw_before > 0.0 && bw_after > 0.0) {
+                bw_sum += bw;
+                share_sum += tps * (double)bytes_per_token / 1e9 / bw;
+                n_shares++;
+            }
+            bw_before = bw_after;
+        }
     }
+    r->bw = n_shares ? bw_sum / n_shares : 0.0;
+    r->share = n_shares ? share_sum / n_shares : 0.0;
     r->test = *t;
     moe_perf perf;
     moe_context_perf(ctx, &perf);
@@ -290,9 +310,9 @@ static void model_label(const moe_model *m, char *buf, size_t cap) {
 }
 
 static void print_row(FILE *f, const char *fmt, const model_info *mi, const char *backend,
-                      int threads, const bench_result *r, double bw, bool first, bool split) {
+                      int threads, const bench_result *r, bool first, bool split) {
     const bool tg = r->test.n_prompt == 0 && r->test.n_gen > 0;
-    const double pct = tg && bw > 0 ? 100.0 * r->gbs / bw : 0.0;
+    const double bw = r->bw, pct = tg ? 100.0 * r->share : 0.0;
     if (!strcmp(fmt, "json")) {
         fprintf(f, "%s  {\"model\": \"%s\", \"arch\": \"%s\", \"size_gib\": %.3f, \"params_b\": %.3f, "
                    "\"backend\": \"%s\", \"threads\": %d, \"test\": \"%s\", \"n_prompt\": %lld, "
@@ -311,7 +331,7 @@ static void print_row(FILE *f, const char *fmt, const model_info *mi, const char
     } else {
         char bwcol[48] = "";
         if (tg)
-            snprintf(bwcol, sizeof bwcol, "%.2f (%.0f%%)", r->gbs, pct);
+            snprintf(bwcol, sizeof bwcol, "%.2f (%.0f%% of %.1f)", r->gbs, pct, bw);
         fprintf(f, "| %s | %.2f GiB | %.2f B | %s | %d | %s | %.2f ± %.2f | %s |", mi->label, mi->gib,
                 mi->params_b, backend, threads, r->test.name, r->mean, r->sd, bwcol);
         if (split) {
@@ -407,12 +427,12 @@ static moe_status bench_model(const char *path, const bench_opts *o, const bench
             continue;
         bench_result r;
         const bool tg = tests[i].n_prompt == 0 && tests[i].n_gen > 0;
-        const double bw = tg ? bw_measure(probe) : 0.0; /* the host's bandwidth drifts */
-        st = run_test(ctx, &tests[i], o, moe_model_n_vocab(m), (int32_t)max_batch, tok, pos, &r, err);
+        st = run_test(ctx, &tests[i], o, moe_model_n_vocab(m), (int32_t)max_batch, tok, pos,
+                      tg ? probe : NULL, mi.bytes_per_token, &r, err);
         if (st != MOE_OK)
             break;
         r.gbs = r.mean * (double)mi.bytes_per_token / 1e9;
-        print_row(stdout, o->output, &mi, backend, (int)o->threads, &r, bw, *first, o->time_split);
+        print_row(stdout, o->output, &mi, backend, (int)o->threads, &r, *first, o->time_split);
         *first = false;
         fflush(stdout);
     }
@@ -504,10 +524,11 @@ int main(int argc, char **argv) {
     const bool md = !strcmp(o.output, "md");
     if (md) {
         printf("read bandwidth: %.2f GB/s now (%d threads, %.0f MiB buffer, best of 3 passes of a "
-               "one-stream and an eight-stream read; measured again before each tg test, the %% "
-               "column's base)\n\n",
+               "one-stream and an eight-stream read; measured again before and after every tg "
+               "run: the %% column is the mean of each run's share of the mean of its two, "
+               "'of' their mean)\n\n",
                bw0, (int)o.threads, (double)o.bw_bytes / 1048576.0);
-        printf("| model | size | params | backend | threads | test | t/s | weights GB/s (%% of read bw) |%s\n",
+        printf("| model | size | params | backend | threads | test | t/s | weights GB/s (%% of read GB/s) |%s\n",
                o.time_split ? " experts / other / copies ms/tok (copies) |" : "");
         printf("| --- | ---: | ---: | --- | ---: | --- | ---: | ---: |%s\n", o.time_split ? " ---: |" : "");
     } else if (!strcmp(o.output, "json")) {
