@@ -215,7 +215,7 @@ static moe_status run_once(moe_context *ctx, const bench_test *t, int64_t n_voca
  * bandwidth (bytes_per_token x its t/s) is set against the mean of the two
  * measurements around it: on the shared host the bandwidth drifts by tens of
  * percent within seconds, and one figure for the whole test put the same t/s
- * at 59% in one run and 93% in the next. */
+ * anywhere from 59% to 91%. */
 static moe_status run_test(moe_context *ctx, const bench_test *t, const bench_opts *o,
                            int64_t n_vocab, int32_t n_batch, moe_token *tok, int32_t *pos,
                            const bw_probe *probe, uint64_t bytes_per_token, bench_result *r,
@@ -257,6 +257,7 @@ static moe_status run_test(moe_context *ctx, const bench_test *t, const bench_op
     r->other_ms = perf.other_ms / n_tok;
     r->copy_ms = perf.copy_ms / n_tok;
     r->mean = sum / (double)o->reps;
+    r->gbs = r->mean * (double)bytes_per_token / 1e9;
     r->sd = o->reps > 1 ? sqrt(fmax(0.0, (sum2 - sum * sum / (double)o->reps) / (double)(o->reps - 1)))
                         : 0.0;
     return MOE_OK;
@@ -431,7 +432,6 @@ static moe_status bench_model(const char *path, const bench_opts *o, const bench
                       tg ? probe : NULL, mi.bytes_per_token, &r, err);
         if (st != MOE_OK)
             break;
-        r.gbs = r.mean * (double)mi.bytes_per_token / 1e9;
         print_row(stdout, o->output, &mi, backend, (int)o->threads, &r, *first, o->time_split);
         *first = false;
         fflush(stdout);
@@ -525,8 +525,8 @@ int main(int argc, char **argv) {
     if (md) {
         printf("read bandwidth: %.2f GB/s now (%d threads, %.0f MiB buffer, best of 3 passes of a "
                "one-stream and an eight-stream read; measured again before and after every tg "
-               "run: the %% column is the mean of each run's share of the mean of its two, "
-               "'of' their mean)\n\n",
+               "run: %% is the mean over the runs of each run's share of the two around it, "
+               "'of' their mean GB/s)\n\n",
                bw0, (int)o.threads, (double)o.bw_bytes / 1048576.0);
         printf("| model | size | params | backend | threads | test | t/s | weights GB/s (%% of read GB/s) |%s\n",
                o.time_split ? " experts / other / copies ms/tok (copies) |" : "");
