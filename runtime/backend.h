@@ -253,6 +253,8 @@ struct moe_backend {
      * activations, and the fast expert step's [T*K][F] buffers and grouping */
     uint8_t *act;
     uint64_t act_bytes; /* act's size */
+    /* two phases' per-thread work ranges, [2][n_threads] (cpu/work_ranges.h) */
+    struct moe_work_range *ranges;
     float *fg, *fu;
     int32_t *e_count, *e_offset, *e_active, *slot_pos, *pos_tok;
     /* RoPE angles of the last position rotated alone (a decoded token's q

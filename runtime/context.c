@@ -8,6 +8,7 @@
 #include "runtime/context.h"
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/cpu/kernels.h"
+#include "runtime/cpu/work_ranges.h"
 #include "runtime/cpu_ops.h"
 #include "runtime/lora.h"
 
@@ -142,7 +143,8 @@ moe_status moe_backend_init(moe_backend *be, const moe_backend_ops *ops, moe_con
     be->fg = malloc((size_t)(T * K * Fe + 1) * sizeof(float));
     be->fu = malloc((size_t)(T * K * Fe + 1) * sizeof(float));
     int32_t *ints = malloc((size_t)(3 * E + 2 * T * K + 1) * sizeof *ints);
-    if (!be->act || !be->fg || !be->fu || !ints) {
+    be->ranges = aligned_alloc(64, (size_t)(2 * moe_work_ranges_bytes(be->n_threads)));
+    if (!be->act || !be->fg || !be->fu || !ints || !be->ranges) {
         free(ints);
         moe_backend_release(be);
         return moe_fail(err, MOE_ERR_NOMEM, "out of memory for the %s backend's buffers",
@@ -163,6 +165,8 @@ void moe_backend_release(moe_backend *be) {
     free(be->fg);
     free(be->fu);
     free(be->e_count);
+    free(be->ranges);
+    be->ranges = NULL;
     be->act = NULL;
     be->fg = be->fu = NULL;
     be->e_count = NULL;

@@ -60,6 +60,9 @@ if(TARGET moe_runtime)
   # the router's weights against llama.cpp's steps (sum in double, clamp, scale)
   moe_add_c_test(test_route SOURCES ${MOE_TEST_DIR}/test_route.c LABELS unit kernels
                  LIBS moe_runtime ${MATH_LIB})
+  # the one-token products' contiguous ranges with stealing
+  moe_add_c_test(test_work_ranges SOURCES ${MOE_TEST_DIR}/test_work_ranges.c LABELS unit
+                 LIBS moe_runtime $<$<BOOL:${MOE_OPENMP}>:OpenMP::OpenMP_C>)
 endif()
 
 # Split execution over CPU and CPU1 (runtime/device.h): placement rules and

@@ -5,12 +5,14 @@
 # activations quantized chunk by chunk, down and the weighted sum by output
 # rows) against the general step, which a split of every layer's experts
 # between CPU and CPU1 runs on both devices; q, k and v in one pass against
-# three products (attn_q on CPU1). Thread counts 1-4 give q4_0's and
-# q4_0_r8's expert step one to four big gate/up units per expert plus a small
-# one (q4_K, whose down activations come in 256-value blocks: two), the
-# boundaries where a piecewise SiLU or quantization would go wrong; n_embd
-# 512 gives the weighted sum two row ranges; 5 threads exceed the experts per
-# token and take the general step everywhere.
+# three products (attn_q on CPU1). Thread counts 1-4 deal the expert step's
+# units (q4_0, q4_0_r8: 32 rows, 16 per expert; q4_K, whose down activations
+# come in 256-value blocks: 256 rows, two per expert) to ranges that begin and
+# end inside an expert, and cut their chunks there and where a thread takes
+# half of another's range (runtime/cpu/work_ranges.h): the boundaries where a
+# piecewise SiLU or quantization would go wrong; n_embd 512 gives the weighted
+# sum two row ranges; 5 threads exceed the experts per token and take the
+# general step everywhere.
 set -u
 . "$MOE_TEST_DIR/sh_util.sh"
 B="$MOE_BIN_DIR"

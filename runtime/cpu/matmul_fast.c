@@ -12,6 +12,7 @@
 
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/cpu/kernels.h"
+#include "runtime/cpu/work_ranges.h"
 #include "runtime/cpu_ops.h"
 
 /* The calling thread's number in its team (0 outside one, or without OpenMP). */
@@ -26,14 +27,27 @@ static const moe_cpu_kernel_table *table(void) { return moe_cpu_kernels(moe_cpu_
 /* Expert products take the VEC summation order where a type has one. */
 static moe_mm_fn mm_vec(const moe_cpu_kernel *k) { return k->mm_vec ? k->mm_vec : k->mm; }
 
-/* Rows in a work unit of a product of n rows (units of R rows): about
+/* Rows in a work unit of a batch's product of n rows (units of R rows): about
  * UNITS_PER_THREAD units per thread, taken dynamically, so that a thread that
- * streams faster takes more (with two fixed halves per product, the worker
+ * computes faster takes more (with two fixed halves per product, the worker
  * thread of a 2-thread decode waited 24% of its time for the master, which
  * also takes the interrupts); whole STRIP_ROWS strips, so that every row goes
  * through the same kernel (512-bit strips or the 256-bit rest) whatever the
- * thread count. */
+ * thread count. One token's products, memory streams, go by contiguous
+ * ranges instead (ONE_UNIT_ROWS below). */
 enum { UNITS_PER_THREAD = 4, STRIP_ROWS = 16 };
+
+/* One token's products go by contiguous ranges (work_ranges.h) in units of
+ * ONE_UNIT_ROWS rows (whole strips of every kernel, so the same bits whatever
+ * the split), a call taking at least ONE_MIN_ROWS: the one-token kernels read
+ * a call's rows as eight streams. Against units from one shared counter,
+ * alternating every token in one process (tg128, benchmark shape, 2
+ * threads, each path on odd and even tokens alike): q, k, v, attn_output and
+ * the output head 3.43 -> 2.73 and 3.74 -> 3.08 ms per token for Q4_0_R8,
+ * 3.10 -> 2.82 Q4_0, 3.46 -> 3.12 IQ4_NL_R4, 3.62 -> 2.96 Q4_K_R4; the
+ * routed-expert step -2..-4% for Q4_0_R8 and Q4_0, within +-4% for the R4 types. */
+enum { ONE_UNIT_ROWS = STRIP_ROWS, ONE_MIN_ROWS = 64 };
+_Static_assert(ONE_UNIT_ROWS % 8 == 0 && ONE_UNIT_ROWS % 4 == 0, "units of whole groups and strips");
 
 static int64_t strip_rows(int64_t R) { return STRIP_ROWS % R == 0 ? STRIP_ROWS : R; } /* R: 1, 4, 8 */
 
@@ -136,6 +150,15 @@ void moe_cpu_matmul_fast_n(moe_backend *be, const moe_weight *const *ws, int n, 
      * on its units at once (a shared row would wait for one thread at a
      * barrier, ~1.5 us on the 2-vCPU host, before every product) */
     const bool own_row = T == 1 && (uint64_t)nth * as <= be->act_bytes;
+    /* one token: each thread walks a contiguous range of the products' units
+     * (a batch's tiles are compute: they keep the dynamic queue) */
+    const bool by_range = T == 1;
+    int64_t seg_start[MOE_MATMUL_N_MAX + 1] = {0};
+    if (by_range) {
+        for (int i = 0; i < n; i++)
+            seg_start[i + 1] = seg_start[i] + (ws[i]->ne[1] + ONE_UNIT_ROWS - 1) / ONE_UNIT_ROWS;
+        moe_work_deal(be->ranges, nth, seg_start[n]);
+    }
 #pragma omp parallel num_threads(nth)
     {
         const uint8_t *a_t = act;
@@ -148,18 +171,34 @@ void moe_cpu_matmul_fast_n(moe_backend *be, const moe_weight *const *ws, int n, 
             for (int64_t t = 0; t < T; t++)
                 quantize(x + t * n_in, act + (uint64_t)t * as, n_in);
         }
+        if (by_range) {
+            const moe_work_segments seg = {.seg_start = seg_start, .n_seg = n};
+            int64_t u0, u1;
+            while (moe_work_take(be->ranges, nth, team_thread(), ONE_MIN_ROWS / ONE_UNIT_ROWS,
+                                 &seg, &u0, &u1)) {
+                int i = 0;
+                while (u0 >= seg_start[i + 1])
+                    i++;
+                const product_plan *p = &pp[i];
+                const int64_t r0 = (u0 - seg_start[i]) * ONE_UNIT_ROWS;
+                const int64_t r1 = (u1 - seg_start[i]) * ONE_UNIT_ROWS;
+                p->mm(p->base, p->row_bytes, n_in, r0, r1 < p->n_out ? r1 : p->n_out, a_t, as, T,
+                      p->y, p->n_out);
+            }
+        } else {
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t u = 0; u < n_big + n_small; u++) {
-            const bool big = u < n_big;
-            const int64_t v = big ? u : u - n_big; /* in its queue */
-            int i = 0;
-            while (v >= (big ? pp[i + 1].first_big : pp[i + 1].first_small))
-                i++;
-            const product_plan *p = &pp[i];
-            int64_t r0, r1;
-            split_unit(&p->sp, p->n_out, big ? v - p->first_big : p->sp.n_big + v - p->first_small,
-                       &r0, &r1);
-            p->mm(p->base, p->row_bytes, n_in, r0, r1, a_t, as, T, p->y, p->n_out);
+            for (int64_t u = 0; u < n_big + n_small; u++) {
+                const bool big = u < n_big;
+                const int64_t v = big ? u : u - n_big; /* in its queue */
+                int i = 0;
+                while (v >= (big ? pp[i + 1].first_big : pp[i + 1].first_small))
+                    i++;
+                const product_plan *p = &pp[i];
+                int64_t r0, r1;
+                split_unit(&p->sp, p->n_out,
+                           big ? v - p->first_big : p->sp.n_big + v - p->first_small, &r0, &r1);
+                p->mm(p->base, p->row_bytes, n_in, r0, r1, a_t, as, T, p->y, p->n_out);
+            }
         }
     }
 }
@@ -255,24 +294,31 @@ static bool one_token_ok(const moe_expert_step *st, int nth) {
     return st->T == 1 && !st->lora && !st->observer && !st->slots && nth <= st->K;
 }
 
-/* Unit i of a phase over the n_act active experts' ranges (split s of n
- * rows each): its expert and rows, every expert's big units first. */
-static int32_t expert_unit(const split *s, int64_t n, const int32_t *active, int64_t n_act,
-                           int64_t i, int64_t *r0, int64_t *r1) {
-    const int64_t nb = n_act * s->n_big;
-    const int64_t a = i < nb ? i / s->n_big : (i - nb) / s->n_small;
-    const int64_t k = i < nb ? i % s->n_big : s->n_big + (i - nb) % s->n_small;
-    split_unit(s, n, k, r0, r1);
-    return active[a];
+/* Rows [r0, r1) of expert e's gate and up for one token (xq), SiLU(gate)·up
+ * into g's rows, quantized for down into act_d at r0 (whole blocks of its
+ * format). */
+static void gate_up_rows(const moe_weight *gate, const moe_weight *up, const moe_weight *down,
+                         int32_t e, int64_t r0, int64_t r1, const uint8_t *xq, uint64_t ax,
+                         float *g, float *u, uint8_t *act_d, moe_act_quantize_fn quantize_d) {
+    const int64_t D = gate->ne[0], F = gate->ne[1];
+    mm_vec(gate->kern)(gate->data + (uint64_t)e * gate->expert_bytes, gate->row_bytes, D, r0, r1,
+                       xq, ax, 1, g, F);
+    mm_vec(up->kern)(up->data + (uint64_t)e * up->expert_bytes, up->row_bytes, D, r0, r1, xq, ax,
+                     1, u, F);
+    moe_cpu_silu(g + r0, r1 - r0);
+    for (int64_t r = r0; r < r1; r++)
+        g[r] *= u[r];
+    quantize_d(g + r0, act_d + moe_act_row_bytes(down->kern->act, r0), r1 - r0);
 }
 
 /* The step for one token (decoding) in three hand-overs instead of seven:
  * each thread quantizes x into a row of its own (no gathering: the token is
- * every expert's only row); a gate/up unit also applies SiLU·mul to its rows
- * and quantizes them for down (gs's units are whole blocks of down's
+ * every expert's only row); a gate/up chunk also applies SiLU·mul to its rows
+ * and quantizes them for down (its units are whole blocks of down's
  * activation format, and so whole 16-value runs: SiLU's vector part,
  * moe_cpu_silu, is the whole row's); the weighted sum is split by output
- * rows, not by tokens. (Down units that took a range of output rows of all
+ * rows, not by tokens. Gate/up and down go by contiguous ranges of the active
+ * experts' rows (work_ranges.h), a thread walking whole experts in turn. (Down units that took a range of output rows of all
  * K experts and summed it there, one hand-over fewer, were slower: eight
  * streams at once per thread.) Each value is computed as the general path
  * computes it: the same kernels on the same rows, the same sum. */
@@ -287,44 +333,43 @@ static void experts_one_token(moe_backend *be, const moe_expert_step *st, const 
     const uint64_t ad = moe_act_row_bytes(down->kern->act, F);
     uint8_t *act_x = be->act, *act_d = act_x + (uint64_t)K * ax; /* one x row per thread */
     float *g = be->fg, *u = be->fu, *o = be->slot_out;
-    /* gate/up units on whole blocks of down's activations: each quantizes its part */
-    const split gs = plan_split(F, moe_act_block(down->kern->act), n_act, nth); /* 32 or 256 */
-    const split ds = plan_split(D, strip_rows(down->kern->rows), n_act, nth);
-    const int64_t n_gu = n_act * (gs.n_big + gs.n_small), n_down = n_act * (ds.n_big + ds.n_small);
     enum { SUM_ROWS = 256 };
     const int64_t n_sum = (D + SUM_ROWS - 1) / SUM_ROWS;
-    const moe_mm_fn mm_gate = mm_vec(gate->kern), mm_up = mm_vec(up->kern);
     const moe_mm_fn mm_down = mm_vec(down->kern);
     int32_t pos[MOE_MAX_EXPERTS];
     for (int64_t k = 0; k < K; k++)
         pos[k] = offset[st->ids[k]]; /* an expert takes the token once: its group's first row */
+    /* an expert a segment; gate/up in units of qg rows, down of ONE_UNIT_ROWS */
+    const int64_t qg = moe_act_block(down->kern->act);
+    const moe_work_segments gu_seg = {.seg_units = (F + qg - 1) / qg};
+    const moe_work_segments dn_seg = {.seg_units = (D + ONE_UNIT_ROWS - 1) / ONE_UNIT_ROWS};
+    const int64_t gu_min = qg < ONE_MIN_ROWS ? ONE_MIN_ROWS / qg : 1;
+    moe_work_range *gu_ranges = be->ranges, *dn_ranges = be->ranges + nth; /* [2][n_threads] */
+    moe_work_deal(gu_ranges, nth, n_act * gu_seg.seg_units);
+    moe_work_deal(dn_ranges, nth, n_act * dn_seg.seg_units);
 #pragma omp parallel num_threads(nth)
     {
-        uint8_t *xq = act_x + (uint64_t)team_thread() * ax;
+        const int me = team_thread();
+        uint8_t *xq = act_x + (uint64_t)me * ax;
         quantize_x(st->x, xq, D);
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t i = 0; i < n_gu; i++) {
-            int64_t r0, r1;
-            const int32_t e = expert_unit(&gs, F, active, n_act, i, &r0, &r1);
-            float *gp = g + (int64_t)offset[e] * F, *upr = u + (int64_t)offset[e] * F;
-            mm_gate(gate->data + (uint64_t)e * gate->expert_bytes, gate->row_bytes, D, r0, r1, xq,
-                    ax, 1, gp, F);
-            mm_up(up->data + (uint64_t)e * up->expert_bytes, up->row_bytes, D, r0, r1, xq, ax, 1,
-                  upr, F);
-            moe_cpu_silu(gp + r0, r1 - r0);
-            for (int64_t r = r0; r < r1; r++)
-                gp[r] *= upr[r];
-            quantize_d(gp + r0,
-                       act_d + (uint64_t)offset[e] * ad + moe_act_row_bytes(down->kern->act, r0),
-                       r1 - r0);
+        int64_t u0, u1;
+        while (moe_work_take(gu_ranges, nth, me, gu_min, &gu_seg, &u0, &u1)) {
+            const int32_t e = active[u0 / gu_seg.seg_units];
+            const int64_t base = u0 / gu_seg.seg_units * gu_seg.seg_units;
+            const int64_t r0 = (u0 - base) * qg, r1 = (u1 - base) * qg < F ? (u1 - base) * qg : F;
+            gate_up_rows(gate, up, down, e, r0, r1, xq, ax, g + (int64_t)offset[e] * F,
+                         u + (int64_t)offset[e] * F, act_d + (uint64_t)offset[e] * ad, quantize_d);
         }
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t i = 0; i < n_down; i++) {
-            int64_t r0, r1;
-            const int32_t e = expert_unit(&ds, D, active, n_act, i, &r0, &r1);
+#pragma omp barrier
+        while (moe_work_take(dn_ranges, nth, me, ONE_MIN_ROWS / ONE_UNIT_ROWS, &dn_seg, &u0, &u1)) {
+            const int32_t e = active[u0 / dn_seg.seg_units];
+            const int64_t base = u0 / dn_seg.seg_units * dn_seg.seg_units;
+            const int64_t r0 = (u0 - base) * ONE_UNIT_ROWS;
+            const int64_t r1 = (u1 - base) * ONE_UNIT_ROWS < D ? (u1 - base) * ONE_UNIT_ROWS : D;
             mm_down(down->data + (uint64_t)e * down->expert_bytes, down->row_bytes, F, r0, r1,
                     act_d + (uint64_t)offset[e] * ad, ad, 1, o + (int64_t)offset[e] * D, D);
         }
+#pragma omp barrier
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < n_sum; i++) {
             const int64_t d0 = i * SUM_ROWS, d1 = d0 + SUM_ROWS < D ? d0 + SUM_ROWS : D;
