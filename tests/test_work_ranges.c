@@ -1,7 +1,9 @@
 /* work_ranges: a phase's units dealt to threads as contiguous ranges, with
- * stealing. Simulated schedules (one process plays every thread, in an order
- * drawn from a printed seed, some threads slower or stalled) and a real
- * OpenMP run check that every unit is taken exactly once, that a chunk never
+ * stealing. Simulated schedules (one process plays every thread, whole calls
+ * one at a time, in an order drawn from a printed seed, some threads slower
+ * or stalled) and a real OpenMP run (the only part where calls overlap: failed
+ * swaps, a thief between its swap and its store) check that every unit is
+ * taken exactly once, that a chunk never
  * crosses a segment (one product, one expert: one kernel call), that a thread
  * starts at the front of its own range and walks it in halves, and that
  * threads left with nothing take the back half of another's. */
@@ -17,7 +19,12 @@
 enum { MAX_T = 9, MAX_U = 5000 };
 
 static moe_work_range *ranges_new(int nth) {
-    return aligned_alloc(64, (size_t)moe_work_ranges_bytes(nth));
+    moe_work_range *r = aligned_alloc(64, (size_t)moe_work_ranges_bytes(nth));
+    if (!r) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    return r;
 }
 
 /* Segment index of unit u. */
@@ -176,7 +183,7 @@ static void openmp_run(void) {
 #pragma omp parallel num_threads(NTH)
         {
             int64_t u0, u1;
-            while (moe_work_take(r, omp_get_num_threads(), omp_get_thread_num(), 2, &seg, &u0, &u1))
+            while (moe_work_take(r, NTH, omp_get_thread_num(), 2, &seg, &u0, &u1))
                 for (int64_t u = u0; u < u1; u++) {
 #pragma omp atomic
                     taken[u]++;

@@ -5,6 +5,7 @@
  * SiLU·mul -> down -> weighted sum), in which threads take (expert, row
  * range) units so that no two threads write the same rows and an expert no
  * token chose costs nothing. */
+#include <assert.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -155,8 +156,10 @@ void moe_cpu_matmul_fast_n(moe_backend *be, const moe_weight *const *ws, int n, 
     const bool by_range = T == 1;
     int64_t seg_start[MOE_MATMUL_N_MAX + 1] = {0};
     if (by_range) {
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < n; i++) {
+            assert(ONE_UNIT_ROWS % ws[i]->kern->rows == 0); /* a unit of whole groups */
             seg_start[i + 1] = seg_start[i] + (ws[i]->ne[1] + ONE_UNIT_ROWS - 1) / ONE_UNIT_ROWS;
+        }
         moe_work_deal(be->ranges, nth, seg_start[n]);
     }
 #pragma omp parallel num_threads(nth)
@@ -317,10 +320,11 @@ static void gate_up_rows(const moe_weight *gate, const moe_weight *up, const moe
  * and quantizes them for down (its units are whole blocks of down's
  * activation format, and so whole 16-value runs: SiLU's vector part,
  * moe_cpu_silu, is the whole row's); the weighted sum is split by output
- * rows, not by tokens. Gate/up and down go by contiguous ranges of the active
- * experts' rows (work_ranges.h), a thread walking whole experts in turn. (Down units that took a range of output rows of all
- * K experts and summed it there, one hand-over fewer, were slower: eight
- * streams at once per thread.) Each value is computed as the general path
+ * rows, not by tokens. Gate/up and down go by contiguous ranges of the
+ * active experts' rows (work_ranges.h), a thread walking whole experts in
+ * turn. (Down units that took a range of output rows of all K experts and
+ * summed it there, one hand-over fewer, were slower: eight streams at once
+ * per thread.) Each value is computed as the general path
  * computes it: the same kernels on the same rows, the same sum. */
 static void experts_one_token(moe_backend *be, const moe_expert_step *st, const int32_t *active,
                               int64_t n_act, const int32_t *offset, int nth) {
@@ -341,6 +345,8 @@ static void experts_one_token(moe_backend *be, const moe_expert_step *st, const 
         pos[k] = offset[st->ids[k]]; /* an expert takes the token once: its group's first row */
     /* an expert a segment; gate/up in units of qg rows, down of ONE_UNIT_ROWS */
     const int64_t qg = moe_act_block(down->kern->act);
+    assert(qg % gate->kern->rows == 0 && qg % up->kern->rows == 0 &&
+           ONE_UNIT_ROWS % down->kern->rows == 0); /* units of whole groups */
     const moe_work_segments gu_seg = {.seg_units = (F + qg - 1) / qg};
     const moe_work_segments dn_seg = {.seg_units = (D + ONE_UNIT_ROWS - 1) / ONE_UNIT_ROWS};
     const int64_t gu_min = qg < ONE_MIN_ROWS ? ONE_MIN_ROWS / qg : 1;

@@ -1,8 +1,15 @@
 /* Contiguous per-thread ranges with stealing (work_ranges.h). A range is two
- * 32-bit unit numbers in one 64-bit word, changed only by compare-and-swap:
- * the owner moves lo up, a thief moves hi down, so a unit leaves a range
- * exactly once and a range never holds a unit it held before (no ABA). */
+ * 32-bit unit numbers in one 64-bit word, changed only by compare-and-swap
+ * (the owner moves lo up, a thief moves hi down) or, while it is empty, by
+ * its owner's store of what it stole. A word can come back to a value it had
+ * (a thread can steal back units of its own first range), but that is
+ * harmless: the value a swap writes depends on nothing but the value it
+ * compared, and the units it moves were in the range at that moment. No data
+ * passes through the ranges (outputs are read after the region's barrier);
+ * the acquire/release orders are more than the protocol needs. */
 #include "runtime/cpu/work_ranges.h"
+
+#include <assert.h>
 
 static inline uint64_t pack(uint64_t lo, uint64_t hi) { return lo | hi << 32; }
 static inline int64_t lo_of(uint64_t v) { return (int64_t)(v & 0xffffffffu); }
@@ -13,6 +20,7 @@ uint64_t moe_work_ranges_bytes(int nth) {
 }
 
 void moe_work_deal(moe_work_range *r, int nth, int64_t n_units) {
+    assert(n_units >= 0 && n_units < ((int64_t)1 << 31));
     for (int t = 0; t < nth; t++)
         atomic_store_explicit(&r[t].lo_hi,
                               pack((uint64_t)(n_units * t / nth), (uint64_t)(n_units * (t + 1) / nth)),
@@ -39,6 +47,7 @@ static int64_t chunk_end(int64_t lo, int64_t hi, int64_t min_units, const moe_wo
 
 bool moe_work_take(moe_work_range *r, int nth, int me, int64_t min_units,
                    const moe_work_segments *seg, int64_t *u0, int64_t *u1) {
+    assert(min_units >= 1 && me >= 0 && me < nth && (seg->seg_start || seg->seg_units >= 1));
     for (;;) {
         uint64_t v = atomic_load_explicit(&r[me].lo_hi, memory_order_acquire);
         int64_t lo = lo_of(v), hi = hi_of(v);

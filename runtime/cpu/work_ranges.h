@@ -48,10 +48,14 @@ typedef struct moe_work_segments {
     int64_t seg_units;
 } moe_work_segments;
 
-/* The next chunk [*u0, *u1) for thread me of nth: from the front of its own
- * range, else stolen from the fullest other range. Returns false when no
- * unit is left anywhere. Lock-free; safe to call from every thread of the
- * region at once. */
+/* The next chunk [*u0, *u1) for thread me of nth (the nth given to
+ * moe_work_deal, not the team's size: a thread that never comes has its range
+ * taken by the others): from the front of its own range, else the back half
+ * of the fullest other range, the first chunk of it taken and the rest made
+ * me's range. Returns false when no other range was seen holding units; some
+ * may still be with other threads, which compute them, so read the outputs
+ * after the region's barrier. min_units >= 1; seg_units >= 1 where seg_start
+ * is NULL. Lock-free; safe to call from every thread of the region at once. */
 bool moe_work_take(moe_work_range *r, int nth, int me, int64_t min_units,
                    const moe_work_segments *seg, int64_t *u0, int64_t *u1);
 
