@@ -3,10 +3,10 @@
  * one at a time, in an order drawn from a printed seed, some threads slower
  * or stalled) and a real OpenMP run (the only part where calls overlap: failed
  * swaps, a thief between its swap and its store) check that every unit is
- * taken exactly once, that a chunk never
- * crosses a segment (one product, one expert: one kernel call), that a thread
- * starts at the front of its own range and walks it in halves, and that
- * threads left with nothing take the back half of another's. */
+ * taken exactly once, that a chunk never crosses a segment (one product, one
+ * expert: one kernel call), that a thread starts at the front of its own
+ * range and walks it in halves, and that threads left with nothing take the
+ * back half of another's. */
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP

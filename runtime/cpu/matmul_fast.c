@@ -46,9 +46,20 @@ enum { UNITS_PER_THREAD = 4, STRIP_ROWS = 16 };
  * threads, each path on odd and even tokens alike): q, k, v, attn_output and
  * the output head 3.43 -> 2.73 and 3.74 -> 3.08 ms per token for Q4_0_R8,
  * 3.10 -> 2.82 Q4_0, 3.46 -> 3.12 IQ4_NL_R4, 3.62 -> 2.96 Q4_K_R4; the
- * routed-expert step -2..-4% for Q4_0_R8 and Q4_0, within +-4% for the R4 types. */
+ * routed-expert step: no change resolved (-4..+4%). */
 enum { ONE_UNIT_ROWS = STRIP_ROWS, ONE_MIN_ROWS = 64 };
 _Static_assert(ONE_UNIT_ROWS % 8 == 0 && ONE_UNIT_ROWS % 4 == 0, "units of whole groups and strips");
+
+/* Chunk [u0, u1) of units of unit_rows rows (work_ranges.h) as rows [*r0,
+ * *r1) of its segment (a product, an expert) of n rows; returns the segment. */
+static int64_t chunk_rows(const moe_work_segments *seg, int64_t u0, int64_t u1, int64_t unit_rows,
+                          int64_t n, int64_t *r0, int64_t *r1) {
+    int64_t first;
+    const int64_t i = moe_work_segment(seg, u0, &first);
+    *r0 = (u0 - first) * unit_rows;
+    *r1 = (u1 - first) * unit_rows < n ? (u1 - first) * unit_rows : n;
+    return i;
+}
 
 static int64_t strip_rows(int64_t R) { return STRIP_ROWS % R == 0 ? STRIP_ROWS : R; } /* R: 1, 4, 8 */
 
@@ -179,12 +190,9 @@ void moe_cpu_matmul_fast_n(moe_backend *be, const moe_weight *const *ws, int n, 
             int64_t u0, u1;
             while (moe_work_take(be->ranges, nth, team_thread(), ONE_MIN_ROWS / ONE_UNIT_ROWS,
                                  &seg, &u0, &u1)) {
-                int i = 0;
-                while (u0 >= seg_start[i + 1])
-                    i++;
-                const product_plan *p = &pp[i];
-                const int64_t r0 = (u0 - seg_start[i]) * ONE_UNIT_ROWS;
-                const int64_t r1 = (u1 - seg_start[i]) * ONE_UNIT_ROWS;
+                int64_t r0, r1;
+                const product_plan *p =
+                    &pp[chunk_rows(&seg, u0, u1, ONE_UNIT_ROWS, INT64_MAX, &r0, &r1)];
                 p->mm(p->base, p->row_bytes, n_in, r0, r1 < p->n_out ? r1 : p->n_out, a_t, as, T,
                       p->y, p->n_out);
             }
@@ -324,8 +332,8 @@ static void gate_up_rows(const moe_weight *gate, const moe_weight *up, const moe
  * active experts' rows (work_ranges.h), a thread walking whole experts in
  * turn. (Down units that took a range of output rows of all K experts and
  * summed it there, one hand-over fewer, were slower: eight streams at once
- * per thread.) Each value is computed as the general path
- * computes it: the same kernels on the same rows, the same sum. */
+ * per thread.) Each value is computed as the general path computes it: the
+ * same kernels on the same rows, the same sum. */
 static void experts_one_token(moe_backend *be, const moe_expert_step *st, const int32_t *active,
                               int64_t n_act, const int32_t *offset, int nth) {
     const moe_weight *gate = st->gate, *up = st->up, *down = st->down;
@@ -358,20 +366,15 @@ static void experts_one_token(moe_backend *be, const moe_expert_step *st, const 
         const int me = team_thread();
         uint8_t *xq = act_x + (uint64_t)me * ax;
         quantize_x(st->x, xq, D);
-        int64_t u0, u1;
+        int64_t u0, u1, r0, r1;
         while (moe_work_take(gu_ranges, nth, me, gu_min, &gu_seg, &u0, &u1)) {
-            const int32_t e = active[u0 / gu_seg.seg_units];
-            const int64_t base = u0 / gu_seg.seg_units * gu_seg.seg_units;
-            const int64_t r0 = (u0 - base) * qg, r1 = (u1 - base) * qg < F ? (u1 - base) * qg : F;
+            const int32_t e = active[chunk_rows(&gu_seg, u0, u1, qg, F, &r0, &r1)];
             gate_up_rows(gate, up, down, e, r0, r1, xq, ax, g + (int64_t)offset[e] * F,
                          u + (int64_t)offset[e] * F, act_d + (uint64_t)offset[e] * ad, quantize_d);
         }
 #pragma omp barrier
         while (moe_work_take(dn_ranges, nth, me, ONE_MIN_ROWS / ONE_UNIT_ROWS, &dn_seg, &u0, &u1)) {
-            const int32_t e = active[u0 / dn_seg.seg_units];
-            const int64_t base = u0 / dn_seg.seg_units * dn_seg.seg_units;
-            const int64_t r0 = (u0 - base) * ONE_UNIT_ROWS;
-            const int64_t r1 = (u1 - base) * ONE_UNIT_ROWS < D ? (u1 - base) * ONE_UNIT_ROWS : D;
+            const int32_t e = active[chunk_rows(&dn_seg, u0, u1, ONE_UNIT_ROWS, D, &r0, &r1)];
             mm_down(down->data + (uint64_t)e * down->expert_bytes, down->row_bytes, F, r0, r1,
                     act_d + (uint64_t)offset[e] * ad, ad, 1, o + (int64_t)offset[e] * D, D);
         }

@@ -27,13 +27,22 @@ void moe_work_deal(moe_work_range *r, int nth, int64_t n_units) {
                               memory_order_relaxed);
 }
 
-static int64_t segment_end(const moe_work_segments *s, int64_t u) {
-    if (!s->seg_start)
-        return (u / s->seg_units + 1) * s->seg_units;
+int64_t moe_work_segment(const moe_work_segments *s, int64_t u, int64_t *first) {
+    if (!s->seg_start) {
+        *first = u / s->seg_units * s->seg_units;
+        return u / s->seg_units;
+    }
     int i = 0;
     while (i + 1 < s->n_seg && s->seg_start[i + 1] <= u)
         i++;
-    return s->seg_start[i + 1];
+    *first = s->seg_start[i];
+    return i;
+}
+
+static int64_t segment_end(const moe_work_segments *s, int64_t u) {
+    int64_t first;
+    const int64_t i = moe_work_segment(s, u, &first);
+    return s->seg_start ? s->seg_start[i + 1] : first + s->seg_units;
 }
 
 /* Half of what is left from lo (at least min_units), within lo's segment. */

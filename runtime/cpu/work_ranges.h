@@ -48,6 +48,9 @@ typedef struct moe_work_segments {
     int64_t seg_units;
 } moe_work_segments;
 
+/* The segment holding unit u (0-based), and in *first its first unit. */
+int64_t moe_work_segment(const moe_work_segments *s, int64_t u, int64_t *first);
+
 /* The next chunk [*u0, *u1) for thread me of nth (the nth given to
  * moe_work_deal, not the team's size: a thread that never comes has its range
  * taken by the others): from the front of its own range, else the back half
