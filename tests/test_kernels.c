@@ -686,7 +686,8 @@ int main(void) {
     const int64_t Ts[] = {1, 3, 7, 13, 64}; /* 13: the 512-bit tiles of 8, 4 and 1 */
     for (const moe_cpu_kernel *k = moe_cpu_kernels_scalar()->kernels; k->type != MOE_TYPE_F32; k++) {
         const int64_t block = moe_act_block(k->act), R = k->rows;
-        const int64_t lens[] = {block, 3 * block, block == 32 ? 9 * block : 3 * block};
+        /* 9 blocks: the Q4_K_R4 batch kernel decodes 8 at a time */
+        const int64_t lens[] = {block, 3 * block, 9 * block};
         for (size_t li = 0; li < 3; li++)
             for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
                 const int64_t n_out = 5 * R;
