@@ -683,7 +683,7 @@ int main(void) {
     const uint32_t seed = 20261204u;
     test_rng_state = seed;
     printf("seed %u; levels up to %s\n", seed, moe_cpu_level_name(moe_cpu_level_detected()));
-    const int64_t Ts[] = {1, 3, 7, 13, 64}; /* 13: the 512-bit tiles of 8, 4 and 1 */
+    const int64_t Ts[] = {1, 2, 3, 7, 13, 64}; /* 13: the 512-bit tiles of 8, 4 and 1 */
     for (const moe_cpu_kernel *k = moe_cpu_kernels_scalar()->kernels; k->type != MOE_TYPE_F32; k++) {
         const int64_t block = moe_act_block(k->act), R = k->rows;
         /* 9 blocks: the Q4_K_R4 batch kernel decodes 8 at a time */
