@@ -562,7 +562,7 @@ moe_status moe_placement_apply(moe_model *m, const moe_model_params *params, moe
                  "twins in batches, kernel level %s%s", r.rtr_weights,
                  (double)r.rtr_bytes / (1024.0 * 1024.0), r.rtr_level ? r.rtr_level : "none",
                  r.rtr_weights ? "" : " (-rtr has kernels for Q4_0 and IQ4_NL weights at the "
-                                      "avx2 and avx512 levels, Q4_K at avx512)");
+                                      "avx2, avx512 and amx levels, Q4_K at avx512 and amx)");
     free_overrides(&r);
     free(r.assign);
     if (st == MOE_OK && plan.args) {

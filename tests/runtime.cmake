@@ -50,7 +50,7 @@ if(TARGET moe_runtime)
   # every golden again at each forced ISA level (the tests above run at the
   # level the machine picks); a level the CPU lacks runs at the best it has
   if(MOE_HAVE_CONFORMANCE)
-    foreach(level ref scalar avx2)
+    foreach(level ref scalar avx2 avx512) # avx512: below the amx level where the CPU has AMX
       moe_add_c_test(golden_all_level_${level} TARGET test_golden LABELS golden kernels)
       set_property(TEST golden_all_level_${level} APPEND PROPERTY ENVIRONMENT "MOE_CPU_LEVEL=${level}")
     endforeach()

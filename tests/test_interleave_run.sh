@@ -25,7 +25,7 @@ GOLDEN=$1
 T=$(make_tmp interleave-run)
 B="$MOE_BIN_DIR"
 C="$MOE_CONFORMANCE_DIR"
-LEVELS="ref scalar avx2 avx512" # a level above the CPU's runs as the best it has
+LEVELS="ref scalar avx2 avx512 amx" # a level above the CPU's runs as the best it has
 
 # twin_checks NAME PLAIN INTERLEAVED N_VOCAB FEED
 twin_checks() {

@@ -227,7 +227,7 @@ static void check_kernel(const moe_cpu_kernel *sk, const shape *s) {
 
     /* plain types keep one float order (llama.cpp's) at every SIMD level, whatever
      * the register width: the first SIMD level's bits, mm and mm_vec */
-    float *first[2] = {NULL, NULL};
+    float *first[2] = {NULL, NULL}, *y512 = NULL;
     int first_level = -1;
     for (int level = MOE_CPU_AVX2; level <= (int)moe_cpu_level_detected(); level++) {
         const moe_cpu_kernel_table *tab = moe_cpu_kernels((moe_cpu_level)level);
@@ -241,6 +241,13 @@ static void check_kernel(const moe_cpu_kernel *sk, const shape *s) {
         memset(yl, 0, (size_t)(T * n_out) * sizeof *yl);
         lk->mm(w, rb, n_in, s->r0, s->r1, act, as, T, yl, n_out);
         compare_level(sk, level, "mm vs scalar", s, yl, ys, mag, exact);
+        /* the AMX level runs the AVX-512 level's arithmetic (some of it on tiles): its bits */
+        if (level == MOE_CPU_AVX512)
+            y512 = memcpy(malloc((size_t)(T * n_out) * sizeof *yl), yl, (size_t)(T * n_out) * sizeof *yl);
+        else if (level == MOE_CPU_AMX && y512)
+            CHECK(!memcmp(y512, yl, (size_t)(T * n_out) * sizeof *yl),
+                  "%s amx: not the bits of level avx512 (n_in %lld, rows [%lld, %lld), T %lld)",
+                  moe_type_name(t), (long long)n_in, (long long)s->r0, (long long)s->r1, (long long)T);
         keep_or_match(sk, level, first_level, "mm", s, yl, &first[0]);
         if (lk->mm_vec) { /* against the scalar vec order, or its only order */
             memset(yl, 0, (size_t)(T * n_out) * sizeof *yl);
@@ -251,7 +258,7 @@ static void check_kernel(const moe_cpu_kernel *sk, const shape *s) {
         if (first_level < 0)
             first_level = level;
     }
-    free(yv), free(first[0]), free(first[1]);
+    free(yv), free(first[0]), free(first[1]), free(y512);
 
     /* interleaved vs plain twin: identical at the scalar level */
     const moe_type base = moe_type_get(t)->base;
@@ -348,8 +355,8 @@ static void check_rtr(moe_type base, int64_t n_in, int64_t n_out, int64_t T, int
             moe_cpu_kernels((moe_cpu_level)level)->quantize[rk->act](x + i * n_in, act + i * as, n_in);
         const size_t ny = (size_t)(T * n_out);
         float *yr = calloc(ny, sizeof *yr), *ye = calloc(ny, sizeof *ye);
-        /* the strip buffer is the 512-bit level's; the 256-bit level transposes per tile */
-        const bool as_twin = T >= 4 && !(plain_only && level == MOE_CPU_AVX512);
+        /* the strip buffer is the 512-bit levels' (avx512, amx); the 256-bit level transposes per tile */
+        const bool as_twin = T >= 4 && !(plain_only && level >= MOE_CPU_AVX512);
         for (int vec = 0; vec < 2; vec++) {
             moe_mm_fn r_mm = vec && rk->mm_vec ? rk->mm_vec : rk->mm;
             moe_mm_fn e_mm = as_twin ? ik->mm : vec && pk->mm_vec ? pk->mm_vec : pk->mm;
@@ -684,6 +691,12 @@ int main(void) {
     test_rng_state = seed;
     printf("seed %u; levels up to %s\n", seed, moe_cpu_level_name(moe_cpu_level_detected()));
     const int64_t Ts[] = {1, 2, 3, 7, 13, 64}; /* 13: the 512-bit tiles of 8, 4 and 1 */
+    /* the AMX tiles: 16 tokens and 16 rows at a time, 64 blocks per pass, the rest at avx512 */
+    const moe_cpu_kernel *q4r8 = moe_cpu_kernel_find(MOE_CPU_SCALAR, MOE_TYPE_Q4_0_R8);
+    for (int64_t T = 16; q4r8 && T <= 35; T += 19) {
+        shape amx = {65 * 32, 40, T, 0, 40};
+        check_kernel(q4r8, &amx);
+    }
     for (const moe_cpu_kernel *k = moe_cpu_kernels_scalar()->kernels; k->type != MOE_TYPE_F32; k++) {
         const int64_t block = moe_act_block(k->act), R = k->rows;
         /* 9 blocks: the Q4_K_R4 batch kernel decodes 8 at a time */

@@ -6,7 +6,7 @@
 #  - at ref and scalar (no -rtr kernels; nor at avx2 for Q4_K; the level
 #    that ran, from the load's message) the logits are the plain run's, byte
 #    for byte, and the load says no tensor was taken;
-#  - at avx2 and avx512 (Q4_K: avx512) the logits stay within the golden
+#  - at avx2, avx512 and amx (Q4_K: avx512, amx) the logits stay within the golden
 #    tolerances of the plain run's and of the interleaved file's
 #    (moe-repack --interleave):
 #    products of fewer than 4 tokens (the fed tokens, a batch's rarely chosen
@@ -22,7 +22,7 @@ GOLDEN=$1
 T=$(make_tmp rtr-run)
 B="$MOE_BIN_DIR"
 C="$MOE_CONFORMANCE_DIR"
-LEVELS="ref scalar avx2 avx512" # a level above the CPU's runs as the best it has
+LEVELS="ref scalar avx2 avx512 amx" # a level above the CPU's runs as the best it has
 PACK_LOGITS_ERR="$T/err.txt" # the load's -rtr line
 
 # within NAME A B: A's logits within the golden tolerances of B's
@@ -48,7 +48,7 @@ for type in q4_0 iq4_nl q4_K; do
         within "tiny-llama-$type -rtr: the $type golden holds ($level)" \
             "$T/r.bin" "$C/expected/tiny-llama-$type.logits"
         pack_logits $level "$src" "$T/p.bin" "$feed"
-        if [ "$ran" != avx512 ] && { [ "$ran" != avx2 ] || [ $type = q4_K ]; }; then
+        if [ "$ran" != avx512 ] && [ "$ran" != amx ] && { [ "$ran" != avx2 ] || [ $type = q4_K ]; }; then
             check "tiny-llama-$type -rtr: no tensor taken ($level, ran $ran)" test "$n" = 0
             check "tiny-llama-$type -rtr: the plain run's logits exactly ($level)" \
                 cmp -s "$T/r.bin" "$T/p.bin"
@@ -68,7 +68,7 @@ for type in q4_0 iq4_nl q4_K; do
     "$B/moe-quantize" -q -f --pure "$C/models/tiny-qwen3moe.gguf" "$T/moe-p.gguf" "$type"
     check "tiny-qwen3moe: quantized to $type" test $? -eq 0
     feed=$(cat "$C/expected/tiny-qwen3moe.greedy")
-    for level in avx2 avx512; do
+    for level in avx2 avx512 amx; do
         pack_logits $level "$T/moe-p.gguf" "$T/r.bin" "$feed" -rtr && pack_logits $level "$T/moe-p.gguf" "$T/p.bin" "$feed"
         check "tiny-qwen3moe $type -rtr: moe-run ($level)" test $? -eq 0
         within "tiny-qwen3moe $type -rtr: within the golden tolerances of the plain run ($level)" \

@@ -7,7 +7,7 @@
 
 #include "formats/base/log.h"
 
-static const char *const level_names[MOE_ISA_LEVEL_COUNT] = {"ref", "scalar", "avx2", "avx512"};
+static const char *const level_names[MOE_ISA_LEVEL_COUNT] = {"ref", "scalar", "avx2", "avx512", "amx"};
 
 const char *moe_isa_level_name(moe_isa_level level) {
     return level >= 0 && level < MOE_ISA_LEVEL_COUNT ? level_names[level] : "?";
@@ -24,11 +24,29 @@ bool moe_isa_level_parse(const char *name, moe_isa_level *out) {
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 static uint64_t xgetbv0(void) {
     uint32_t lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     return (uint64_t)hi << 32 | lo;
+}
+
+/* AMX-TILE and AMX-INT8 (cpuid 7.0 edx bits 24, 25), the OS saving the tile
+ * state (XCR0 bits 17, 18), and, on Linux, this process granted the tile data
+ * (arch_prctl ARCH_REQ_XCOMP_PERM: without it the first tile instruction
+ * faults). */
+static bool amx_granted(unsigned edx7, uint64_t xcr0) {
+    if (!(edx7 >> 24 & 1) || !(edx7 >> 25 & 1) || (xcr0 & 0x60000) != 0x60000)
+        return false;
+#ifdef __linux__
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+#else
+    return false;
+#endif
 }
 
 static moe_isa_level detect(void) {
@@ -49,7 +67,7 @@ static moe_isa_level detect(void) {
     /* every extension the 512-bit objects are compiled with (DQ: the 256-bit
      * float halves of a register, vinsertf32x8 / vextractf32x8) */
     if (zmm_os && avx512f && avx512dq && avx512bw && avx512vl && vnni)
-        return MOE_ISA_AVX512;
+        return amx_granted(d, xcr0) ? MOE_ISA_AMX : MOE_ISA_AVX512;
     return MOE_ISA_AVX2;
 }
 #else
@@ -74,7 +92,7 @@ moe_isa_level moe_isa_level_from_env(moe_isa_level best) {
     if (!env || !*env)
         return best;
     if (!moe_isa_level_parse(env, &forced))
-        MOE_WARN("MOE_CPU_LEVEL=%s is not a level (ref, scalar, avx2, avx512): ignored", env);
+        MOE_WARN("MOE_CPU_LEVEL=%s is not a level (ref, scalar, avx2, avx512, amx): ignored", env);
     else if (forced > best)
         MOE_WARN("MOE_CPU_LEVEL=%s: this CPU or build runs at most %s", env,
                  moe_isa_level_name(best));

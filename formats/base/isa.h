@@ -12,13 +12,14 @@ typedef enum moe_isa_level {
     MOE_ISA_SCALAR = 1, /* plain C fast paths */
     MOE_ISA_AVX2 = 2,   /* AVX2 + FMA + F16C */
     MOE_ISA_AVX512 = 3, /* AVX-512 F/DQ/BW/VL + VNNI */
+    MOE_ISA_AMX = 4,    /* AVX-512 + AMX-TILE/INT8, the OS granting the tile data */
     MOE_ISA_LEVEL_COUNT
 } moe_isa_level;
 
 /* The best level this CPU and OS run (scalar off x86). */
 moe_isa_level moe_isa_detected(void);
 const char *moe_isa_level_name(moe_isa_level level);
-/* Parses ref|scalar|avx2|avx512; false for anything else. */
+/* Parses ref|scalar|avx2|avx512|amx; false for anything else. */
 bool moe_isa_level_parse(const char *name, moe_isa_level *out);
 /* best, or the lower level MOE_CPU_LEVEL names (warning on an unknown name
  * or one above best). */

@@ -137,7 +137,8 @@ const moe_iq4_search *moe_iq4_search_for(moe_isa_level level) {
     case MOE_ISA_REF:
     case MOE_ISA_SCALAR: return &moe_iq4_search_ref;
     case MOE_ISA_AVX2:
-    case MOE_ISA_AVX512: return search_avx2; /* measured faster there (quant_iq4_lanes.inc) */
+    case MOE_ISA_AVX512:
+    case MOE_ISA_AMX: return search_avx2; /* measured faster there (quant_iq4_lanes.inc) */
     default: return NULL;
     }
 }

@@ -34,7 +34,8 @@ const moe_kq_search *moe_kq_search_for(moe_isa_level level) {
     case MOE_ISA_REF:
     case MOE_ISA_SCALAR: return &moe_kq_search_ref;
     case MOE_ISA_AVX2:
-    case MOE_ISA_AVX512: return search_avx2; /* eight lanes: see quant_kq_lanes.inc */
+    case MOE_ISA_AVX512:
+    case MOE_ISA_AMX: return search_avx2; /* eight lanes: see quant_kq_lanes.inc */
     default: return NULL;
     }
 }

@@ -35,6 +35,7 @@ const moe_cpu_kernel_table *moe_cpu_kernels(moe_cpu_level level) {
     case MOE_CPU_SCALAR: return moe_cpu_kernels_scalar();
     case MOE_CPU_AVX2: return moe_cpu_kernels_avx2();
     case MOE_CPU_AVX512: return moe_cpu_kernels_avx512();
+    case MOE_CPU_AMX: return moe_cpu_kernels_amx();
     default: return NULL;
     }
 }

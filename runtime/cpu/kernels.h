@@ -35,12 +35,13 @@ typedef enum moe_cpu_level {
     MOE_CPU_SCALAR = 1, /* quantized-activation kernels in plain C */
     MOE_CPU_AVX2 = 2,   /* AVX2 + FMA + F16C */
     MOE_CPU_AVX512 = 3, /* AVX-512 F/DQ/BW/VL + VNNI */
+    MOE_CPU_AMX = 4,    /* AVX-512 and AMX-INT8 tiles for some batches */
     MOE_CPU_LEVEL_COUNT
 } moe_cpu_level;
 
 /* The best level this CPU runs (the build's compiler must know it too). */
 moe_cpu_level moe_cpu_level_detected(void);
-/* The level in use: MOE_CPU_LEVEL=ref|scalar|avx2|avx512 in the environment
+/* The level in use: MOE_CPU_LEVEL=ref|scalar|avx2|avx512|amx in the environment
  * forces one (capped at the detected level; an unknown name is ignored with
  * a warning), otherwise the detected level. Decided once per process. */
 moe_cpu_level moe_cpu_level_active(void);
@@ -199,5 +200,6 @@ const moe_cpu_kernel *moe_cpu_kernel_find_rtr(moe_cpu_level level, moe_type type
 const moe_cpu_kernel_table *moe_cpu_kernels_scalar(void);
 const moe_cpu_kernel_table *moe_cpu_kernels_avx2(void);
 const moe_cpu_kernel_table *moe_cpu_kernels_avx512(void);
+const moe_cpu_kernel_table *moe_cpu_kernels_amx(void);
 
 #endif
