@@ -693,9 +693,12 @@ int main(void) {
     const int64_t Ts[] = {1, 2, 3, 7, 13, 64}; /* 13: the 512-bit tiles of 8, 4 and 1 */
     /* the AMX tiles: 16 tokens and 16 rows at a time, 64 blocks per pass, the rest at avx512 */
     const moe_cpu_kernel *q4r8 = moe_cpu_kernel_find(MOE_CPU_SCALAR, MOE_TYPE_Q4_0_R8);
-    for (int64_t T = 16; q4r8 && T <= 35; T += 19) {
-        shape amx = {65 * 32, 40, T, 0, 40};
+    const int64_t amx_T[] = {16, 17, 35, 145}; /* a 1-token tail; two 128-token passes */
+    for (size_t i = 0; q4r8 && i < sizeof amx_T / sizeof amx_T[0]; i++) {
+        shape amx = {65 * 32, 40, amx_T[i], 0, 40};
         check_kernel(q4r8, &amx);
+        shape inside = {65 * 32, 40, amx_T[i], 8, 32}; /* a strip from row 8, an 8-row rest */
+        check_kernel(q4r8, &inside);
     }
     for (const moe_cpu_kernel *k = moe_cpu_kernels_scalar()->kernels; k->type != MOE_TYPE_F32; k++) {
         const int64_t block = moe_act_block(k->act), R = k->rows;

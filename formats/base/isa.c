@@ -42,7 +42,7 @@ static uint64_t xgetbv0(void) {
 static bool amx_granted(unsigned edx7, uint64_t xcr0) {
     if (!(edx7 >> 24 & 1) || !(edx7 >> 25 & 1) || (xcr0 & 0x60000) != 0x60000)
         return false;
-#ifdef __linux__
+#if defined(__linux__) && defined(__x86_64__) /* no tiles in 32-bit mode */
     return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
 #else
     return false;

@@ -21,13 +21,14 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "formats/base/isa.h"
 #include "formats/quant/quant_blocks.h"
 #include "runtime/cpu/kernels.h"
 
-#if defined(__AMX_INT8__) && defined(__AMX_TILE__)
+#if defined(__x86_64__) && defined(__AMX_INT8__) && defined(__AMX_TILE__) /* no tiles in 32-bit mode */
 
-/* A strip's blocks decoded per pass: 64 blocks x (512 + 64) bytes = 36 KB of
- * stack, read by every token tile of the strip. */
+/* A strip's blocks decoded per pass: 64 blocks x (512 + 64) bytes, with the
+ * products' buffers 38 KB of stack, read by every token tile of the strip. */
 enum { AMX_BLOCKS = 64, AMX_TOKENS = 16, AMX_ROWS = 16 };
 /* Tokens per pass over the rows (whole tiles): 128 tokens of 2048 values are
  * 352 KB of activations. */
@@ -173,18 +174,17 @@ static void amx_build(void) {
     const moe_cpu_kernel_table *base = moe_cpu_kernels_avx512();
     if (!base)
         return;
-    int n = 0;
-    for (const moe_cpu_kernel *k = base->kernels; n < AMX_MAX_KERNELS - 1; k++) {
+    bool ended = false;
+    for (int n = 0; n < AMX_MAX_KERNELS && !ended; n++) {
+        const moe_cpu_kernel *k = base->kernels + n;
         amx_kernels[n] = *k;
-        if (k->type == MOE_TYPE_F32)
-            break;
+        ended = k->type == MOE_TYPE_F32;
         if (k->type == MOE_TYPE_Q4_0_R8) {
             avx512_q4_0_r8 = k->mm;
             amx_kernels[n].mm = mm_q4_0_r8_amx;
         }
-        n++;
     }
-    if (amx_kernels[n].type != MOE_TYPE_F32)
+    if (!ended)
         return; /* more kernels than room: keep to the AVX-512 level */
     amx_table = *base;
     amx_table.level = MOE_CPU_AMX;
@@ -192,7 +192,11 @@ static void amx_build(void) {
     amx_ok = true;
 }
 
+/* NULL unless the CPU has the tiles and the OS granted them (the first tile
+ * instruction would fault otherwise). */
 const moe_cpu_kernel_table *moe_cpu_kernels_amx(void) {
+    if (moe_isa_detected() < MOE_ISA_AMX)
+        return NULL;
     pthread_once(&amx_once, amx_build);
     return amx_ok ? &amx_table : NULL;
 }
